@@ -97,4 +97,10 @@ export interface Config {
   reconcileIntervalMs: number;
   shutdownTimeoutMs: number;
   markerCheckIntervalMs: number;
+
+  /**
+   * Settings that were accepted but have no effect (e.g. REDIS_ENABLE_MAINTENANCE_NOTIFICATIONS=true, or
+   * REDIS_MAX_REDIRECTS without Cluster), one sentence each, to log at warn level at start-up.
+   */
+  warnings: string[];
 }

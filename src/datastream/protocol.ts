@@ -1,0 +1,66 @@
+/**
+ * Schematic datastream protocol helpers (shared/reference/protocol.md): frames the replicator sends and the
+ * envelope check for frames it receives. Pure functions; the socket lives in client.ts.
+ */
+import { type DataStreamResp, ENTITY_TYPES } from "../model/wire.js";
+
+export const CLIENT_NAME = "schematic-datastream-replicator";
+
+/** The three subscriptions a replicator sends on every (re)connect, with the replay cursor when resuming. */
+export function subscribeFrames(replayFrom?: string): string[] {
+  return [ENTITY_TYPES.companies, ENTITY_TYPES.users, ENTITY_TYPES.flags].map((entityType) =>
+    JSON.stringify({
+      data: { action: "start", entity_type: entityType, ...(replayFrom ? { replay_from: replayFrom } : {}) },
+    }),
+  );
+}
+
+export class FrameError extends Error {}
+
+/** Parses one text frame into an envelope, or throws FrameError naming what is wrong. */
+export function parseFrame(text: string): DataStreamResp {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new FrameError(`frame is not JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new FrameError("frame is not a JSON object");
+  }
+  const msg = value as Record<string, unknown>;
+  if (typeof msg.entity_type !== "string") throw new FrameError("frame has no entity_type");
+  if (typeof msg.message_type !== "string") throw new FrameError("frame has no message_type");
+  if (msg.stream_id !== undefined && msg.stream_id !== null && typeof msg.stream_id !== "string") {
+    throw new FrameError("stream_id is not a string");
+  }
+  if (msg.entity_id !== undefined && msg.entity_id !== null && typeof msg.entity_id !== "string") {
+    throw new FrameError("entity_id is not a string");
+  }
+  return msg as unknown as DataStreamResp;
+}
+
+/** Milliseconds part of a `<ms>-<seq>` stream id (for replication lag), or undefined. */
+export function streamIdTime(id: string | undefined): number | undefined {
+  if (!id) return undefined;
+  const dash = id.indexOf("-");
+  const ms = Number(dash < 0 ? id : id.slice(0, dash));
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+/** Orders `<ms>-<seq>` ids numerically; anything else falls back to text order. */
+export function compareStreamIds(a: string, b: string): number {
+  const pa = splitId(a);
+  const pb = splitId(b);
+  if (pa && pb) {
+    if (pa[0] !== pb[0]) return pa[0] < pb[0] ? -1 : 1;
+    if (pa[1] !== pb[1]) return pa[1] < pb[1] ? -1 : 1;
+    return 0;
+  }
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function splitId(id: string): [bigint, bigint] | undefined {
+  const m = /^(\d+)-(\d+)$/.exec(id);
+  return m ? [BigInt(m[1]!), BigInt(m[2]!)] : undefined;
+}

@@ -1,0 +1,176 @@
+/**
+ * Bulk load of companies and users over REST into the pipeline (DESIGN.md §6 "Loading modes"). Rows go through
+ * the same per-entity lanes as stream changes, so one entity is never written by two paths at once. A load is
+ * complete only when the distinct rows seen equal the count; only then are entities missing upstream evicted.
+ */
+import { restCompanyToEngine, restUserToEngine } from "../model/rest.js";
+import type { EntityKind } from "../replication/jobs.js";
+import type { Pipeline } from "../replication/pipeline.js";
+import type { KeyScheme } from "../store/keys.js";
+import type { StoreWriter } from "../store/writer.js";
+import type { Logger } from "../util/log.js";
+import type { RestClient, RestKind } from "./rest-client.js";
+
+export interface LoaderOptions {
+  rest: RestClient;
+  pipeline: Pipeline;
+  keys: KeyScheme;
+  writer: StoreWriter;
+  log: Logger;
+  pageSize: number;
+  /** true: pages fetched concurrently (limits in the RestClient); false: one page at a time. */
+  concurrent: boolean;
+  /** Every key in Redis matching a pattern, in batches (on every master). */
+  scanKeys(pattern: string): AsyncIterable<string[]>;
+  maxPasses?: number;
+  onProgress?(kind: RestKind, loaded: number, total: number): void;
+}
+
+export interface LoadResult {
+  companies: number;
+  users: number;
+  complete: boolean;
+  evicted: number;
+}
+
+const REST_KIND: Record<EntityKind, RestKind> = { company: "companies", user: "users" };
+
+export async function loadEverything(o: LoaderOptions, generation: number, signal: AbortSignal): Promise<LoadResult> {
+  const [companies, users] = await Promise.all([
+    loadKind(o, "company", generation, signal),
+    loadKind(o, "user", generation, signal),
+  ]);
+  return {
+    companies: companies.seen,
+    users: users.seen,
+    complete: companies.complete && users.complete,
+    evicted: companies.evicted + users.evicted,
+  };
+}
+
+async function loadKind(
+  o: LoaderOptions,
+  kind: EntityKind,
+  generation: number,
+  signal: AbortSignal,
+): Promise<{ seen: number; complete: boolean; evicted: number }> {
+  const restKind = REST_KIND[kind];
+  const convert = kind === "company" ? restCompanyToEngine : restUserToEngine;
+  const maxPasses = o.maxPasses ?? 3;
+  const seen = new Set<string>();
+  let expected = 0;
+  for (let pass = 1; pass <= maxPasses; pass++) {
+    expected = await o.rest.count(restKind, signal);
+    const progress = new Progress(o.log, restKind, expected, o.onProgress);
+    const pages = Math.ceil(expected / o.pageSize);
+    const handlePage = async (rows: unknown[]) => {
+      for (const row of rows) {
+        let entity: ReturnType<typeof convert>;
+        try {
+          entity = convert(row);
+        } catch (err) {
+          o.log.warn({ kind, reason: (err as Error).message }, "skipping an invalid REST row");
+          continue;
+        }
+        seen.add(entity.id);
+        await o.pipeline.enqueueLoad({ kind, id: entity.id, op: "full", data: entity, tracked: [], source: "load", generation });
+      }
+      progress.add(rows.length);
+    };
+    if (o.concurrent) {
+      let next = 0;
+      const worker = async () => {
+        while (next < pages) {
+          const offset = next++ * o.pageSize;
+          await handlePage(await o.rest.page(restKind, o.pageSize, offset, signal));
+        }
+      };
+      // The RestClient bounds the requests in flight; a few extra workers keep it saturated.
+      await Promise.all(Array.from({ length: Math.min(pages, 64) }, worker));
+    } else {
+      for (let offset = 0; ; offset += o.pageSize) {
+        const rows = await o.rest.page(restKind, o.pageSize, offset, signal);
+        await handlePage(rows);
+        if (rows.length < o.pageSize) break;
+      }
+    }
+    if (seen.size === expected) break;
+    o.log.warn({ kind: restKind, seen: seen.size, count: expected, pass }, "rows seen differ from the count; paging again");
+    if (pass === maxPasses) {
+      o.log.warn({ kind: restKind }, "the load did not converge; nothing will be evicted this time");
+      return { seen: seen.size, complete: false, evicted: 0 };
+    }
+  }
+  const evicted = await evictMissing(o, kind, seen, generation, signal);
+  return { seen: seen.size, complete: true, evicted };
+}
+
+/** Deletes entities (and stray lookup keys) that Redis has but the complete load did not return. */
+async function evictMissing(
+  o: LoaderOptions,
+  kind: EntityKind,
+  seen: Set<string>,
+  generation: number,
+  signal: AbortSignal,
+): Promise<number> {
+  const idPrefix = kind === "company" ? o.keys.companyId("") : o.keys.userId("");
+  let evicted = 0;
+  for await (const batch of o.scanKeys(o.keys.scanPattern(kind))) {
+    if (signal.aborted) break;
+    const strayLookups: string[] = [];
+    for (const key of batch) {
+      const rest = key.slice(idPrefix.length);
+      if (seen.has(rest) || o.pipeline.changedByStream(kind, rest)) continue;
+      if (rest.includes(":")) {
+        strayLookups.push(key);
+        continue;
+      }
+      evicted++;
+      await o.pipeline.enqueueLoad({ kind, id: rest, op: "delete", data: { id: rest }, tracked: [], source: "load", generation });
+    }
+    if (strayLookups.length === 0) continue;
+    const values = await o.writer.readMany(strayLookups);
+    const ops = [];
+    for (let i = 0; i < strayLookups.length; i++) {
+      const raw = values[i];
+      let target: unknown;
+      try {
+        target = raw == null ? undefined : JSON.parse(raw);
+      } catch {
+        target = undefined;
+      }
+      if (typeof target === "string" && (seen.has(target) || o.pipeline.changedByStream(kind, target))) continue;
+      if (raw != null) ops.push({ op: "delIfEquals" as const, key: strayLookups[i]!, value: raw });
+    }
+    if (ops.length) {
+      evicted += ops.length;
+      await o.writer.apply(ops);
+    }
+  }
+  if (evicted > 0) o.log.info({ kind, evicted }, "evicted entities missing upstream");
+  return evicted;
+}
+
+/** Logs load progress about every 10% (and at the end). */
+class Progress {
+  private loaded = 0;
+  private nextLog: number;
+  constructor(
+    private readonly log: Logger,
+    private readonly kind: string,
+    private readonly total: number,
+    private readonly report?: (kind: RestKind, loaded: number, total: number) => void,
+  ) {
+    report?.(kind as RestKind, 0, total);
+    this.nextLog = Math.max(1, Math.ceil(total / 10));
+    log.info({ kind, total }, `loading ${kind}`);
+  }
+  add(n: number): void {
+    this.loaded += n;
+    this.report?.(this.kind as RestKind, this.loaded, this.total);
+    if (this.loaded >= this.nextLog || this.loaded >= this.total) {
+      this.log.info({ kind: this.kind, loaded: this.loaded, total: this.total }, `loaded ${this.loaded}/${this.total} ${this.kind}`);
+      this.nextLog = this.loaded + Math.max(1, Math.ceil(this.total / 10));
+    }
+  }
+}

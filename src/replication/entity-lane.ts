@@ -1,0 +1,171 @@
+/**
+ * One lane of company or user changes. Entities are sharded over lanes by id, so each entity's changes are applied
+ * in order while different entities proceed in parallel. A lane takes up to BATCH_SIZE jobs at a time, reads the
+ * stored bodies of their entities in one pipelined round trip, folds each entity's changes, and writes the result
+ * in one more round trip. Successive full states of one entity still waiting in the queue are coalesced.
+ */
+import type { KeyScheme } from "../store/keys.js";
+import type { StoreWriter, WriteOp } from "../store/writer.js";
+import type { Logger } from "../util/log.js";
+import { sleep } from "../util/time.js";
+import { entityOps, foldEntity, parseStored } from "./fold.js";
+import type { Tracked } from "./cursor.js";
+import type { EntityJob, EntityKind } from "./jobs.js";
+import { type RetryContext, StoppedError, withRetry } from "./retry.js";
+import type { ReplicationStats } from "./stats.js";
+
+export interface LaneOptions {
+  kind: EntityKind;
+  index: number;
+  capacity: number;
+  batchSize: number;
+  batchTimeoutMs: number;
+  keys: KeyScheme;
+  writer: StoreWriter;
+  stats: ReplicationStats;
+  log: Logger;
+  retry: RetryContext;
+  /** True when a `load` job must yield to a stream change seen since its load began. */
+  supersededByStream(kind: EntityKind, id: string, generation: number | undefined): boolean;
+  /** Called for every `load` job once it is applied or skipped. */
+  loadJobDone(): void;
+  /** Marks a cursor entry applied. */
+  complete(entry: Tracked): void;
+  onProgress(): void;
+  onFatal(err: unknown): void;
+}
+
+export class EntityLane {
+  private queue: EntityJob[] = [];
+  private head = 0;
+  /** Latest queued full job per entity id, for coalescing. */
+  private queuedFull = new Map<string, EntityJob>();
+  private wake: (() => void) | undefined;
+  private running: Promise<void> | undefined;
+  private busy = false;
+  private stopped = false;
+
+  constructor(private readonly o: LaneOptions) {}
+
+  get depth(): number {
+    return this.queue.length - this.head;
+  }
+
+  get full(): boolean {
+    return this.depth >= this.o.capacity;
+  }
+
+  get idle(): boolean {
+    return this.depth === 0 && !this.busy;
+  }
+
+  start(): void {
+    this.running ??= this.loop().catch((err) => {
+      if (!(err instanceof StoppedError)) this.o.onFatal(err);
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    await this.running;
+  }
+
+  /** Discards queued work (the lease was lost: the next writer replays it from the persisted cursor). */
+  clear(): void {
+    this.queue = [];
+    this.head = 0;
+    this.queuedFull.clear();
+  }
+
+  push(job: EntityJob): void {
+    if (job.op === "full" && job.source === "stream") {
+      const waiting = this.queuedFull.get(job.id);
+      if (waiting && waiting.source === "stream") {
+        waiting.data = job.data;
+        waiting.tracked.push(...job.tracked);
+        waiting.streamTime = job.streamTime ?? waiting.streamTime;
+        this.o.stats.coalesced++;
+        return;
+      }
+    }
+    this.queue.push(job);
+    if (job.op === "full" && job.source === "stream") this.queuedFull.set(job.id, job);
+    else this.queuedFull.delete(job.id);
+    this.wake?.();
+  }
+
+  private take(max: number): EntityJob[] {
+    const end = Math.min(this.queue.length, this.head + max);
+    const batch = this.queue.slice(this.head, end);
+    this.head = end;
+    if (this.head > 4096 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    for (const job of batch) if (this.queuedFull.get(job.id) === job) this.queuedFull.delete(job.id);
+    return batch;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      if (this.depth === 0) {
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+        });
+        this.wake = undefined;
+        continue;
+      }
+      // Let frames already in the socket buffer reach the queue, so a burst fills the batch; never wait longer
+      // than BATCH_TIMEOUT for it.
+      if (this.depth < this.o.batchSize) {
+        await Promise.race([new Promise((r) => setImmediate(r)), sleep(this.o.batchTimeoutMs)]);
+      }
+      this.busy = true;
+      try {
+        await this.applyBatch(this.take(this.o.batchSize));
+      } finally {
+        this.busy = false;
+      }
+      this.o.onProgress();
+    }
+  }
+
+  private async applyBatch(batch: EntityJob[]): Promise<void> {
+    const { kind, keys, writer, stats, retry } = this.o;
+    const live = batch.filter((job) => job.source === "stream" || !this.o.supersededByStream(kind, job.id, job.generation));
+    const byId = new Map<string, EntityJob[]>();
+    for (const job of live) {
+      const list = byId.get(job.id);
+      if (list) list.push(job);
+      else byId.set(job.id, [job]);
+    }
+    const ids = [...byId.keys()];
+    const idKeys = ids.map((id) => (kind === "company" ? keys.companyId(id) : keys.userId(id)));
+    const stored = ids.length ? await withRetry(`reading ${kind} bodies`, retry, () => writer.readMany(idKeys)) : [];
+
+    const ops: WriteOp[] = [];
+    ids.forEach((id, i) => {
+      const jobs = byId.get(id)!;
+      const previous = parseStored(kind, stored[i] ?? null);
+      const fold = foldEntity(kind, previous, jobs);
+      for (const { job, reason } of fold.invalid) {
+        stats.skipped++;
+        this.o.log.warn({ kind, id, op: job.op, reason }, "skipping an invalid change");
+      }
+      if (fold.touched) ops.push(...entityOps(keys, kind, id, previous, fold));
+    });
+    if (ops.length) await withRetry(`writing ${kind} batch`, retry, () => writer.apply(ops));
+
+    let streamTime: number | undefined;
+    for (const job of batch) {
+      stats.countApplied(kind, job.op);
+      if (job.streamTime !== undefined) streamTime = Math.max(streamTime ?? 0, job.streamTime);
+    }
+    if (streamTime !== undefined) stats.lastAppliedStreamTime = Math.max(stats.lastAppliedStreamTime ?? 0, streamTime);
+    for (const job of batch) {
+      for (const t of job.tracked) this.o.complete(t);
+      if (job.source === "load") this.o.loadJobDone();
+    }
+  }
+}

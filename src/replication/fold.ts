@@ -1,0 +1,116 @@
+/**
+ * Pure batch logic for companies and users: fold each entity's changes in arrival order onto what Redis holds,
+ * then turn the results into Redis operations. No I/O here, so every rule is unit-testable.
+ */
+import { EntityError, parseCompany, parseUser } from "../model/entities.js";
+import { mergeCompany, mergeUser } from "../model/merge.js";
+import type { Company, User } from "../model/wire.js";
+import type { KeyScheme } from "../store/keys.js";
+import type { WriteOp } from "../store/writer.js";
+import type { EntityJob, EntityKind } from "./jobs.js";
+
+type Entity = Company | User;
+
+export interface FoldResult {
+  /** The entity as it must now be stored, or null when it must not exist. */
+  next: Entity | null;
+  /** Whether anything changed relative to Redis (false: nothing to write). */
+  touched: boolean;
+  /** Keys carried by delete payloads (their lookups must go even if Redis had no body). */
+  deletedKeys: Record<string, string>[];
+  /** Jobs rejected as invalid, with the reason (skipped, never retried). */
+  invalid: { job: EntityJob; reason: string }[];
+  /** Partials that found no base (a no-op, as upstream). */
+  orphanPartials: number;
+}
+
+export function parseEntity(kind: EntityKind, raw: unknown): Entity {
+  return kind === "company" ? parseCompany(raw, "engine") : parseUser(raw, "engine");
+}
+
+/** Parses a stored body; a foreign or corrupt value counts as absent (it is about to be overwritten). */
+export function parseStored(kind: EntityKind, raw: string | null): Entity | null {
+  if (raw === null) return null;
+  try {
+    return parseEntity(kind, JSON.parse(raw));
+  } catch {
+    return null;
+  }
+}
+
+export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: EntityJob[]): FoldResult {
+  const result: FoldResult = { next: previous, touched: false, deletedKeys: [], invalid: [], orphanPartials: 0 };
+  for (const job of jobs) {
+    try {
+      if (job.op === "full") {
+        result.next = parseEntity(kind, job.data);
+      } else if (job.op === "delete") {
+        const keys = (job.data as { keys?: unknown } | null)?.keys;
+        if (keys && typeof keys === "object") result.deletedKeys.push(keys as Record<string, string>);
+        result.next = null;
+      } else {
+        if (!job.data || typeof job.data !== "object" || Array.isArray(job.data)) {
+          throw new EntityError("$", "partial data is not an object");
+        }
+        if (result.next === null) {
+          result.orphanPartials++;
+          continue;
+        }
+        result.next =
+          kind === "company"
+            ? mergeCompany(result.next as Company, job.data as Record<string, unknown>)
+            : mergeUser(result.next as User, job.data as Record<string, unknown>);
+      }
+      result.touched = true;
+    } catch (err) {
+      result.invalid.push({ job, reason: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  return result;
+}
+
+function lookupKeys(scheme: KeyScheme, kind: EntityKind, keys: Record<string, string> | undefined): string[] {
+  if (!keys) return [];
+  const out: string[] = [];
+  for (const [name, value] of Object.entries(keys)) {
+    if (typeof value !== "string") continue;
+    for (const k of kind === "company" ? scheme.companyLookups(name, value) : scheme.userLookups(name, value)) {
+      out.push(k);
+    }
+  }
+  return out;
+}
+
+/**
+ * Operations that move Redis from `previous` to `fold.next` for entity `id`. Lookup keys are only removed while
+ * they still point at this entity, so an entity that lost a key never deletes it from the entity that gained it.
+ */
+export function entityOps(
+  scheme: KeyScheme,
+  kind: EntityKind,
+  id: string,
+  previous: Entity | null,
+  fold: FoldResult,
+  body?: string,
+): WriteOp[] {
+  const ops: WriteOp[] = [];
+  const idKey = kind === "company" ? scheme.companyId(id) : scheme.userId(id);
+  const idValue = JSON.stringify(id);
+  const old = new Set(lookupKeys(scheme, kind, previous?.keys));
+  for (const keys of fold.deletedKeys) for (const k of lookupKeys(scheme, kind, keys)) old.add(k);
+
+  const next = fold.next;
+  // An entity with no keys cannot be found by any SDK: store nothing for it (and remove what it had).
+  if (next && Object.keys(next.keys).length > 0) {
+    ops.push({ op: "set", key: idKey, value: body ?? JSON.stringify(next) });
+    const current = lookupKeys(scheme, kind, next.keys);
+    for (const k of current) {
+      ops.push({ op: "set", key: k, value: idValue });
+      old.delete(k);
+    }
+  } else if (previous || fold.deletedKeys.length > 0) {
+    ops.push({ op: "del", key: idKey });
+  }
+  for (const k of old) ops.push({ op: "delIfEquals", key: k, value: idValue });
+  return ops;
+}

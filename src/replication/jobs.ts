@@ -1,0 +1,25 @@
+/** The units of work that flow from the datastream and the REST loader into the per-entity lanes. */
+import type { Tracked } from "./cursor.js";
+
+export type EntityKind = "company" | "user";
+export type EntityOp = "full" | "partial" | "delete";
+
+export interface EntityJob {
+  kind: EntityKind;
+  id: string;
+  op: EntityOp;
+  /** Raw payload: a full entity, a partial object, or (delete) the last-known entity. */
+  data: unknown;
+  /** Cursor entries this job completes (several once coalesced). */
+  tracked: Tracked[];
+  /** Stream changes always apply; REST rows yield to stream changes seen since their load began. */
+  source: "stream" | "load";
+  /** Load generation that produced a `load` job (stale generations are skipped). */
+  generation?: number;
+  streamTime?: number;
+}
+
+export type FlagJob =
+  | { type: "snapshot"; flags: unknown[] }
+  | { type: "full"; data: unknown; tracked?: Tracked; streamTime?: number }
+  | { type: "delete"; data: unknown; tracked?: Tracked; streamTime?: number };

@@ -1,0 +1,318 @@
+/**
+ * Routes datastream frames and REST rows into the lanes: companies and users sharded by id over NUM_WORKERS lanes
+ * each, flags through one ordered lane. It owns the two loading disciplines of DESIGN.md §6 — holding stream
+ * changes while a synchronous load runs, and letting stream changes win over REST rows during an asynchronous one —
+ * and the backpressure that pauses the socket when queues are full instead of dropping anything.
+ */
+import { EventEmitter } from "node:events";
+import { FrameError, parseFrame, streamIdTime } from "../datastream/protocol.js";
+import { ENTITY_TYPES } from "../model/wire.js";
+import type { KeyScheme } from "../store/keys.js";
+import type { StoreWriter } from "../store/writer.js";
+import type { CircuitBreaker } from "../util/breaker.js";
+import type { Logger } from "../util/log.js";
+import { ReplayCursor, type Tracked } from "./cursor.js";
+import { EntityLane } from "./entity-lane.js";
+import { FlagLane } from "./flag-lane.js";
+import type { EntityJob, EntityKind, EntityOp } from "./jobs.js";
+import type { RetryContext } from "./retry.js";
+import { ReplicationStats } from "./stats.js";
+
+export interface PipelineOptions {
+  numWorkers: number;
+  batchSize: number;
+  batchTimeoutMs: number;
+  companyChannelSize: number;
+  userChannelSize: number;
+  flagsChannelSize: number;
+  keys: KeyScheme;
+  writer: StoreWriter;
+  breaker: CircuitBreaker;
+  log: Logger;
+  listFlagKeys(): Promise<string[]>;
+  /** Socket flow control. */
+  pause(): void;
+  resume(): void;
+}
+
+export interface PipelineEvents {
+  reload: [];
+  subscribed: [entityType: string];
+  flagsSnapshot: [count: number];
+  fatal: [err: unknown];
+}
+
+const ENTITY_OPS = new Set(["full", "partial", "delete"]);
+
+export class Pipeline extends EventEmitter<PipelineEvents> {
+  readonly stats = new ReplicationStats();
+  readonly cursor = new ReplayCursor();
+  private readonly lanes: Record<EntityKind, EntityLane[]>;
+  private readonly flags: FlagLane;
+  private readonly abort = new AbortController();
+  private held: EntityJob[] | undefined;
+  private heldCapacity: number;
+  /** Entities the stream changed since the current load began; REST rows for them are stale. */
+  private touched: Set<string> | undefined;
+  private loadGeneration = 0;
+  private paused = false;
+  private loadOutstanding = 0;
+  private progressWaiters: (() => void)[] = [];
+
+  constructor(private readonly o: PipelineOptions) {
+    super();
+    const retry: RetryContext = { breaker: o.breaker, stats: this.stats, log: o.log, signal: this.abort.signal };
+    const common = {
+      batchSize: o.batchSize,
+      batchTimeoutMs: o.batchTimeoutMs,
+      keys: o.keys,
+      writer: o.writer,
+      stats: this.stats,
+      log: o.log,
+      retry,
+      supersededByStream: (kind: EntityKind, id: string, generation: number | undefined) =>
+        generation !== this.loadGeneration || (this.touched?.has(`${kind}:${id}`) ?? false),
+      complete: (t: Tracked) => this.cursor.complete(t),
+      loadJobDone: () => {
+        this.loadOutstanding = Math.max(0, this.loadOutstanding - 1);
+      },
+      onProgress: () => this.onProgress(),
+      onFatal: (err: unknown) => this.emit("fatal", err),
+    };
+    const make = (kind: EntityKind, capacity: number) =>
+      Array.from({ length: o.numWorkers }, (_, index) => new EntityLane({ ...common, kind, index, capacity }));
+    this.lanes = { company: make("company", o.companyChannelSize), user: make("user", o.userChannelSize) };
+    this.heldCapacity = o.numWorkers * Math.max(o.companyChannelSize, o.userChannelSize);
+    this.flags = new FlagLane({
+      capacity: o.flagsChannelSize,
+      keys: o.keys,
+      writer: o.writer,
+      stats: this.stats,
+      log: o.log,
+      retry,
+      listFlagKeys: o.listFlagKeys,
+      complete: (t) => this.cursor.complete(t),
+      onSnapshotApplied: (n) => this.emit("flagsSnapshot", n),
+      onProgress: () => this.onProgress(),
+      onFatal: (err) => this.emit("fatal", err),
+    });
+  }
+
+  start(): void {
+    for (const lane of this.allLanes()) lane.start();
+  }
+
+  /** Stops the lanes after the batch in flight; queued work stays unapplied (and the cursor short of it). */
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await Promise.all(this.allLanes().map((lane) => lane.stop()));
+    this.onProgress();
+  }
+
+  /** Drops all queued work (the lease was lost; the next writer replays from the persisted cursor). */
+  clear(): void {
+    for (const lane of this.allLanes()) lane.clear();
+    this.held = this.held ? [] : undefined;
+    this.loadOutstanding = 0;
+    this.cursor.reset();
+    this.updateFlow();
+  }
+
+  get queueDepths(): Record<"company" | "user" | "flags" | "held", number> {
+    return {
+      company: sum(this.lanes.company.map((l) => l.depth)),
+      user: sum(this.lanes.user.map((l) => l.depth)),
+      flags: this.flags.depth,
+      held: this.held?.length ?? 0,
+    };
+  }
+
+  get isIdle(): boolean {
+    return this.allLanes().every((lane) => lane.idle) && (this.held?.length ?? 0) === 0;
+  }
+
+  /** Resolves once every queue is empty and nothing is being written. */
+  async whenIdle(): Promise<void> {
+    while (!this.isIdle && !this.abort.signal.aborted) await this.nextProgress();
+  }
+
+  private nextProgress(): Promise<void> {
+    return new Promise((resolve) => this.progressWaiters.push(resolve));
+  }
+
+  // ---- loading disciplines ---------------------------------------------------------------------------------
+
+  /** Starts a load window: returns its generation, to stamp the load's jobs. */
+  beginLoad(mode: "hold" | "stream-wins"): number {
+    this.loadGeneration++;
+    if (mode === "hold") this.held ??= [];
+    else this.touched = new Set();
+    return this.loadGeneration;
+  }
+
+  /** Ends the load window: held stream changes are released, in order, behind the loaded rows. */
+  endLoad(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    this.touched = undefined;
+    for (const job of held) this.route(job);
+    this.onProgress();
+  }
+
+  /** Whether a stream change to this entity arrived since the current load began (async loading). */
+  changedByStream(kind: EntityKind, id: string): boolean {
+    return this.touched?.has(`${kind}:${id}`) ?? false;
+  }
+
+  /** Queues a REST row or eviction; waits while the lane is full (backpressure on the loader). */
+  async enqueueLoad(job: EntityJob): Promise<void> {
+    const lane = this.laneFor(job.kind, job.id);
+    while (lane.full && !this.abort.signal.aborted) await this.nextProgress();
+    this.loadOutstanding++;
+    lane.push(job);
+  }
+
+  /** Resolves once every queued REST row and eviction has been written (stream changes may keep flowing). */
+  async whenLoadApplied(): Promise<void> {
+    while (this.loadOutstanding > 0 && !this.abort.signal.aborted) await this.nextProgress();
+  }
+
+  // ---- datastream ----------------------------------------------------------------------------------------
+
+  handleFrame(text: string): void {
+    let msg: ReturnType<typeof parseFrame>;
+    try {
+      msg = parseFrame(text);
+    } catch (err) {
+      this.stats.skipped++;
+      this.stats.countReceived("other", "malformed");
+      this.o.log.warn({ reason: (err as FrameError).message, bytes: text.length }, "skipping a malformed frame");
+      return;
+    }
+    const { entity_type: entityType, message_type: messageType } = msg;
+
+    if (messageType === "reload") {
+      this.stats.countReceived("other", "reload");
+      this.o.log.warn({ entityType }, "the server asked for a full reload");
+      this.emit("reload");
+      return;
+    }
+    if (messageType === "error") {
+      this.stats.countReceived("other", "error");
+      const data = (msg.data ?? {}) as { error?: unknown };
+      this.o.log.warn({ entityType, error: data.error }, "the datastream reported an error");
+      return;
+    }
+
+    const tracked = this.cursor.track(msg.stream_id);
+    const streamTime = streamIdTime(msg.stream_id);
+    switch (entityType) {
+      case ENTITY_TYPES.company:
+      case ENTITY_TYPES.user: {
+        const kind: EntityKind = entityType === ENTITY_TYPES.company ? "company" : "user";
+        this.stats.countReceived(kind, messageType);
+        const data = msg.data as { id?: unknown } | null | undefined;
+        const id = msg.entity_id ?? (typeof data?.id === "string" ? data.id : undefined);
+        if (!id || !ENTITY_OPS.has(messageType)) {
+          return this.skip(tracked, { entityType, messageType }, id ? "unknown message type" : "no entity id");
+        }
+        if (messageType === "full" && data?.id !== id) {
+          return this.skip(tracked, { entityType, id }, "entity_id does not match data.id");
+        }
+        const job: EntityJob = {
+          kind,
+          id,
+          op: messageType as EntityOp,
+          data: msg.data,
+          tracked: tracked ? [tracked] : [],
+          source: "stream",
+          streamTime,
+        };
+        this.touched?.add(`${kind}:${id}`);
+        if (this.held) this.held.push(job);
+        else this.route(job);
+        break;
+      }
+      case ENTITY_TYPES.flags:
+        this.stats.countReceived("flags", messageType);
+        if (messageType !== "full" || !Array.isArray(msg.data)) {
+          return this.skip(tracked, { entityType, messageType }, "a flags snapshot must be a full array");
+        }
+        this.flags.push({ type: "snapshot", flags: msg.data });
+        if (tracked) this.cursor.complete(tracked);
+        break;
+      case ENTITY_TYPES.flag:
+        this.stats.countReceived("flag", messageType);
+        if (messageType === "full" || messageType === "partial") {
+          this.flags.push({ type: "full", data: msg.data, tracked, streamTime });
+        } else if (messageType === "delete") {
+          this.flags.push({ type: "delete", data: msg.data, tracked, streamTime });
+        } else {
+          return this.skip(tracked, { entityType, messageType }, "unknown message type");
+        }
+        break;
+      case ENTITY_TYPES.companies:
+      case ENTITY_TYPES.users:
+        this.stats.countReceived("other", "subscribed");
+        if (tracked) this.cursor.complete(tracked);
+        this.emit("subscribed", entityType);
+        break;
+      default:
+        this.stats.countReceived("other", "unknown");
+        return this.skip(tracked, { entityType, messageType }, "unknown entity type");
+    }
+    this.updateFlow();
+  }
+
+  private skip(tracked: Tracked | undefined, context: Record<string, unknown>, reason: string): void {
+    this.stats.skipped++;
+    this.o.log.warn({ ...context, reason }, "skipping a datastream message");
+    if (tracked) this.cursor.complete(tracked);
+  }
+
+  private route(job: EntityJob): void {
+    this.laneFor(job.kind, job.id).push(job);
+  }
+
+  private laneFor(kind: EntityKind, id: string): EntityLane {
+    const lanes = this.lanes[kind];
+    return lanes[fnv1a(id) % lanes.length]!;
+  }
+
+  private allLanes(): (EntityLane | FlagLane)[] {
+    return [...this.lanes.company, ...this.lanes.user, this.flags];
+  }
+
+  private onProgress(): void {
+    this.updateFlow();
+    const waiters = this.progressWaiters;
+    this.progressWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  private updateFlow(): void {
+    const overfull =
+      this.allLanes().some((lane) => lane.full) || (this.held !== undefined && this.held.length >= this.heldCapacity);
+    if (overfull && !this.paused) {
+      this.paused = true;
+      this.o.pause();
+    } else if (!overfull && this.paused) {
+      this.paused = false;
+      this.o.resume();
+    }
+  }
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+/** FNV-1a (32 bit): a cheap, stable hash to shard entity ids over lanes. */
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}

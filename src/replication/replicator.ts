@@ -1,0 +1,481 @@
+/**
+ * The replicator's life: stand by until it holds the writer lease, then keep Redis equal to Schematic — connect
+ * the datastream, resume from the replay cursor or load everything, apply every change, persist the cursor, watch
+ * for Redis losing its data — and step down cleanly when the lease is lost or the process is told to stop.
+ */
+import { EventEmitter } from "node:events";
+import { hostname } from "node:os";
+import type { Cluster, Redis } from "ioredis";
+import type { Config } from "../config/types.js";
+import { AuthRejectedError, DatastreamClient } from "../datastream/client.js";
+import { subscribeFrames } from "../datastream/protocol.js";
+import { loadEverything } from "../loader/loader.js";
+import { LoadCancelledError, RestClient } from "../loader/rest-client.js";
+import { masters } from "../store/connect.js";
+import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
+import { KeyScheme } from "../store/keys.js";
+import { WriterLease } from "../store/lease.js";
+import { cleanupOtherVersions, refreshExpiry } from "../store/maintenance.js";
+import { type Marker, readMarker, writeMarker } from "../store/marker.js";
+import { LeaseLostError, StoreWriter } from "../store/writer.js";
+import { CircuitBreaker } from "../util/breaker.js";
+import type { Logger } from "../util/log.js";
+import { nowIso } from "../util/time.js";
+import { Pipeline } from "./pipeline.js";
+import { StoppedError } from "./retry.js";
+
+export type Role = "writer" | "standby";
+
+export interface ReplicatorDeps {
+  config: Config;
+  redis: Redis | Cluster;
+  log: Logger;
+  cacheVersion: string;
+  clientVersion: string;
+}
+
+export interface ReplicatorEvents {
+  /** A permanent failure (the API key was rejected): the process must exit. */
+  fatal: [err: Error];
+  role: [role: Role];
+  loaded: [];
+}
+
+export class Replicator extends EventEmitter<ReplicatorEvents> {
+  readonly keys: KeyScheme;
+  readonly writerId = `${hostname()}-${process.pid}`;
+  readonly redisBreaker: CircuitBreaker;
+  readonly loaderBreaker: CircuitBreaker;
+  role: Role = "standby";
+  pipeline: Pipeline | undefined;
+  datastream: DatastreamClient | undefined;
+  rest: RestClient | undefined;
+  /** Whether this writer has a complete data set in Redis (loaded, or resumed from one). */
+  loaded = false;
+  loading = false;
+  staleSince: string | undefined;
+  fullReloads = 0;
+  /** Progress of the current or last full load, by REST kind. */
+  loadProgress: Record<string, { loaded: number; total: number }> = {};
+  /** Set by the metrics module to observe Redis round trips. */
+  observeRedis: (operation: string, seconds: number) => void = () => undefined;
+  private lease: WriterLease | undefined;
+  private writer: StoreWriter | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private loadAbort: AbortController | undefined;
+  private sessionFlagsApplied = false;
+  private flushedCursor: string | undefined;
+  private stopping = false;
+  private needFullLoad = false;
+  private dataLoss = false;
+  private transition: Promise<void> = Promise.resolve();
+
+  constructor(private readonly d: ReplicatorDeps) {
+    super();
+    const c = d.config;
+    this.keys = new KeyScheme(c.redis.keyPrefix, d.cacheVersion);
+    this.redisBreaker = new CircuitBreaker("redis", c.circuitBreakerThreshold, c.circuitBreakerTimeoutMs);
+    this.loaderBreaker = new CircuitBreaker("api", c.loader.circuitBreakerThreshold, c.loader.circuitBreakerTimeoutMs);
+    this.redisBreaker.on("state", (to) => d.log.warn({ breaker: "redis", state: to }, "circuit breaker changed state"));
+    this.loaderBreaker.on("state", (to) => d.log.warn({ breaker: "api", state: to }, "circuit breaker changed state"));
+  }
+
+  get config(): Config {
+    return this.d.config;
+  }
+  get redis(): Redis | Cluster {
+    return this.d.redis;
+  }
+  get holdsLease(): boolean {
+    return this.d.config.writerLock.disabled || (this.lease?.holds() ?? false);
+  }
+
+  start(): void {
+    const c = this.d.config;
+    if (c.writerLock.disabled) {
+      this.d.log.warn("the writer lease is disabled (WRITER_LOCK_DISABLED): make sure only one replicator writes to this Redis");
+      this.serialise(() => this.becomeWriter());
+      return;
+    }
+    this.lease = new WriterLease(this.d.redis, { key: c.writerLock.key, ttlMs: c.writerLock.ttlMs, owner: this.writerId });
+    this.lease.on("acquired", () => this.serialise(() => this.becomeWriter()));
+    this.lease.on("lost", () => this.serialise(() => this.becomeStandby("the writer lease was lost")));
+    this.d.log.info({ key: c.writerLock.key }, "waiting for the writer lease");
+    this.lease.start();
+  }
+
+  /** Role changes run one at a time, in the order they were asked for. */
+  private serialise(step: () => Promise<void>): void {
+    this.transition = this.transition.then(step).catch((err) => {
+      this.d.log.error({ err: (err as Error).message }, "role change failed");
+    });
+  }
+
+  // ---- writer ------------------------------------------------------------------------------------------------
+
+  private async becomeWriter(): Promise<void> {
+    if (this.stopping || this.role === "writer") return;
+    const c = this.d.config;
+    const log = this.d.log;
+    this.role = "writer";
+    this.emit("role", "writer");
+    log.info({ writer: this.writerId }, "became the writer");
+
+    this.writer = timed(
+      new StoreWriter(this.d.redis, {
+        ttlMs: c.cacheTtlMs,
+        lease: c.writerLock.disabled ? undefined : { key: c.writerLock.key, token: () => this.lease?.token() },
+      }),
+      (operation, seconds) => this.observeRedis(operation, seconds),
+    );
+    const marker = await readMarker(this.d.redis, this.keys).catch(() => null);
+    const cursor = c.replay.disabled ? null : await loadCursor(this.d.redis, c.replay.cursorKey).catch(() => null);
+    this.loaded = marker?.state === "loaded";
+    this.dataLoss = marker?.state === "reloading";
+    this.needFullLoad = !this.loaded;
+    this.flushedCursor = cursor ?? undefined;
+    this.markerState = marker ?? undefined;
+
+    const pipeline = new Pipeline({
+      numWorkers: c.numWorkers,
+      batchSize: c.batchSize,
+      batchTimeoutMs: c.batchTimeoutMs,
+      companyChannelSize: c.companyChannelSize,
+      userChannelSize: c.userChannelSize,
+      flagsChannelSize: c.flagsChannelSize,
+      keys: this.keys,
+      writer: this.writer,
+      breaker: this.redisBreaker,
+      log,
+      listFlagKeys: () => this.listKeys(this.keys.scanPattern("flags")),
+      pause: () => this.datastream?.pause(),
+      resume: () => this.datastream?.resume(),
+    });
+    this.pipeline = pipeline;
+    if (cursor && this.loaded) seedCursor(pipeline, cursor);
+    pipeline.on("fatal", (err) => this.onPipelineFatal(err));
+    pipeline.on("reload", () => this.onServerReload());
+    pipeline.on("flagsSnapshot", () => {
+      this.sessionFlagsApplied = true;
+    });
+    pipeline.start();
+
+    this.rest = new RestClient({
+      apiUrl: c.apiUrl,
+      apiKey: c.apiKey,
+      timeoutMs: c.apiTimeoutMs,
+      breaker: this.loaderBreaker,
+      log,
+      rateLimitRps: c.useAsyncLoading ? c.loader.rateLimitRps : 0,
+      maxConcurrent: c.useAsyncLoading ? c.loader.maxConcurrentRequests : 1,
+      userAgent: `schematic-datastream-replicator/${this.d.clientVersion}`,
+    });
+
+    this.datastream = new DatastreamClient(
+      {
+        url: c.datastreamUrl,
+        apiKey: c.apiKey,
+        clientVersion: this.d.clientVersion,
+        pingIntervalMs: c.wsPingIntervalMs,
+        pongWaitMs: c.wsPongWaitMs,
+        maxReconnectDelayMs: c.datastreamMaxReconnectDelayMs,
+      },
+      {
+        onOpen: () => this.onDatastreamOpen(),
+        onFrame: (text) => pipeline.handleFrame(text),
+        onClose: () => this.onDatastreamClose(),
+        onFatal: (err) => this.emit("fatal", err),
+      },
+      log,
+    );
+    if (this.loaded && marker && !marker.stale_since) await this.updateMarker({ stale_since: nowIso() });
+    this.staleSince = this.loaded ? (marker?.stale_since ?? nowIso()) : undefined;
+    this.datastream.start();
+    this.startTimers();
+  }
+
+  private async becomeStandby(reason: string): Promise<void> {
+    if (this.role !== "writer") return;
+    this.d.log.warn({ reason }, "stepping down to standby");
+    await this.stopWriting();
+    this.role = "standby";
+    this.emit("role", "standby");
+  }
+
+  private async stopWriting(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.loadAbort?.abort();
+    await this.datastream?.stop();
+    this.pipeline?.clear();
+    await this.pipeline?.stop();
+    this.datastream = undefined;
+    this.pipeline = undefined;
+    this.loaded = false;
+    this.loading = false;
+  }
+
+  private onPipelineFatal(err: unknown): void {
+    if (err instanceof LeaseLostError) {
+      this.serialise(() => this.becomeStandby("a write was refused: another instance holds the lease"));
+      return;
+    }
+    if (err instanceof StoppedError) return;
+    this.d.log.error({ err: (err as Error).message }, "the pipeline failed");
+    this.emit("fatal", err as Error);
+  }
+
+  // ---- datastream sessions -------------------------------------------------------------------------------------
+
+  private onDatastreamOpen(): void {
+    const pipeline = this.pipeline;
+    if (!pipeline || !this.datastream) return;
+    const c = this.d.config;
+    pipeline.stats.connections++;
+    this.sessionFlagsApplied = false;
+    const replayFrom = c.replay.disabled || this.needFullLoad ? undefined : pipeline.cursor.committed;
+    // Without a cursor we cannot know what a reconnect missed: load everything again (subscribed first).
+    const fullLoad = this.needFullLoad || !replayFrom;
+    for (const frame of subscribeFrames(replayFrom)) this.datastream.send(frame);
+    if (replayFrom) {
+      pipeline.stats.replaysEngaged++;
+      this.d.log.info({ replayFrom }, "resuming the datastream from the replay cursor");
+    }
+    this.staleSince = undefined;
+    void this.updateMarker({ stale_since: undefined }).catch(() => undefined);
+    if (fullLoad) this.startFullLoad(this.needFullLoad ? "initial load" : "reconnected without a replay cursor");
+  }
+
+  private onDatastreamClose(): void {
+    if (this.stopping) return;
+    this.staleSince ??= nowIso();
+    void this.updateMarker({ stale_since: this.staleSince }).catch(() => undefined);
+  }
+
+  private onServerReload(): void {
+    this.pipeline?.cursor.reset();
+    if (this.writer) void deleteCursor(this.writer, this.d.config.replay.cursorKey).catch(() => undefined);
+    this.flushedCursor = undefined;
+    this.startFullLoad("the server asked for a reload");
+  }
+
+  /** Runs a full REST load (restarting one already running); marks the data loaded once it and the flags are in. */
+  private startFullLoad(reason: string): void {
+    const pipeline = this.pipeline;
+    const rest = this.rest;
+    const writer = this.writer;
+    if (!pipeline || !rest || !writer) return;
+    const c = this.d.config;
+    this.loadAbort?.abort();
+    const abort = new AbortController();
+    this.loadAbort = abort;
+    this.loading = true;
+    this.fullReloads++;
+    pipeline.stats.fullReloads++;
+    const mode = c.useAsyncLoading ? "stream-wins" : "hold";
+    const generation = pipeline.beginLoad(mode);
+    const started = Date.now();
+    this.d.log.info({ reason, mode: c.useAsyncLoading ? "async" : "sync" }, "starting a full load");
+    const run = async () => {
+      if (this.dataLoss) await this.updateMarker({ state: "reloading" });
+      const result = await loadEverything(
+        {
+          rest,
+          pipeline,
+          keys: this.keys,
+          writer,
+          log: this.d.log,
+          pageSize: c.loader.pageSize,
+          concurrent: c.useAsyncLoading,
+          scanKeys: (pattern) => this.scanKeys(pattern),
+          onProgress: (kind, loaded, total) => {
+            this.loadProgress[kind] = { loaded, total };
+          },
+        },
+        generation,
+        abort.signal,
+      );
+      if (abort.signal.aborted) return;
+      pipeline.endLoad();
+      await pipeline.whenLoadApplied();
+      while (!this.sessionFlagsApplied && !abort.signal.aborted) await new Promise((r) => setTimeout(r, 20));
+      if (abort.signal.aborted) return;
+      this.needFullLoad = false;
+      this.dataLoss = false;
+      this.loaded = true;
+      this.loading = false;
+      await this.updateMarker({ state: "loaded", loaded_at: nowIso() });
+      this.d.log.info(
+        { companies: result.companies, users: result.users, evicted: result.evicted, complete: result.complete, ms: Date.now() - started },
+        "full load complete: Redis holds the whole data set",
+      );
+      this.emit("loaded");
+    };
+    run().catch((err) => {
+      if (err instanceof LoadCancelledError || abort.signal.aborted) return;
+      if (err instanceof AuthRejectedError) return this.emit("fatal", err);
+      if (err instanceof LeaseLostError) return this.onPipelineFatal(err);
+      this.d.log.error({ err: (err as Error).message }, "the full load failed; it will be retried");
+      setTimeout(() => {
+        if (this.loadAbort === abort && !this.stopping) this.startFullLoad("retrying a failed load");
+      }, 1000).unref();
+    });
+  }
+
+  // ---- background duties of the writer ------------------------------------------------------------------------
+
+  private startTimers(): void {
+    const c = this.d.config;
+    const every = (ms: number, task: () => Promise<unknown>) => {
+      if (ms <= 0) return;
+      let running = false;
+      const timer = setInterval(() => {
+        if (running) return;
+        running = true;
+        task()
+          .catch((err) => this.d.log.warn({ err: (err as Error).message }, "background task failed"))
+          .finally(() => {
+            running = false;
+          });
+      }, ms);
+      timer.unref();
+      this.timers.push(timer);
+    };
+    if (!c.replay.disabled) every(c.replay.flushIntervalMs, () => this.flushCursor());
+    every(c.markerCheckIntervalMs, () => this.checkMarker());
+    every(c.cacheCleanupIntervalMs, async () => {
+      const result = await cleanupOtherVersions(this.d.redis, this.keys, this.d.log);
+      if (result.deleted > 0) this.d.log.info(result, "removed keys of other cache versions");
+    });
+    if (c.cacheTtlMs > 0) every(Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl());
+    every(c.reconcileIntervalMs, async () => {
+      if (!this.loaded || this.loading) return;
+      await this.refreshTtl();
+      this.startFullLoad("periodic anti-entropy pass");
+    });
+  }
+
+  private async refreshTtl(): Promise<void> {
+    if (this.role !== "writer" || !this.holdsLease) return;
+    await refreshExpiry(this.d.redis, this.keys, this.d.config.cacheTtlMs);
+  }
+
+  async flushCursor(): Promise<void> {
+    const committed = this.pipeline?.cursor.committed;
+    if (!this.writer || !committed || committed === this.flushedCursor) return;
+    await saveCursor(this.writer, this.d.config.replay.cursorKey, committed);
+    this.flushedCursor = committed;
+  }
+
+  /** The marker vanishing means Redis lost its data (flush, restart without persistence, failover to an empty replica). */
+  private async checkMarker(): Promise<void> {
+    if (!this.loaded || this.loading || this.role !== "writer") return;
+    const marker = await readMarker(this.d.redis, this.keys);
+    if (marker) return;
+    this.d.log.warn("the readiness marker is gone: Redis lost its data; rebuilding the whole keyspace");
+    this.loaded = false;
+    this.dataLoss = true;
+    this.needFullLoad = true;
+    this.pipeline?.cursor.reset();
+    this.flushedCursor = undefined;
+    await this.updateMarker({ state: "reloading" });
+    // A new session brings a fresh flags snapshot; its open handler starts the full load.
+    this.datastream?.restart("Redis lost its data");
+  }
+
+  private markerState: Marker | undefined;
+
+  private async updateMarker(change: Partial<Marker>): Promise<void> {
+    if (!this.writer) return;
+    const base: Marker = this.markerState ?? {
+      state: this.loaded ? "loaded" : "reloading",
+      loaded_at: nowIso(),
+      writer: this.writerId,
+    };
+    const next: Marker = { ...base, ...change, writer: this.writerId };
+    if (next.stale_since === undefined) delete next.stale_since;
+    const committed = this.pipeline?.cursor.committed;
+    if (committed) next.stream_id = committed;
+    this.markerState = next;
+    // Until a load completes there is nothing to vouch for: only data loss writes "reloading" before that.
+    if (next.state === "reloading" && !this.dataLoss) return;
+    await writeMarker(this.writer, this.keys, next);
+  }
+
+  // ---- Redis helpers ---------------------------------------------------------------------------------------------
+
+  async *scanKeys(pattern: string): AsyncIterable<string[]> {
+    for (const node of masters(this.d.redis)) {
+      let cursor = "0";
+      do {
+        const [next, batch] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+        cursor = next;
+        if (batch.length) yield batch;
+      } while (cursor !== "0");
+    }
+  }
+
+  private async listKeys(pattern: string): Promise<string[]> {
+    const out: string[] = [];
+    for await (const batch of this.scanKeys(pattern)) out.push(...batch);
+    return out;
+  }
+
+  // ---- shutdown --------------------------------------------------------------------------------------------------
+
+  /**
+   * Stops intake, drains what was received into Redis (bounded by SHUTDOWN_TIMEOUT), flushes the cursor and releases
+   * the lease. What could not be applied in time stays behind the cursor and is replayed by the next writer.
+   */
+  async shutdown(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const log = this.d.log;
+    const c = this.d.config;
+    await this.transition;
+    for (const t of this.timers) clearInterval(t);
+    this.loadAbort?.abort();
+    if (this.role === "writer") {
+      await this.datastream?.stop();
+      const drained = await Promise.race([
+        this.pipeline?.whenIdle().then(() => true) ?? Promise.resolve(true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), c.shutdownTimeoutMs).unref()),
+      ]);
+      const depths = this.pipeline?.queueDepths;
+      if (!drained) log.warn({ queued: depths }, "shutdown timeout reached; unapplied changes will be replayed");
+      await this.pipeline?.stop();
+      try {
+        await this.flushCursor();
+        await this.updateMarker({ stale_since: nowIso() });
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, "could not flush the cursor at shutdown");
+      }
+    }
+    await this.lease?.release().catch(() => undefined);
+    this.lease?.stop();
+    log.info({ cursor: this.pipeline?.cursor.committed }, "replicator stopped");
+  }
+}
+
+/** Wraps the writer's two round trips with a latency observer. */
+function timed(writer: StoreWriter, observe: (operation: string, seconds: number) => void): StoreWriter {
+  const apply = writer.apply.bind(writer);
+  const readMany = writer.readMany.bind(writer);
+  const time = async <T>(operation: string, call: () => Promise<T>): Promise<T> => {
+    const start = process.hrtime.bigint();
+    try {
+      return await call();
+    } finally {
+      observe(operation, Number(process.hrtime.bigint() - start) / 1e9);
+    }
+  };
+  writer.apply = (ops) => time("write", () => apply(ops));
+  writer.readMany = (keys) => time("read", () => readMany(keys));
+  return writer;
+}
+
+function seedCursor(pipeline: Pipeline, id: string): void {
+  // A persisted cursor is where the previous writer got to: replay resumes from it.
+  const tracked = pipeline.cursor.track(id);
+  pipeline.cursor.complete(tracked);
+}

@@ -1,0 +1,252 @@
+/**
+ * Redis connections for every topology operators run (DESIGN.md §3.9): a single node, Cluster (all masters,
+ * single-key commands only) and Sentinel, each optionally over TLS with a CA file and an ACL user name.
+ *
+ * Settings map onto ioredis as follows:
+ * - `dialTimeoutMs` → `connectTimeout`; `max(readTimeoutMs, writeTimeoutMs)` → `commandTimeout` (ioredis has one
+ *   timeout per command, not separate read and write deadlines);
+ * - `maxRetries` → `maxRetriesPerRequest` (reconnect attempts a queued command waits through before it fails), and
+ *   the number of extra start-up attempts in {@link waitForRedis};
+ * - `maxRedirects` → Cluster `maxRedirections`;
+ * - `routeByLatency` has no ioredis equivalent (go-redis sends read-only commands to the closest node); reads go
+ *   to masters (`scaleReads: "master"`), which is also what read-your-writes needs. A warning is logged.
+ * Connections are lazy: nothing is dialled until the first command, normally {@link waitForRedis}'s PING.
+ * After start-up the client reconnects forever (capped backoff); commands fail after `maxRetries` reconnects.
+ */
+import type { ConnectionOptions } from "node:tls";
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
+import type { RedisConfig, RedisTlsConfig } from "../config/types.js";
+import { errorMessage, type StoreLog } from "./log.js";
+
+export type RedisClient = Redis | Cluster;
+
+export interface CreateRedisOptions {
+  /** Logs connection errors (at most one line per distinct message every 30 s) and setting caveats. */
+  log?: StoreLog;
+  /** Connection name shown by CLIENT LIST. */
+  connectionName?: string;
+}
+
+export function createRedis(cfg: RedisConfig, options: CreateRedisOptions = {}): RedisClient {
+  const log = options.log;
+  const tls = tlsOptions(cfg.tls);
+  const commandTimeout = Math.max(cfg.readTimeoutMs, cfg.writeTimeoutMs);
+  const common: RedisOptions = {
+    username: cfg.username,
+    password: cfg.password,
+    connectTimeout: cfg.dialTimeoutMs > 0 ? cfg.dialTimeoutMs : undefined,
+    commandTimeout: commandTimeout > 0 ? commandTimeout : undefined,
+    maxRetriesPerRequest: cfg.maxRetries,
+    connectionName: options.connectionName,
+    lazyConnect: true,
+  };
+  const reconnect = (times: number) => Math.min(100 * times, 2000);
+
+  let client: RedisClient;
+  const topo = cfg.topology;
+  if (topo.kind === "cluster") {
+    if (cfg.routeByLatency) {
+      log?.warn(
+        { setting: "REDIS_ROUTE_BY_LATENCY" },
+        "REDIS_ROUTE_BY_LATENCY has no effect: the Redis client (ioredis) cannot route by latency; reads go to masters",
+      );
+    }
+    const clusterOptions: ClusterOptions = {
+      redisOptions: { ...common, ...(tls ? { tls } : {}) },
+      maxRedirections: cfg.maxRedirects,
+      scaleReads: "master",
+      lazyConnect: true,
+      clusterRetryStrategy: reconnect,
+      slotsRefreshTimeout: Math.max(cfg.dialTimeoutMs, 1000),
+      // With TLS the certificates name the hosts the cluster announces; resolving them to IPs first (the
+      // default) would break verification, so hand the announced names straight to the TLS connection.
+      ...(tls ? { dnsLookup: (address: string, callback: (err: null, address: string) => void) => callback(null, address) } : {}),
+    };
+    client = new Cluster(
+      topo.nodes.map((n) => ({ host: n.host, port: n.port })),
+      clusterOptions,
+    );
+  } else if (topo.kind === "sentinel") {
+    client = new Redis({
+      ...common,
+      sentinels: topo.sentinels.map((s) => ({ host: s.host, port: s.port })),
+      name: topo.masterName,
+      role: "master",
+      sentinelPassword: topo.sentinelPassword,
+      db: topo.db,
+      retryStrategy: reconnect,
+      sentinelRetryStrategy: (times: number) => Math.min(250 * times, 2000),
+      failoverDetector: true,
+      // go-redis uses one TLS configuration for the sentinels and the master; so do we.
+      ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
+    });
+  } else {
+    client = new Redis({
+      ...common,
+      host: topo.host,
+      port: topo.port,
+      db: topo.db,
+      retryStrategy: reconnect,
+      ...(tls ? { tls } : {}),
+    });
+  }
+
+  // Without a listener ioredis prints every connection error to the console.
+  let last = { message: "", at: 0 };
+  const onError = (err: unknown) => {
+    const message = errorMessage(err);
+    const now = Date.now();
+    if (message === last.message && now - last.at < 30_000) return;
+    last = { message, at: now };
+    log?.warn({ err: message, redis: describeRedis(cfg) }, "Redis connection error");
+  };
+  client.on("error", onError);
+  if (client instanceof Cluster) client.on("node error", onError);
+  return client;
+}
+
+function tlsOptions(tls: RedisTlsConfig | undefined): ConnectionOptions | undefined {
+  if (!tls) return undefined;
+  const out: ConnectionOptions = {};
+  if (tls.ca) out.ca = tls.ca;
+  if (tls.cert) out.cert = tls.cert;
+  if (tls.key) out.key = tls.key;
+  if (tls.serverName) out.servername = tls.serverName;
+  return out;
+}
+
+/** `127.0.0.1:6379`, `cluster 10.0.0.1:7000,10.0.0.2:7000`, `Sentinel master "mymaster" (sentinels a:26379)`. */
+export function describeRedis(cfg: RedisConfig): string {
+  const topo = cfg.topology;
+  const join = (nodes: { host: string; port: number }[]) => nodes.map((n) => `${n.host}:${n.port}`).join(",");
+  if (topo.kind === "cluster") return `cluster ${join(topo.nodes)}`;
+  if (topo.kind === "sentinel") return `Sentinel master "${topo.masterName}" (sentinels ${join(topo.sentinels)})`;
+  return `${topo.host}:${topo.port}`;
+}
+
+export function isCluster(client: RedisClient): client is Cluster {
+  return client instanceof Cluster || (client as { isCluster?: boolean }).isCluster === true;
+}
+
+/** Every master of a cluster (as known from the last slots refresh), or the client itself. */
+export function masters(client: RedisClient): Redis[] {
+  return isCluster(client) ? client.nodes("master") : [client];
+}
+
+/** Start-up failure: `message` is one line naming the cause. */
+export class RedisStartupError extends Error {
+  override readonly name = "RedisStartupError";
+  constructor(
+    message: string,
+    readonly kind: "unreachable" | "auth" | "tls" | "rejected",
+    override readonly cause?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+const TLS_CODES = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "CERT_SIGNATURE_FAILURE",
+  "EPROTO",
+]);
+
+type Classified = { kind: RedisStartupError["kind"]; permanent: boolean; message: string };
+
+function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified {
+  const where = describeRedis(cfg);
+  const raw = errorMessage(err).replace(/\s+/g, " ").trim();
+  const code = (err as { code?: unknown } | null)?.code;
+  if (/^(WRONGPASS|NOAUTH|NOPERM)\b|invalid username-password|invalid password/i.test(raw)) {
+    const what = /^NOAUTH\b/.test(raw)
+      ? "Redis requires a password"
+      : cfg.username
+        ? "Redis rejected the user name or password"
+        : "Redis rejected the password";
+    return { kind: "auth", permanent: true, message: `${what} (${raw}) at ${where}` };
+  }
+  if (
+    (typeof code === "string" && (TLS_CODES.has(code) || code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_"))) ||
+    /certificate|ssl routines|tls/i.test(raw)
+  ) {
+    return { kind: "tls", permanent: true, message: `TLS handshake with Redis at ${where} failed: ${raw}` };
+  }
+  if ((err as { name?: unknown } | null)?.name === "ReplyError") {
+    return { kind: "rejected", permanent: true, message: `Redis at ${where} refused the connection set-up: ${raw}` };
+  }
+  const tries = `${attempts} attempt${attempts === 1 ? "" : "s"}`;
+  return { kind: "unreachable", permanent: false, message: `Redis at ${where} is unreachable: ${raw} (after ${tries})` };
+}
+
+/** The most telling error: a connection-level error seen on the client beats the command's generic rejection. */
+function pickCause(commandError: unknown, eventError: unknown): unknown {
+  const nodeError = (e: unknown) => (e as { lastNodeError?: unknown } | null)?.lastNodeError ?? e;
+  const cmd = nodeError(commandError);
+  const ev = eventError === undefined ? undefined : nodeError(eventError);
+  const generic = /max retries per request|Command timed out|Connection is closed|timed out after|Failed to refresh slots/i;
+  if (ev !== undefined && (cmd === undefined || generic.test(errorMessage(cmd)))) return ev;
+  return cmd ?? ev;
+}
+
+/**
+ * At start-up: PING until Redis answers, at most `maxRetries + 1` times with backoff. Throws a
+ * {@link RedisStartupError} with one clear line: unreachable (with the attempt count), credentials rejected or
+ * TLS handshake failed (these two are not retried: they cannot heal by waiting).
+ * The client is left as it is on failure; the caller disconnects it (or exits).
+ */
+export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: StoreLog): Promise<void> {
+  const attempts = Math.max(1, cfg.maxRetries + 1);
+  const perAttemptMs =
+    Math.max(cfg.dialTimeoutMs, 0) + Math.max(cfg.readTimeoutMs, cfg.writeTimeoutMs, 0) + 1000;
+  let eventError: unknown;
+  const onError = (err: unknown) => {
+    eventError = err;
+  };
+  client.on("error", onError);
+  if (isCluster(client)) client.on("node error", onError);
+  try {
+    for (let attempt = 1; ; attempt++) {
+      eventError = undefined;
+      let commandError: unknown;
+      try {
+        await withTimeout(client.ping(), perAttemptMs);
+        if (attempt > 1) log?.info({ redis: describeRedis(cfg), attempt }, "Redis answers");
+        return;
+      } catch (err) {
+        commandError = err;
+      }
+      const cause = pickCause(commandError, eventError);
+      const c = classify(cause, cfg, attempt);
+      if (c.permanent || attempt >= attempts) throw new RedisStartupError(c.message, c.kind, cause);
+      const delay = Math.min(200 * 2 ** (attempt - 1), 3000);
+      log?.warn({ redis: describeRedis(cfg), attempt, of: attempts, err: errorMessage(cause) }, "Redis not reachable yet");
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  } finally {
+    client.off("error", onError);
+    if (isCluster(client)) client.off("node error", onError);
+  }
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  p.catch(() => {});
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer, timed out after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
