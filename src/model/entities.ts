@@ -71,6 +71,8 @@ const enum Absent {
 
 interface FieldSpec {
   readonly name: string;
+  /** `.name`: the path suffix (every field name is an identifier). */
+  readonly dotName: string;
   readonly kind: Kind;
   /** Must be present and non-null in "wire" mode. */
   readonly wireReq: boolean;
@@ -114,6 +116,7 @@ function field(name: string, kind: Kind, opts: FieldOptions = {}): FieldSpec {
   else if (kind === Kind.MapStr || kind === Kind.MapNum) absent = Absent.EmptyMap;
   const spec: FieldSpec = {
     name,
+    dotName: `.${name}`,
     kind,
     wireReq: flags.includes("W"),
     engineReq: flags.includes("E"),
@@ -329,7 +332,7 @@ function walkObject(raw: unknown, sch: Schema, mode: Mode, path: string): Record
     const v = raw[spec.name];
     if (v === undefined || v === null) {
       if (mode === WIRE ? spec.wireReq : spec.engineReq) {
-        throw new EntityError(child(path, spec.name), v === undefined ? "missing required field" : "must not be null");
+        throw new EntityError(path + spec.dotName, v === undefined ? "missing required field" : "must not be null");
       }
       if (spec.absent !== Absent.Omit) out[spec.name] = absentValue(spec);
       continue;
@@ -342,40 +345,40 @@ function walkObject(raw: unknown, sch: Schema, mode: Mode, path: string): Record
 function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unknown {
   switch (spec.kind) {
     case Kind.Str:
-      if (typeof v !== "string") throw new EntityError(child(parent, spec.name), `expected a string, got ${describe(v)}`);
-      if (spec.nonEmpty && v.length === 0) throw new EntityError(child(parent, spec.name), "must not be empty");
+      if (typeof v !== "string") throw new EntityError(parent + spec.dotName, `expected a string, got ${describe(v)}`);
+      if (spec.nonEmpty && v.length === 0) throw new EntityError(parent + spec.dotName, "must not be empty");
       return v;
     case Kind.Bool:
-      if (typeof v !== "boolean") throw new EntityError(child(parent, spec.name), `expected a boolean, got ${describe(v)}`);
+      if (typeof v !== "boolean") throw new EntityError(parent + spec.dotName, `expected a boolean, got ${describe(v)}`);
       return v;
     case Kind.Int:
       if (typeof v !== "number" || !Number.isInteger(v)) {
-        throw new EntityError(child(parent, spec.name), `expected an integer, got ${describe(v)}`);
+        throw new EntityError(parent + spec.dotName, `expected an integer, got ${describe(v)}`);
       }
       return v;
     case Kind.Num:
       if (typeof v !== "number" || !Number.isFinite(v)) {
-        throw new EntityError(child(parent, spec.name), `expected a number, got ${describe(v)}`);
+        throw new EntityError(parent + spec.dotName, `expected a number, got ${describe(v)}`);
       }
       return v;
     case Kind.Enum:
-      if (typeof v !== "string") throw new EntityError(child(parent, spec.name), `expected a string, got ${describe(v)}`);
+      if (typeof v !== "string") throw new EntityError(parent + spec.dotName, `expected a string, got ${describe(v)}`);
       if ((mode === WIRE || spec.enumEngine) && !spec.values!.has(v)) {
-        throw new EntityError(child(parent, spec.name), `unknown value ${JSON.stringify(v)} (expected one of ${spec.valueList})`);
+        throw new EntityError(parent + spec.dotName, `unknown value ${JSON.stringify(v)} (expected one of ${spec.valueList})`);
       }
       return v;
     case Kind.Time:
       if (typeof v !== "string") {
-        throw new EntityError(child(parent, spec.name), `expected an ISO 8601 timestamp, got ${describe(v)}`);
+        throw new EntityError(parent + spec.dotName, `expected an ISO 8601 timestamp, got ${describe(v)}`);
       }
       if (!(mode === WIRE ? RFC3339 : ISO8601).test(v)) {
-        throw new EntityError(child(parent, spec.name), `expected an ISO 8601 timestamp, got ${describe(v)}`);
+        throw new EntityError(parent + spec.dotName, `expected an ISO 8601 timestamp, got ${describe(v)}`);
       }
       return v;
     case Kind.Obj:
-      return walkObject(v, spec.schema!, mode, child(parent, spec.name));
+      return walkObject(v, spec.schema!, mode, parent + spec.dotName);
     case Kind.ListObj: {
-      const path = child(parent, spec.name);
+      const path = parent + spec.dotName;
       if (!Array.isArray(v)) throw new EntityError(path, `expected an array, got ${describe(v)}`);
       const sch = spec.schema!;
       const out = new Array<unknown>(v.length);
@@ -383,12 +386,12 @@ function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unk
       return out;
     }
     case Kind.ListStr: {
-      if (!Array.isArray(v)) throw new EntityError(child(parent, spec.name), `expected an array, got ${describe(v)}`);
+      if (!Array.isArray(v)) throw new EntityError(parent + spec.dotName, `expected an array, got ${describe(v)}`);
       const out = new Array<string>(v.length);
       for (let i = 0; i < v.length; i++) {
         const s = v[i];
         if (typeof s !== "string") {
-          throw new EntityError(`${child(parent, spec.name)}[${i}]`, `expected a string, got ${describe(s)}`);
+          throw new EntityError(`${parent + spec.dotName}[${i}]`, `expected a string, got ${describe(s)}`);
         }
         out[i] = s;
       }
@@ -396,7 +399,7 @@ function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unk
     }
     case Kind.MapStr:
     case Kind.MapNum: {
-      const path = child(parent, spec.name);
+      const path = parent + spec.dotName;
       if (!isPlainObject(v)) throw new EntityError(path, `expected an object, got ${describe(v)}`);
       const out: Record<string, unknown> = {};
       let n = 0;
@@ -433,12 +436,12 @@ function walkPartial(raw: unknown, sch: Schema, mode: Mode, path: string): Recor
           break;
         case Absent.EmptyList:
         case Absent.EmptyMap:
-          if (mode === WIRE) throw new EntityError(child(path, spec.name), "must not be null");
+          if (mode === WIRE) throw new EntityError(path + spec.dotName, "must not be null");
           out[spec.name] = absentValue(spec);
           break;
         default:
           // A null string leaves the field unchanged (Go's decoder); the wire parser rejects it.
-          if (mode === WIRE && spec.wireReq) throw new EntityError(child(path, spec.name), "must not be null");
+          if (mode === WIRE && spec.wireReq) throw new EntityError(path + spec.dotName, "must not be null");
       }
       continue;
     }

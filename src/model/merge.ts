@@ -82,6 +82,10 @@ function decInt(v: unknown, path: string, mode: DecodeMode, fallback = 0): numbe
 
 function decOptInt(v: unknown, path: string, mode: DecodeMode): number | null {
   if (v === undefined || v === null) return null;
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    fail(mode, path, "an integer", v);
+    return null;
+  }
   return decInt(v, path, mode, 0);
 }
 
@@ -94,7 +98,11 @@ function decNum(v: unknown, path: string, mode: DecodeMode, fallback = 0): numbe
 
 function decOptNum(v: unknown, path: string, mode: DecodeMode): number | null {
   if (v === undefined || v === null) return null;
-  return decNum(v, path, mode, 0);
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    fail(mode, path, "a number", v);
+    return null;
+  }
+  return v;
 }
 
 function decBool(v: unknown, path: string, mode: DecodeMode, fallback = false): boolean {
@@ -163,6 +171,10 @@ function decTime(v: unknown, path: string, mode: DecodeMode, fallback = GO_ZERO_
 
 function decOptTime(v: unknown, path: string, mode: DecodeMode): string | null {
   if (v === undefined || v === null) return null;
+  if (typeof v !== "string") {
+    fail(mode, path, "an RFC 3339 timestamp", v);
+    return null;
+  }
   return decTime(v, path, mode);
 }
 
@@ -410,7 +422,11 @@ function syncEntitlements(
       if (Object.hasOwn(balanceUpdates, ent.credit_id)) updated.credit_remaining = balanceUpdates[ent.credit_id];
     }
     if (lookup && ent.event_name !== null && ent.event_name !== undefined) {
-      const key = JSON.stringify([ent.event_name, ent.metric_period ?? "all_time", ent.month_reset ?? "first_of_month"]);
+      const key = JSON.stringify([
+        ent.event_name,
+        ent.metric_period ?? "all_time",
+        ent.month_reset ?? "first_of_month",
+      ]);
       const value = lookup.get(key);
       if (value !== undefined) updated.usage = value;
     }

@@ -13,7 +13,6 @@
  *   entitlements are copied field for field (all fields the REST FeatureEntitlement carries). Input is parsed
  *   leniently (a wrong type gives the zero value), except that a missing `id` or `keys` throws.
  */
-import { createHash } from "node:crypto";
 import {
   type DecodeMode,
   decodeEntitlements,
@@ -43,6 +42,7 @@ import type {
   TraitDefinition,
   TraitEntityType,
   User,
+  WarningTier,
 } from "./wire.js";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -293,34 +293,57 @@ export function fromUnixSeconds(s: number): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Deterministic synthesis
 
-function hash(s: string, len = 16): string {
-  return createHash("sha256").update(s).digest("hex").slice(0, len);
+/** A fast, stable, non-cryptographic 64-bit hash (two FNV-1a lanes with a final mix), as hex, for synthetic ids. */
+function hash(s: string): string {
+  let a = 0x811c9dc5;
+  let b = 0x2545f491;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+    b ^= b >>> 13;
+  }
+  a ^= b >>> 7;
+  a = Math.imul(a ^ (a >>> 16), 0x85ebca6b);
+  a ^= a >>> 13;
+  b = Math.imul(b ^ (b >>> 16), 0xc2b2ae35);
+  b ^= a >>> 11;
+  return hex32(a) + hex32(b);
 }
 
-/** JSON with object keys sorted, so equal entities hash alike whatever their key order. */
-function stableJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(stableJson).join(",")}]`;
-  if (isObject(v)) {
-    const keys = Object.keys(v)
-      .filter((k) => v[k] !== undefined)
-      .sort();
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${stableJson(v[k])}`).join(",")}}`;
+const HEX_BYTE = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+function hex32(n: number): string {
+  return HEX_BYTE[(n >>> 24) & 255]! + HEX_BYTE[(n >>> 16) & 255]! + HEX_BYTE[(n >>> 8) & 255]! + HEX_BYTE[n & 255]!;
+}
+
+/** `hash` memoised, for values shared by many entities (key definitions, products); bounded. */
+const shared = new Map<string, string>();
+function sharedHash(s: string): string {
+  let h = shared.get(s);
+  if (h === undefined) {
+    if (shared.size >= 10_000) shared.clear();
+    h = hash(s);
+    shared.set(s, h);
   }
-  return JSON.stringify(v) ?? "null";
+  return h;
 }
 
 const SYNTH_EPOCH = 1_704_067_200; // 2024-01-01T00:00:00Z
 
 interface Synth {
+  /** Hash of the entity's kind and id, the stem of its synthetic ids. */
+  h: string;
   createdAt: string;
   updatedAt: string;
   createdUnix: number;
 }
 
-function synth(kind: string, id: string, entity: unknown): Synth {
-  const createdUnix = SYNTH_EPOCH + (Number.parseInt(hash(`${kind}:${id}`, 8), 16) % (365 * 86400));
-  const updatedUnix = createdUnix + (Number.parseInt(hash(stableJson(entity), 8), 16) % (30 * 86400));
-  return { createdAt: fromUnixSeconds(createdUnix), updatedAt: fromUnixSeconds(updatedUnix), createdUnix };
+/** Timestamps derived from the id alone (cheap, and stable however the entity's JSON is ordered). */
+function synth(kind: string, id: string): Synth {
+  const h = hash(`${kind}:${id}`);
+  const createdUnix = SYNTH_EPOCH + (Number.parseInt(h.slice(0, 8), 16) % (365 * 86400));
+  const updatedUnix = createdUnix + (Number.parseInt(h.slice(8, 16), 16) % (30 * 86400));
+  return { h, createdAt: fromUnixSeconds(createdUnix), updatedAt: fromUnixSeconds(updatedUnix), createdUnix };
 }
 
 const byteOrder = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -349,8 +372,8 @@ function restKeys(
   keys: Record<string, string> | null | undefined,
   s: Synth,
 ): RestEntityKey[] {
-  return sortedEntries(keys).map(([key, value]) => {
-    const definitionId = `ekd_${hash(`${environmentId}:${entityType}:${key}`)}`;
+  return sortedEntries(keys).map(([key, value], i) => {
+    const definitionId = `ekd_${sharedHash(`${environmentId}:${entityType}:${key}`)}`;
     return {
       created_at: s.createdAt,
       definition: { created_at: s.createdAt, entity_type: entityType, id: definitionId, key, updated_at: s.createdAt },
@@ -358,7 +381,7 @@ function restKeys(
       entity_id: id,
       entity_type: entityType,
       environment_id: environmentId,
-      id: `ek_${hash(`${entityType}:${id}:${key}`)}`,
+      id: `ek_${s.h}${i}`,
       key,
       updated_at: s.updatedAt,
       value,
@@ -368,7 +391,6 @@ function restKeys(
 
 function restTraits(
   entityType: TraitEntityType,
-  id: string,
   environmentId: string,
   traits: Trait[] | null | undefined,
   s: Synth,
@@ -392,7 +414,7 @@ function restTraits(
       },
       definition_id: def.id,
       environment_id: environmentId,
-      id: `et_${hash(`${entityType}:${id}:${i}:${def.id}`)}`,
+      id: `et_${s.h}${i}`,
       updated_at: s.updatedAt,
       value: t.value,
     });
@@ -451,7 +473,10 @@ function restEntitlement(e: FeatureEntitlement): RestEntitlement {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(e).sort(([a], [b]) => byteOrder(a, b))) {
     if (v === null || v === undefined) continue;
-    if (k === "warning_tiers" && Array.isArray(v) && v.length === 0) continue;
+    if (k === "warning_tiers") {
+      if (Array.isArray(v) && v.length > 0) out[k] = v.map((t: WarningTier) => ({ key: t?.key, value: t?.value }));
+      continue;
+    }
     out[k] = v;
   }
   return out as RestEntitlement;
@@ -474,19 +499,20 @@ function restMetric(m: CompanyMetric): RestMetric {
 }
 
 function restProduct(id: string, subscriptionId: string, environmentId: string, s: Synth): RestBillingProduct {
+  const ph = sharedHash(`product:${id}`);
   return {
     billing_scheme: "per_unit",
     created_at: s.createdAt,
     currency: "usd",
     environment_id: environmentId,
-    external_id: `prod_${hash(`product:${id}`, 14)}`,
+    external_id: `prod_${ph.slice(0, 14)}`,
     id,
     interval: "month",
     name: id,
     package_size: 1,
     price: 0,
-    price_external_id: `price_${hash(`price:${id}`, 14)}`,
-    price_id: `bpri_${hash(`price:${id}`, 14)}`,
+    price_external_id: `price_${ph.slice(2, 16)}`,
+    price_id: `bpri_${ph.slice(1, 15)}`,
     price_tier: [],
     provider_type: "schematic",
     quantity: 1,
@@ -502,7 +528,7 @@ function restSubscription(
   productIds: string[],
   s: Synth,
 ): RestBillingSubscription {
-  const id = sub ? sub.id : `bsub_${hash(`subscription:${c.id}`)}`;
+  const id = sub ? sub.id : `bsub_${s.h}`;
   const start = sub ? (unixSeconds(sub.period_start) ?? 0) : s.createdUnix;
   const end = sub ? (unixSeconds(sub.period_end) ?? 0) : s.createdUnix + 30 * 86400;
   return {
@@ -510,7 +536,7 @@ function restSubscription(
     company_id: c.id,
     created_at: s.createdAt,
     currency: "usd",
-    customer_external_id: `cus_${hash(`customer:${c.id}`, 14)}`,
+    customer_external_id: `cus_${s.h.slice(0, 14)}`,
     discounts: [],
     id,
     interval: "month",
@@ -519,7 +545,7 @@ function restSubscription(
     products: productIds.map((p) => restProduct(p, id, c.environment_id, s)),
     provider_type: "schematic",
     status: "active",
-    subscription_external_id: `sub_${hash(`subscription-ext:${c.id}:${id}`, 14)}`,
+    subscription_external_id: `sub_${s.h.slice(2, 16)}`,
     total_price: 0,
   };
 }
@@ -533,7 +559,7 @@ function planView(id: string, name: string, planVersionId: string | undefined, s
 
 /** A wire company as the REST API's CompanyDetailResponseData. Deterministic: one entity, one set of bytes. */
 export function companyToRest(c: Company): RestCompany {
-  const s = synth("company", c.id, c);
+  const s = synth("company", c.id);
   const planIds = c.plan_ids ?? [];
   const versions = c.plan_version_ids ?? [];
   const products = c.billing_product_ids ?? [];
@@ -556,7 +582,7 @@ export function companyToRest(c: Company): RestCompany {
       ? [restSubscription(c, null, products, s)]
       : [];
 
-  const traits = restTraits("company", c.id, c.environment_id, c.traits, s);
+  const traits = restTraits("company", c.environment_id, c.traits, s);
   const balances = sortedEntries(c.credit_balances);
   const out: RestCompany = {
     add_ons: addOns,
@@ -585,8 +611,8 @@ export function companyToRest(c: Company): RestCompany {
 
 /** A wire user as the REST API's UserDetailResponseData. Deterministic. */
 export function userToRest(u: User): RestUser {
-  const s = synth("user", u.id, u);
-  const traits = restTraits("user", u.id, u.environment_id, u.traits, s);
+  const s = synth("user", u.id);
+  const traits = restTraits("user", u.environment_id, u.traits, s);
   return compact({
     company_memberships: [],
     created_at: s.createdAt,

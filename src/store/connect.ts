@@ -60,7 +60,9 @@ export function createRedis(cfg: RedisConfig, options: CreateRedisOptions = {}):
       slotsRefreshTimeout: Math.max(cfg.dialTimeoutMs, 1000),
       // With TLS the certificates name the hosts the cluster announces; resolving them to IPs first (the
       // default) would break verification, so hand the announced names straight to the TLS connection.
-      ...(tls ? { dnsLookup: (address: string, callback: (err: null, address: string) => void) => callback(null, address) } : {}),
+      ...(tls
+        ? { dnsLookup: (address: string, callback: (err: null, address: string) => void) => callback(null, address) }
+        : {}),
     };
     client = new Cluster(
       topo.nodes.map((n) => ({ host: n.host, port: n.port })),
@@ -182,8 +184,10 @@ function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified 
   if ((err as { name?: unknown } | null)?.name === "ReplyError") {
     return { kind: "rejected", permanent: true, message: `Redis at ${where} refused the connection set-up: ${raw}` };
   }
-  const tries = `${attempts} attempt${attempts === 1 ? "" : "s"}`;
-  return { kind: "unreachable", permanent: false, message: `Redis at ${where} is unreachable: ${raw} (after ${tries})` };
+  let note = `after ${attempts} attempt${attempts === 1 ? "" : "s"}`;
+  if (!cfg.tls && /ECONNRESET/.test(raw)) note += "; if this Redis expects TLS, set REDIS_TLS=true";
+  if (cfg.tls && /ECONNRESET|ETIMEDOUT|timed out/.test(raw)) note += "; is TLS enabled on that port?";
+  return { kind: "unreachable", permanent: false, message: `Redis at ${where} is unreachable: ${raw} (${note})` };
 }
 
 /** The most telling error: a connection-level error seen on the client beats the command's generic rejection. */
@@ -191,7 +195,8 @@ function pickCause(commandError: unknown, eventError: unknown): unknown {
   const nodeError = (e: unknown) => (e as { lastNodeError?: unknown } | null)?.lastNodeError ?? e;
   const cmd = nodeError(commandError);
   const ev = eventError === undefined ? undefined : nodeError(eventError);
-  const generic = /max retries per request|Command timed out|Connection is closed|timed out after|Failed to refresh slots/i;
+  const generic =
+    /max retries per request|Command timed out|Connection is closed|timed out after|Failed to refresh slots/i;
   if (ev !== undefined && (cmd === undefined || generic.test(errorMessage(cmd)))) return ev;
   return cmd ?? ev;
 }
@@ -204,8 +209,7 @@ function pickCause(commandError: unknown, eventError: unknown): unknown {
  */
 export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: StoreLog): Promise<void> {
   const attempts = Math.max(1, cfg.maxRetries + 1);
-  const perAttemptMs =
-    Math.max(cfg.dialTimeoutMs, 0) + Math.max(cfg.readTimeoutMs, cfg.writeTimeoutMs, 0) + 1000;
+  const perAttemptMs = Math.max(cfg.dialTimeoutMs, 0) + Math.max(cfg.readTimeoutMs, cfg.writeTimeoutMs, 0) + 1000;
   let eventError: unknown;
   const onError = (err: unknown) => {
     eventError = err;
@@ -227,7 +231,10 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
       const c = classify(cause, cfg, attempt);
       if (c.permanent || attempt >= attempts) throw new RedisStartupError(c.message, c.kind, cause);
       const delay = Math.min(200 * 2 ** (attempt - 1), 3000);
-      log?.warn({ redis: describeRedis(cfg), attempt, of: attempts, err: errorMessage(cause) }, "Redis not reachable yet");
+      log?.warn(
+        { redis: describeRedis(cfg), attempt, of: attempts, err: errorMessage(cause) },
+        "Redis not reachable yet",
+      );
       await new Promise((r) => setTimeout(r, delay));
     }
   } finally {

@@ -14,7 +14,7 @@
  * far are returned).
  */
 import type { Redis } from "ioredis";
-import { masters, type RedisClient } from "./connect.js";
+import { isCluster, masters, type RedisClient } from "./connect.js";
 import type { CacheKind, KeyScheme } from "./keys.js";
 import { errorMessage, type StoreLog } from "./log.js";
 
@@ -140,7 +140,12 @@ export async function refreshExpiry(
 }
 
 async function allMasters(client: RedisClient, each: (node: Redis) => Promise<void>): Promise<void> {
-  const nodes = masters(client);
+  let nodes = masters(client);
+  if (isCluster(client) && nodes.length === 0) {
+    await client.ping(); // waits for the first slots refresh
+    nodes = masters(client);
+    if (nodes.length === 0) throw new Error("Redis Cluster reports no masters");
+  }
   const settled = await Promise.allSettled(nodes.map(each));
   for (const s of settled) if (s.status === "rejected") throw s.reason;
 }

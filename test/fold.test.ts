@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { entityOps, foldEntity } from "../src/replication/fold.js";
+import type { EntityJob } from "../src/replication/jobs.js";
+import { KeyScheme } from "../src/store/keys.js";
+
+const keys = new KeyScheme("schematic:", "v1");
+
+function company(id: string, k: Record<string, string>, extra: Record<string, unknown> = {}) {
+  return {
+    id,
+    account_id: "acc",
+    environment_id: "env",
+    base_plan_id: null,
+    billing_product_ids: [],
+    credit_balances: {},
+    keys: k,
+    metrics: [],
+    plan_ids: [],
+    plan_version_ids: [],
+    rules: [],
+    subscription: null,
+    traits: [],
+    ...extra,
+  };
+}
+
+const job = (op: EntityJob["op"], data: unknown): EntityJob => ({
+  kind: "company",
+  id: "c1",
+  op,
+  data,
+  tracked: [],
+  source: "stream",
+});
+
+test("changes fold in arrival order: the last full wins, a delete removes, a partial merges", () => {
+  const a = foldEntity("company", null, [job("full", company("c1", { id: "a" })), job("full", company("c1", { id: "b" }))]);
+  assert.deepEqual(a.next?.keys, { id: "b" });
+  const b = foldEntity("company", null, [job("full", company("c1", { id: "a" })), job("delete", company("c1", { id: "a" }))]);
+  assert.equal(b.next, null);
+  assert.deepEqual(b.deletedKeys, [{ id: "a" }]);
+  const c = foldEntity("company", null, [job("full", company("c1", { id: "a" })), job("partial", { base_plan_id: "plan_x" })]);
+  assert.equal((c.next as { base_plan_id: string }).base_plan_id, "plan_x");
+});
+
+test("a partial without a stored base is a no-op, and an invalid change is reported, not applied", () => {
+  const orphan = foldEntity("company", null, [job("partial", { base_plan_id: "p" })]);
+  assert.equal(orphan.next, null);
+  assert.equal(orphan.orphanPartials, 1);
+  assert.equal(orphan.touched, false);
+  const bad = foldEntity("company", null, [job("full", { id: "c1" })]);
+  assert.equal(bad.invalid.length, 1);
+  assert.equal(bad.touched, false);
+});
+
+test("ops write the body and lookups, and remove only lookups that still point at this entity", () => {
+  const previous = foldEntity("company", null, [job("full", company("c1", { id: "old", domain: "x.io" }))]).next;
+  const fold = foldEntity("company", previous, [job("full", company("c1", { id: "New", domain: "x.io" }))]);
+  const ops = entityOps(keys, "company", "c1", previous, fold);
+  assert.deepEqual(
+    ops.map((o) => [o.op, o.key]),
+    [
+      ["set", "schematic:company:v1:c1"],
+      ["set", "schematic:company:v1:id:new"],
+      ["set", "schematic:company:v1:domain:x.io"],
+      ["delIfEquals", "schematic:company:v1:id:old"],
+    ],
+  );
+  const removal = ops.at(-1) as { value: string };
+  assert.equal(removal.value, '"c1"', "lookup values are JSON strings");
+});
+
+test("a delete removes the body and every lookup the stored body or the payload names", () => {
+  const previous = foldEntity("company", null, [job("full", company("c1", { id: "a" }))]).next;
+  const fold = foldEntity("company", previous, [job("delete", company("c1", { slug: "s" }))]);
+  const ops = entityOps(keys, "company", "c1", previous, fold);
+  assert.deepEqual(
+    ops.map((o) => [o.op, o.key]).sort(),
+    [
+      ["del", "schematic:company:v1:c1"],
+      ["delIfEquals", "schematic:company:v1:id:a"],
+      ["delIfEquals", "schematic:company:v1:slug:s"],
+    ],
+  );
+});
+
+test("an entity without keys is not stored", () => {
+  const previous = foldEntity("company", null, [job("full", company("c1", { id: "a" }))]).next;
+  const fold = foldEntity("company", previous, [job("partial", { keys: {} })]);
+  // keys merge shallowly (never remove), so it still has its key: stored
+  assert.ok(entityOps(keys, "company", "c1", previous, fold).some((o) => o.op === "set"));
+  const none = foldEntity("company", null, [job("full", company("c1", {}))]);
+  assert.deepEqual(entityOps(keys, "company", "c1", null, none), []);
+});

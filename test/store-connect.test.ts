@@ -1,0 +1,235 @@
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, afterEach, before, describe, it } from "node:test";
+import type { RedisConfig, RedisTopology } from "../src/config/types.js";
+import {
+  createRedis,
+  describeRedis,
+  isCluster,
+  masters,
+  type RedisClient,
+  RedisStartupError,
+  waitForRedis,
+} from "../src/store/connect.js";
+import { freePort, type RedisServer, startRedis } from "./helpers/redis.js";
+
+function config(topology: RedisTopology, extra: Partial<RedisConfig> = {}): RedisConfig {
+  return {
+    topology,
+    maxRetries: 1,
+    dialTimeoutMs: 2000,
+    readTimeoutMs: 2000,
+    writeTimeoutMs: 2000,
+    maxRedirects: 3,
+    routeByLatency: false,
+    keyPrefix: "schematic:",
+    ...extra,
+  };
+}
+
+const single = (port: number, db = 0): RedisTopology => ({ kind: "single", host: "127.0.0.1", port, db });
+
+const clients: RedisClient[] = [];
+function open(cfg: RedisConfig): RedisClient {
+  const c = createRedis(cfg);
+  clients.push(c);
+  return c;
+}
+
+async function startupError(cfg: RedisConfig): Promise<RedisStartupError> {
+  const c = open(cfg);
+  try {
+    await waitForRedis(c, cfg);
+  } catch (err) {
+    assert.ok(err instanceof RedisStartupError, String(err));
+    assert.ok(!err.message.includes("\n"), `one line: ${err.message}`);
+    return err;
+  }
+  assert.fail("waitForRedis should have failed");
+}
+
+afterEach(() => {
+  for (const c of clients.splice(0)) c.disconnect();
+});
+
+describe("createRedis / waitForRedis: single node", () => {
+  let server: RedisServer;
+  before(async () => {
+    server = await startRedis();
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  it("connects to the configured database", async () => {
+    const cfg = config(single(server.port, 3));
+    const c = open(cfg);
+    await waitForRedis(c, cfg);
+    assert.equal(isCluster(c), false);
+    assert.deepEqual(masters(c), [c]);
+    await c.set("in-db-3", "yes");
+    const check = server.client();
+    await check.select(3);
+    assert.equal(await check.get("in-db-3"), "yes");
+    assert.equal(describeRedis(cfg), `127.0.0.1:${server.port}`);
+  });
+
+  it("names an unreachable server and the number of attempts", async () => {
+    const port = await freePort();
+    const err = await startupError(config(single(port), { maxRetries: 2 }));
+    assert.equal(err.kind, "unreachable");
+    assert.match(
+      err.message,
+      new RegExp(`^Redis at 127\\.0\\.0\\.1:${port} is unreachable: .*ECONNREFUSED.*\\(after 3 attempts\\)$`),
+    );
+  });
+});
+
+describe("createRedis / waitForRedis: authentication", () => {
+  let server: RedisServer;
+  before(async () => {
+    server = await startRedis({ args: ["--requirepass", "pw"] });
+    await server.client().call("ACL", "SETUSER", "alice", "on", ">alice-secret", "~*", "+@all");
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  it("works with the right password and with an ACL user", async () => {
+    for (const cfg of [
+      config(single(server.port), { password: "pw" }),
+      config(single(server.port), { username: "alice", password: "alice-secret" }),
+    ]) {
+      const c = open(cfg);
+      await waitForRedis(c, cfg);
+      assert.equal(await c.ping(), "PONG");
+    }
+  });
+
+  it("says the password was rejected, without retrying", async () => {
+    const err = await startupError(config(single(server.port), { password: "wrong", maxRetries: 5 }));
+    assert.equal(err.kind, "auth");
+    assert.match(err.message, /^Redis rejected the password \(WRONGPASS .*\) at 127\.0\.0\.1:\d+$/);
+  });
+
+  it("says a password is required", async () => {
+    const err = await startupError(config(single(server.port)));
+    assert.equal(err.kind, "auth");
+    assert.match(err.message, /^Redis requires a password \(NOAUTH /);
+  });
+
+  it("names the user when an ACL user is configured", async () => {
+    const err = await startupError(config(single(server.port), { username: "alice", password: "nope" }));
+    assert.match(err.message, /^Redis rejected the user name or password \(WRONGPASS /);
+  });
+});
+
+const haveOpenssl = spawnSync("openssl", ["version"]).status === 0;
+
+describe("createRedis / waitForRedis: TLS", { skip: haveOpenssl ? false : "openssl not installed" }, () => {
+  let server: RedisServer;
+  let tlsPort: number;
+  let dir: string;
+  let ca: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "redis-tls-"));
+    const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
+    run(
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.crt",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=Test CA",
+    );
+    run(
+      "req",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      "server.key",
+      "-out",
+      "server.csr",
+      "-subj",
+      "/CN=localhost",
+    );
+    writeFileSync(join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+    run(
+      "x509",
+      "-req",
+      "-in",
+      "server.csr",
+      "-CA",
+      "ca.crt",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      "server.crt",
+      "-days",
+      "2",
+      "-extfile",
+      "ext.cnf",
+    );
+    ca = readFileSync(join(dir, "ca.crt"), "utf8");
+    tlsPort = await freePort();
+    server = await startRedis({
+      args: [
+        "--tls-port",
+        String(tlsPort),
+        "--tls-cert-file",
+        join(dir, "server.crt"),
+        "--tls-key-file",
+        join(dir, "server.key"),
+        "--tls-ca-cert-file",
+        join(dir, "ca.crt"),
+        "--tls-auth-clients",
+        "no",
+      ],
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("connects with the CA and server name", async () => {
+    const cfg = config(single(tlsPort), { tls: { ca, serverName: "localhost" } });
+    const c = open(cfg);
+    await waitForRedis(c, cfg);
+    assert.equal(await c.ping(), "PONG");
+  });
+
+  it("says the TLS handshake failed when the certificate cannot be verified", async () => {
+    const err = await startupError(config(single(tlsPort), { tls: {} }));
+    assert.equal(err.kind, "tls");
+    assert.match(err.message, /^TLS handshake with Redis at 127\.0\.0\.1:\d+ failed: .*certificate/);
+  });
+
+  it("hints at TLS when a plain connection is reset by a TLS port", async () => {
+    const err = await startupError(config(single(tlsPort)));
+    assert.equal(err.kind, "unreachable");
+    assert.match(err.message, /ECONNRESET \(after 2 attempts; if this Redis expects TLS, set REDIS_TLS=true\)$/);
+  });
+
+  it("says the TLS handshake failed on a server name mismatch", async () => {
+    const err = await startupError(config(single(tlsPort), { tls: { ca, serverName: "other.example" } }));
+    assert.equal(err.kind, "tls");
+    assert.match(err.message, /^TLS handshake with Redis at .* failed: .*other\.example/);
+  });
+});
