@@ -52,11 +52,29 @@ function rule(id, flagId, ruleType, name, priority, value, conditions = [], grou
 }
 const PAID = ["plan_starter", "plan_pro", "plan_enterprise"];
 const reportRun = (operator, metric_value) =>
-  cond("metric", { operator, metric_value, event_subtype: "report_run", metric_period: "all_time", metric_period_month_reset: "first_of_month" });
+  cond("metric", {
+    operator,
+    metric_value,
+    event_subtype: "report_run",
+    metric_period: "all_time",
+    metric_period_month_reset: "first_of_month",
+  });
 const apiCalls = (operator, metric_value) =>
-  cond("metric", { operator, metric_value, event_subtype: "api_call", metric_period: "current_month", metric_period_month_reset: "first_of_month" });
+  cond("metric", {
+    operator,
+    metric_value,
+    event_subtype: "api_call",
+    metric_period: "current_month",
+    metric_period_month_reset: "first_of_month",
+  });
 const exports = (operator, metric_value) =>
-  cond("metric", { operator, metric_value, event_subtype: "export", metric_period: "all_time", metric_period_month_reset: "first_of_month" });
+  cond("metric", {
+    operator,
+    metric_value,
+    event_subtype: "export",
+    metric_period: "all_time",
+    metric_period_month_reset: "first_of_month",
+  });
 const seats = (operator, value) => cond("trait", { operator, trait_definition: SEATS, trait_value: value });
 
 function flag(key, defaultValue, rules) {
@@ -66,7 +84,9 @@ function flag(key, defaultValue, rules) {
 
 const flags = [
   flag("dashboards", false, (id) => [
-    rule("rule_dashboards_paid", id, "plan_entitlement", "Starter and up", 1, true, [cond("plan", { resource_ids: PAID })]),
+    rule("rule_dashboards_paid", id, "plan_entitlement", "Starter and up", 1, true, [
+      cond("plan", { resource_ids: PAID }),
+    ]),
   ]),
   flag("advanced-reports", false, (id) => [
     rule("rule_reports_pro", id, "plan_entitlement", "Pro reports", 1, true, [
@@ -127,7 +147,9 @@ const flags = [
       cond("plan", { resource_ids: PAID }),
       seats("lt", "50"),
     ]),
-    rule("rule_invites_limit", id, "plan_entitlement_usage_exceeded", "Seat limit reached", 2, false, [seats("gte", "50")]),
+    rule("rule_invites_limit", id, "plan_entitlement_usage_exceeded", "Seat limit reached", 2, false, [
+      seats("gte", "50"),
+    ]),
   ]),
   flag("internal-tools", false, (id) => [
     rule("rule_internal_staff", id, "standard", "Staff users", 1, true, [
@@ -161,10 +183,27 @@ const flagId = (key) => flags.find((f) => f.key === key).id;
 
 // ---- companies -----------------------------------------------------------------------------------------------
 function override(company, key, value, type = "company_override", conditions = []) {
-  return rule(`rule_${company}_${key.replaceAll("-", "_")}_${type === "company_override" ? "on" : "exceeded"}`, flagId(key), type, `${key} override for ${company}`, 0, value, conditions);
+  return rule(
+    `rule_${company}_${key.replaceAll("-", "_")}_${type === "company_override" ? "on" : "exceeded"}`,
+    flagId(key),
+    type,
+    `${key} override for ${company}`,
+    0,
+    value,
+    conditions,
+  );
 }
 function metric(companyId, event_subtype, period, value) {
-  return { ...base, company_id: companyId, event_subtype, period, month_reset: "first_of_month", value, created_at: T0, valid_until: null };
+  return {
+    ...base,
+    company_id: companyId,
+    event_subtype,
+    period,
+    month_reset: "first_of_month",
+    value,
+    created_at: T0,
+    valid_until: null,
+  };
 }
 function company(slug, p) {
   const id = `comp_${slug}`;
@@ -190,7 +229,10 @@ function company(slug, p) {
     plan_ids: p.plans ?? (p.base ? [p.base] : []),
     plan_version_ids: p.versions ?? [],
     rules: (p.overrides ?? []).map((o) => override(slug, ...o)),
-    subscription: p.subscription === false ? null : { id: `bsub_${slug}`, period_start: "2026-06-01T00:00:00Z", period_end: "2026-07-01T00:00:00Z" },
+    subscription:
+      p.subscription === false
+        ? null
+        : { id: `bsub_${slug}`, period_start: "2026-06-01T00:00:00Z", period_end: "2026-07-01T00:00:00Z" },
     traits,
   });
   return out;
@@ -235,51 +277,126 @@ const exportOverrides = () => [
 
 const companies = [
   company("acme", {
-    base: "plan_pro", plans: ["plan_pro", "plan_addon_ai"], versions: ["plvr_pro_v2", "plvr_addon_ai_v1"],
-    products: ["bilp_seats", "bilp_ai_credits"], credits: { bcrd_ai_tokens: 250 },
-    reports: 42, api: 5200, exports: 10, seats: 35, region: "us", beta: true,
+    base: "plan_pro",
+    plans: ["plan_pro", "plan_addon_ai"],
+    versions: ["plvr_pro_v2", "plvr_addon_ai_v1"],
+    products: ["bilp_seats", "bilp_ai_credits"],
+    credits: { bcrd_ai_tokens: 250 },
+    reports: 42,
+    api: 5200,
+    exports: 10,
+    seats: 35,
+    region: "us",
+    beta: true,
     entitlements: [reportsEntitlement(42), aiEntitlement(250)],
   }),
   company("globex", {
-    base: "plan_starter", versions: ["plvr_starter_v1"], products: ["bilp_seats"], credits: { bcrd_ai_tokens: 0 },
-    reports: 250, api: 800, exports: 0, seats: 12, region: "eu", beta: false,
+    base: "plan_starter",
+    versions: ["plvr_starter_v1"],
+    products: ["bilp_seats"],
+    credits: { bcrd_ai_tokens: 0 },
+    reports: 250,
+    api: 800,
+    exports: 0,
+    seats: 12,
+    region: "eu",
+    beta: false,
     overrides: [["advanced-reports", true]],
   }),
   company("initech", {
-    base: "plan_starter", plans: ["plan_starter", "plan_addon_sso"], versions: ["plvr_starter_v2", "plvr_addon_sso_v1"],
-    products: ["bilp_seats", "bilp_priority_support"], credits: { bcrd_ai_tokens: 5 },
-    reports: 0, api: 9999, exports: 120, seats: 60, region: "us", beta: true, overrides: exportOverrides(),
+    base: "plan_starter",
+    plans: ["plan_starter", "plan_addon_sso"],
+    versions: ["plvr_starter_v2", "plvr_addon_sso_v1"],
+    products: ["bilp_seats", "bilp_priority_support"],
+    credits: { bcrd_ai_tokens: 5 },
+    reports: 0,
+    api: 9999,
+    exports: 120,
+    seats: 60,
+    region: "us",
+    beta: true,
+    overrides: exportOverrides(),
   }),
   company("umbrella", {
-    base: "plan_pro", versions: ["plvr_pro_v1"], products: ["bilp_ai_credits"], credits: { bcrd_ai_tokens: 9 },
-    reports: 150, api: 15000, exports: 800, seats: 150, region: "apac", beta: false, overrides: exportOverrides(),
+    base: "plan_pro",
+    versions: ["plvr_pro_v1"],
+    products: ["bilp_ai_credits"],
+    credits: { bcrd_ai_tokens: 9 },
+    reports: 150,
+    api: 15000,
+    exports: 800,
+    seats: 150,
+    region: "apac",
+    beta: false,
+    overrides: exportOverrides(),
     entitlements: [reportsEntitlement(150)],
   }),
   company("hooli", {
-    base: "plan_enterprise", versions: ["plvr_enterprise_v1"], products: ["bilp_seats", "bilp_ai_credits", "bilp_priority_support"],
-    credits: { bcrd_ai_tokens: 10 }, reports: 99, api: 20000, exports: 3000, seats: 400, region: "eu", beta: true,
+    base: "plan_enterprise",
+    versions: ["plvr_enterprise_v1"],
+    products: ["bilp_seats", "bilp_ai_credits", "bilp_priority_support"],
+    credits: { bcrd_ai_tokens: 10 },
+    reports: 99,
+    api: 20000,
+    exports: 3000,
+    seats: 400,
+    region: "eu",
+    beta: true,
     overrides: [["sso", false]],
   }),
   company("soylent", {
-    base: "plan_free", versions: ["plvr_free_v1"], seats: 3, region: "latam", subscription: false,
+    base: "plan_free",
+    versions: ["plvr_free_v1"],
+    seats: 3,
+    region: "latam",
+    subscription: false,
     overrides: [["legacy-export", true]],
   }),
   company("stark", {
-    plans: ["plan_addon_sso"], versions: ["plvr_addon_sso_v1"], credits: { bcrd_ai_tokens: 1000 },
-    reports: 5, seats: 49, region: "us", beta: true, subscription: false,
+    plans: ["plan_addon_sso"],
+    versions: ["plvr_addon_sso_v1"],
+    credits: { bcrd_ai_tokens: 1000 },
+    reports: 5,
+    seats: 49,
+    region: "us",
+    beta: true,
+    subscription: false,
   }),
   company("wayne", {
-    base: "plan_enterprise", plans: ["plan_enterprise", "plan_addon_ai"], versions: ["plvr_enterprise_v1", "plvr_addon_ai_v1"],
-    products: ["bilp_ai_credits"], credits: { bcrd_ai_tokens: 100000 }, reports: 1000, api: 100, exports: 499,
-    seats: 99, region: "us", beta: false,
+    base: "plan_enterprise",
+    plans: ["plan_enterprise", "plan_addon_ai"],
+    versions: ["plvr_enterprise_v1", "plvr_addon_ai_v1"],
+    products: ["bilp_ai_credits"],
+    credits: { bcrd_ai_tokens: 100000 },
+    reports: 1000,
+    api: 100,
+    exports: 499,
+    seats: 99,
+    region: "us",
+    beta: false,
   }),
   company("cyberdyne", {
-    base: "plan_pro", versions: ["plvr_pro_v2"], products: ["bilp_priority_support"], credits: { bcrd_ai_tokens: 50 },
-    reports: 100, api: 10000, exports: 0, seats: 50, region: "apac", beta: false,
+    base: "plan_pro",
+    versions: ["plvr_pro_v2"],
+    products: ["bilp_priority_support"],
+    credits: { bcrd_ai_tokens: 50 },
+    reports: 100,
+    api: 10000,
+    exports: 0,
+    seats: 50,
+    region: "apac",
+    beta: false,
   }),
   company("tyrell", {
-    base: "plan_free", plans: ["plan_free", "plan_addon_ai"], versions: ["plvr_free_v1", "plvr_addon_ai_v1"],
-    products: ["bilp_ai_credits"], credits: { bcrd_ai_tokens: 10 }, api: 0, seats: 1, region: "eu", beta: true,
+    base: "plan_free",
+    plans: ["plan_free", "plan_addon_ai"],
+    versions: ["plvr_free_v1", "plvr_addon_ai_v1"],
+    products: ["bilp_ai_credits"],
+    credits: { bcrd_ai_tokens: 10 },
+    api: 0,
+    seats: 1,
+    region: "eu",
+    beta: true,
   }),
 ];
 
@@ -309,7 +426,7 @@ for (let i = 11; i <= 50; i++) {
       reports: (i * 13) % 180,
       api: (i * 577) % 14000,
       exports: (i * 29) % 900,
-      seats: (i * 17) % 160 + 1,
+      seats: ((i * 17) % 160) + 1,
       region: REGIONS[i % REGIONS.length],
       beta: i % 4 === 0,
       overrides,
@@ -343,7 +460,12 @@ const users = [
 ];
 const ROLES = ["member", "viewer", "admin", "billing"];
 for (let n = 9; n <= 100; n++) {
-  users.push(user(n, `person${String(n).padStart(3, "0")}@customers.example`, { role: ROLES[n % ROLES.length], beta: n % 5 === 0 }));
+  users.push(
+    user(n, `person${String(n).padStart(3, "0")}@customers.example`, {
+      role: ROLES[n % ROLES.length],
+      beta: n % 5 === 0,
+    }),
+  );
 }
 
 const out = process.argv[2] ?? new URL("../examples/fixture.json", import.meta.url).pathname;

@@ -65,11 +65,15 @@ function fixture(): Fixture {
   return {
     flags: [flag("alpha"), flag("beta", true)],
     companies: [
-      company("comp_1", { domain: "one.example" }, {
-        credit_balances: { bcrd_1: 10, bcrd_2: 5 },
-        entitlements: [entitlement],
-        metrics: [metric("comp_1", "report_run", 3), metric("comp_1", "export", 1)],
-      }),
+      company(
+        "comp_1",
+        { domain: "one.example" },
+        {
+          credit_balances: { bcrd_1: 10, bcrd_2: 5 },
+          entitlements: [entitlement],
+          metrics: [metric("comp_1", "report_run", 3), metric("comp_1", "export", 1)],
+        },
+      ),
       company("comp_2", { domain: "two.example" }),
     ],
     users: [user("user_1", { email: "ann@one.example" }), user("user_2", { email: "bob@two.example" })],
@@ -171,8 +175,14 @@ describe("admin API", () => {
     const cases: [unknown, RegExp][] = [
       [{ ...c, keys: {} }, /\$\.keys: must have at least one key/],
       [{ ...c, plan_ids: null }, /\$\.plan_ids: must not be null/],
-      [{ ...c, metrics: [{ ...metric("comp_9", "e", 1), period: "yearly" }] }, /\$\.metrics\[0\]\.period: unknown value "yearly"/],
-      [{ ...c, metrics: [{ ...metric("comp_9", "e", 1), created_at: "yesterday" }] }, /\$\.metrics\[0\]\.created_at: expected an ISO 8601/],
+      [
+        { ...c, metrics: [{ ...metric("comp_9", "e", 1), period: "yearly" }] },
+        /\$\.metrics\[0\]\.period: unknown value "yearly"/,
+      ],
+      [
+        { ...c, metrics: [{ ...metric("comp_9", "e", 1), created_at: "yesterday" }] },
+        /\$\.metrics\[0\]\.created_at: expected an ISO 8601/,
+      ],
       [{ ...c, metrics: [{ ...metric("comp_9", "e", 1.5) }] }, /\$\.metrics\[0\]\.value: expected an integer/],
       [{ ...c, credit_balances: { x: "1" } }, /\$\.credit_balances\.x: expected a number/],
       [{ ...c, account_id: undefined }, /\$\.account_id: missing required field/],
@@ -208,7 +218,11 @@ describe("admin API", () => {
     // The same pair on the same entity is fine, and a pair freed by a change can be taken.
     assert.equal((await call("PUT", "/companies/comp_1", company("comp_1", { domain: "uno.example" }))).status, 200);
     assert.equal((await call("PUT", "/companies/comp_3", company("comp_3", { domain: "one.example" }))).status, 200);
-    assert.deepEqual(await dump().then((d) => d.companies.map((c) => c.keys.domain)), ["uno.example", "two.example", "one.example"]);
+    assert.deepEqual(await dump().then((d) => d.companies.map((c) => c.keys.domain)), [
+      "uno.example",
+      "two.example",
+      "one.example",
+    ]);
   });
 
   test("PATCH merges by the partial rules: keys and balances upserted, metrics upserted, lists replaced, usage synced", async () => {
@@ -239,7 +253,15 @@ describe("admin API", () => {
     assert.equal((await call("PATCH", "/companies/comp_1", { base_plan_id: null })).status, 200);
     assert.equal((await dump()).companies.find((x) => x.id === "comp_1")!.base_plan_id, null);
 
-    assert.equal((await call("PATCH", "/users/user_1", { keys: { user_id: "u1" }, traits: [{ trait_definition: null, value: "x" }] })).status, 200);
+    assert.equal(
+      (
+        await call("PATCH", "/users/user_1", {
+          keys: { user_id: "u1" },
+          traits: [{ trait_definition: null, value: "x" }],
+        })
+      ).status,
+      200,
+    );
     const u = (await dump()).users.find((x) => x.id === "user_1")!;
     assert.deepEqual(u.keys, { email: "ann@one.example", user_id: "u1" });
     assert.deepEqual(u.traits, [{ trait_definition: null, value: "x" }]);
@@ -275,10 +297,7 @@ describe("admin API", () => {
       assert.equal((await call("DELETE", path)).status, 404, path);
     }
     const d = await dump();
-    assert.deepEqual(
-      [d.companies.length, d.users.length, d.flags.map((f) => f.key)],
-      [1, 1, ["alpha"]],
-    );
+    assert.deepEqual([d.companies.length, d.users.length, d.flags.map((f) => f.key)], [1, 1, ["alpha"]]);
     // The (key, value) pairs of a deleted entity are free again.
     assert.equal((await call("PUT", "/companies/comp_5", company("comp_5", { domain: "two.example" }))).status, 200);
   });
@@ -301,15 +320,24 @@ describe("admin API", () => {
       ],
     };
     assert.equal((await call("PUT", "/flags/gamma", good)).status, 200);
-    assert.deepEqual((await dump()).flags.find((f) => f.key === "gamma"), good);
+    assert.deepEqual(
+      (await dump()).flags.find((f) => f.key === "gamma"),
+      good,
+    );
     const clash = await call("PUT", "/flags/ALPHA", { ...flag("ALPHA"), id: "flag_upper" });
     assert.equal(clash.status, 400);
     assert.match(clash.body.error, /differs only in case/);
     assert.equal((await call("PUT", "/flags/delta", { ...flag("delta"), id: "flag_alpha" })).status, 400);
-    const badRule = await call("PUT", "/flags/gamma", { ...good, rules: [{ ...good.rules[0], rule_type: "sometimes" }] });
+    const badRule = await call("PUT", "/flags/gamma", {
+      ...good,
+      rules: [{ ...good.rules[0], rule_type: "sometimes" }],
+    });
     assert.equal(badRule.status, 400);
     assert.match(badRule.body.error, /\$\.rules\[0\]\.rule_type: unknown value "sometimes"/);
-    assert.equal((await call("PUT", "/flags/gamma", { ...good, rules: [{ ...good.rules[0], priority: "1" }] })).status, 400);
+    assert.equal(
+      (await call("PUT", "/flags/gamma", { ...good, rules: [{ ...good.rules[0], priority: "1" }] })).status,
+      400,
+    );
     assert.equal((await call("PUT", "/flags/gamma", { ...good, default_value: null })).status, 400);
     assert.equal((await call("PATCH", "/flags/gamma", { default_value: true })).status, 405);
   });
@@ -330,7 +358,11 @@ describe("admin API", () => {
     assert.deepEqual(d.companies.find((c) => c.id === "comp_7")!.plan_ids, ["p"]);
     assert.equal(d.users.length, 1);
     assert.ok(d.flags.some((f) => f.key === "zeta"));
-    assert.deepEqual(await call("POST", "/bulk", { changes: [] }), { status: 200, body: { count: 0 }, headers: r.headers });
+    assert.deepEqual(await call("POST", "/bulk", { changes: [] }), {
+      status: 200,
+      body: { count: 0 },
+      headers: r.headers,
+    });
   });
 
   test("bulk: one bad change (named by index) applies none", async () => {
@@ -346,11 +378,22 @@ describe("admin API", () => {
         400,
         /^changes\[2\]: .*already belongs to company "comp_8"/,
       ],
-      [[{ method: "DELETE", path: "/companies/comp_1" }, { method: "DELETE", path: "/companies/comp_1" }], 404, /^changes\[1\]/],
+      [
+        [
+          { method: "DELETE", path: "/companies/comp_1" },
+          { method: "DELETE", path: "/companies/comp_1" },
+        ],
+        404,
+        /^changes\[1\]/,
+      ],
       [[{ method: "PUT", path: "/planets/x", body: {} }], 404, /^changes\[0\]: unknown collection/],
       [[{ method: "POST", path: "/companies/comp_1", body: {} }], 405, /^changes\[0\]/],
       [[{ path: "/companies/comp_1" }], 400, /^changes\[0\]/],
-      [[{ method: "PATCH", path: "/users/user_1", body: { traits: null } }], 400, /^changes\[0\]: \$\.traits: must not be null/],
+      [
+        [{ method: "PATCH", path: "/users/user_1", body: { traits: null } }],
+        400,
+        /^changes\[0\]: \$\.traits: must not be null/,
+      ],
     ];
     for (const [changes, status, reason] of cases) {
       const r = await call("POST", "/bulk", { changes });

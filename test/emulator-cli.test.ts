@@ -23,7 +23,10 @@ interface Finished {
 }
 
 function run(args: string[]): Promise<Finished> {
-  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   return finished(child);
 }
 
@@ -40,8 +43,13 @@ function finished(child: ChildProcess): Promise<Finished> {
 }
 
 /** Starts the program and resolves with its URL once the first stdout line arrives. */
-function start(args: string[]): Promise<{ child: ChildProcess; url: string; firstLine: string; done: Promise<Finished> }> {
-  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+function start(
+  args: string[],
+): Promise<{ child: ChildProcess; url: string; firstLine: string; done: Promise<Finished> }> {
+  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const done = finished(child);
   return new Promise((resolve, reject) => {
     let buf = "";
@@ -105,7 +113,10 @@ describe("schematic-emulator CLI", () => {
     const emu = await start(["--port=0", "--host", "127.0.0.1", "--api-key", "s3cret"]);
     const s = await state(emu.url);
     assert.deepEqual([s.flags, s.companies, s.users], [0, 0, 0]);
-    assert.equal((await fetch(`${emu.url}/companies/count`, { headers: { "X-Schematic-Api-Key": "nope" } })).status, 401);
+    assert.equal(
+      (await fetch(`${emu.url}/companies/count`, { headers: { "X-Schematic-Api-Key": "nope" } })).status,
+      401,
+    );
     const ok = await fetch(`${emu.url}/companies/count`, { headers: { "X-Schematic-Api-Key": "s3cret" } });
     assert.deepEqual(await ok.json(), { data: { count: 0 }, params: {} });
     emu.child.kill("SIGINT");
@@ -152,7 +163,11 @@ describe("schematic-emulator CLI", () => {
       return f;
     };
     const cases: [string, unknown, RegExp][] = [
-      ["no-keys.json", variant((f) => (f.companies[0].keys = {})), /\$\.companies\[0\]\.keys: must have at least one key/],
+      [
+        "no-keys.json",
+        variant((f) => (f.companies[0].keys = {})),
+        /\$\.companies\[0\]\.keys: must have at least one key/,
+      ],
       [
         "bad-rule.json",
         variant((f) =>
@@ -177,7 +192,11 @@ describe("schematic-emulator CLI", () => {
         variant((f) => f.companies.push({ ...f.companies[0], id: "comp_2", keys: { domain: "ONE.example" } })),
         /\$\.companies\[1\]\.keys\.domain: .*already used by \$\.companies\[0\]/,
       ],
-      ["dup-flag.json", variant((f) => f.flags.push({ ...f.flags[0], id: "flag_b", key: "A" })), /\$\.flags\[1\]\.key: duplicates/],
+      [
+        "dup-flag.json",
+        variant((f) => f.flags.push({ ...f.flags[0], id: "flag_b", key: "A" })),
+        /\$\.flags\[1\]\.key: duplicates/,
+      ],
       ["not-array.json", { flags: {}, companies: [], users: [] }, /\$\.flags: expected an array/],
       ["typo.json", { flags: [], compnies: [] }, /\$\.compnies: unknown section/],
       ["syntax.json", '{"flags": [\n  {"id": }\n]}', /\$: invalid JSON/],
@@ -194,7 +213,10 @@ describe("schematic-emulator CLI", () => {
     }
     const missing = await run(["--fixture", join(dir, "missing.json")]);
     assert.equal(missing.code, 2);
-    assert.match(missing.stderr, /^schematic-emulator: bad fixture .*missing\.json at \$: cannot read the file \(ENOENT\)\n$/);
+    assert.match(
+      missing.stderr,
+      /^schematic-emulator: bad fixture .*missing\.json at \$: cannot read the file \(ENOENT\)\n$/,
+    );
   });
 
   test("bad usage: exit 2 with one line", async () => {

@@ -42,7 +42,10 @@ function flag(key: string, defaultValue = false): Flag {
 function fixture(): Fixture {
   return {
     flags: [flag("alpha"), flag("beta", true), flag("gamma")],
-    companies: [company("comp_1", { domain: "One.Example" }), company("comp_2", { domain: "two.example", slug: "two" })],
+    companies: [
+      company("comp_1", { domain: "One.Example" }),
+      company("comp_2", { domain: "two.example", slug: "two" }),
+    ],
     users: [user("user_1", { email: "ann@one.example" })],
   };
 }
@@ -146,7 +149,13 @@ class Probe {
   }
 }
 
-async function admin(emu: RunningEmulator, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+async function admin(
+  emu: RunningEmulator,
+  method: string,
+  path: string,
+  body?: unknown,
+  // biome-ignore lint/suspicious/noExplicitAny: parsed JSON answers, read field by field in assertions
+): Promise<{ status: number; body: any }> {
   const res = await fetch(`${emu.url}/_emulator${path}`, {
     method,
     headers: body === undefined ? {} : { "content-type": "application/json" },
@@ -167,7 +176,12 @@ async function change(emu: RunningEmulator, method: string, path: string, body?:
 async function subscribe(p: Probe, entityType: string, replayFrom?: string): Promise<void> {
   p.send({ action: "start", entity_type: entityType, ...(replayFrom ? { replay_from: replayFrom } : {}) });
   const confirmation = await p.next();
-  assert.deepEqual(confirmation, { entity_type: entityType, message_type: "full", entity_id: null, data: { subscribed: true } });
+  assert.deepEqual(confirmation, {
+    entity_type: entityType,
+    message_type: "full",
+    entity_id: null,
+    data: { subscribed: true },
+  });
 }
 
 function cmpIds(a: string, b: string): number {
@@ -257,7 +271,11 @@ describe("datastream", () => {
     p.send({ entity_type: "rulesengine.User", keys: { email: "nobody@x" } });
     const umiss = await p.next();
     assert.equal(umiss.message_type, "error");
-    assert.deepEqual(umiss.data, { error: "User not found", keys: { email: "nobody@x" }, entity_type: "rulesengine.User" });
+    assert.deepEqual(umiss.data, {
+      error: "User not found",
+      keys: { email: "nobody@x" },
+      entity_type: "rulesengine.User",
+    });
     assert.equal("stream_id" in umiss, false);
   });
 
@@ -289,7 +307,13 @@ describe("datastream", () => {
     const c3 = company("comp_3", { domain: "three.example" });
     const id1 = await change(emu, "PUT", "/companies/comp_3", c3);
     const full = await p.next();
-    assert.deepEqual(full, { entity_type: "rulesengine.Company", message_type: "full", entity_id: "comp_3", stream_id: id1, data: c3 });
+    assert.deepEqual(full, {
+      entity_type: "rulesengine.Company",
+      message_type: "full",
+      entity_id: "comp_3",
+      stream_id: id1,
+      data: c3,
+    });
 
     const id2 = await change(emu, "PATCH", "/companies/comp_3", { plan_ids: ["plan_pro"], keys: { slug: "three" } });
     const partial = await p.next();
@@ -309,13 +333,31 @@ describe("datastream", () => {
 
     const u2 = user("user_2", { email: "bo@two.example" });
     const id4 = await change(emu, "PUT", "/users/user_2", u2);
-    assert.deepEqual(await p.next(), { entity_type: "rulesengine.User", message_type: "full", entity_id: "user_2", stream_id: id4, data: u2 });
+    assert.deepEqual(await p.next(), {
+      entity_type: "rulesengine.User",
+      message_type: "full",
+      entity_id: "user_2",
+      stream_id: id4,
+      data: u2,
+    });
 
     const f = { ...flag("delta"), rules: [] };
     const id5 = await change(emu, "PUT", "/flags/delta", f);
-    assert.deepEqual(await p.next(), { entity_type: "rulesengine.Flag", message_type: "full", entity_id: null, stream_id: id5, data: f });
+    assert.deepEqual(await p.next(), {
+      entity_type: "rulesengine.Flag",
+      message_type: "full",
+      entity_id: null,
+      stream_id: id5,
+      data: f,
+    });
     const id6 = await change(emu, "DELETE", "/flags/delta");
-    assert.deepEqual(await p.next(), { entity_type: "rulesengine.Flag", message_type: "delete", entity_id: null, stream_id: id6, data: f });
+    assert.deepEqual(await p.next(), {
+      entity_type: "rulesengine.Flag",
+      message_type: "delete",
+      entity_id: null,
+      stream_id: id6,
+      data: f,
+    });
 
     const ids = [id1, id2, id3, id4, id5, id6];
     for (let i = 1; i < ids.length; i++) assert.ok(cmpIds(ids[i - 1]!, ids[i]!) < 0, `${ids[i - 1]} < ${ids[i]}`);
@@ -383,7 +425,10 @@ describe("datastream", () => {
     other.send({ entity_type: "rulesengine.Flags" });
     const snap = await other.next();
     assert.equal(snap.entity_type, "rulesengine.Flags");
-    assert.ok((snap.data as Flag[]).some((f) => f.key === "epsilon"), "the snapshot includes the new flag");
+    assert.ok(
+      (snap.data as Flag[]).some((f) => f.key === "epsilon"),
+      "the snapshot includes the new flag",
+    );
     await change(emu, "DELETE", "/flags/epsilon");
   });
 
@@ -433,7 +478,12 @@ describe("datastream", () => {
       const p = await open();
       await subscribe(p, "rulesengine.Companies", cursor);
       const reload = await p.next();
-      assert.deepEqual(reload, { entity_type: "rulesengine.Companies", message_type: "reload", entity_id: null, data: null });
+      assert.deepEqual(reload, {
+        entity_type: "rulesengine.Companies",
+        message_type: "reload",
+        entity_id: null,
+        data: null,
+      });
       const sid = await change(emu, "PATCH", "/companies/comp_1", { plan_ids: [cursor] });
       assert.equal((await p.next()).stream_id, sid);
     }
@@ -448,7 +498,9 @@ describe("datastream", () => {
       assert.equal(m.message_type, "reload");
       assert.equal("stream_id" in m, false);
     }
-    const r = await admin(emu, "POST", "/raw", { frame: '{"entity_type":"rulesengine.Company","message_type":"full","data":' });
+    const r = await admin(emu, "POST", "/raw", {
+      frame: '{"entity_type":"rulesengine.Company","message_type":"full","data":',
+    });
     assert.deepEqual(r, { status: 200, body: {} });
     for (const p of [a, b]) {
       await new Promise<void>((resolve) => {

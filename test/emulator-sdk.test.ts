@@ -6,8 +6,8 @@
  * emulator) fails the test.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import sdk from "@schematichq/schematic-typescript-node";
 import { loadFixtureFile, type RunningEmulator, startEmulator } from "../src/emulator/index.js";
 import type { Flag } from "../src/model/wire.js";
@@ -71,11 +71,23 @@ const TABLE: [string, Context, string][] = [
   // beta-program needs the company opted in AND the user an admin or a beta tester; internal-tools: staff users.
   ["acme + alice (admin, staff)", { company: acme, user: alice }, "TTFTFTT FTTFTFT"],
   ["acme + erin (viewer)", { company: acme, user: erin }, "TTFTFTF FTTFTFT"],
-  ["initech + dave (beta tester)", { company: { domain: "initech.example" }, user: { email: "dave@initech.example" } }, "TFTFTTT FFFFTTT"],
+  [
+    "initech + dave (beta tester)",
+    { company: { domain: "initech.example" }, user: { email: "dave@initech.example" } },
+    "TFTFTTT FFFFTTT",
+  ],
   ["initech + erin", { company: { domain: "initech.example" }, user: erin }, "TFTFTTF FFFFTTT"],
   ["hooli + frank (admin)", { company: { domain: "hooli.example" }, user: { user_id: "u-006" } }, "TTFTTFT TFFFFTF"],
-  ["hooli + grace (viewer)", { company: { domain: "hooli.example" }, user: { email: "grace@hooli.example" } }, "TTFTTFF TFFFFTF"],
-  ["stark + heidi (no traits)", { company: { domain: "stark.example" }, user: { email: "heidi@stark.example" } }, "FFTFFFF FFFFTFT"],
+  [
+    "hooli + grace (viewer)",
+    { company: { domain: "hooli.example" }, user: { email: "grace@hooli.example" } },
+    "TTFTTFF TFFFFTF",
+  ],
+  [
+    "stark + heidi (no traits)",
+    { company: { domain: "stark.example" }, user: { email: "heidi@stark.example" } },
+    "FFTFFFF FFFFTFT",
+  ],
   ["tyrell + bob (beta tester, staff)", { company: { domain: "tyrell.example" }, user: bob }, "FFFTFFT TFTFTFF"],
   ["wayne + alice", { company: { domain: "wayne.example" }, user: alice }, "TFTTFFF FFTFTTT"],
   ["bob alone", { user: bob }, "FFFFFFF FFTFTFF"],
@@ -98,7 +110,10 @@ describe("official SDK (direct datastream mode) against the emulator", () => {
   let client: InstanceType<typeof sdk.SchematicClient>;
 
   const admin = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${emu.url}/_emulator${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
+    const res = await fetch(`${emu.url}/_emulator${path}`, {
+      method,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
     const text = await res.text();
     assert.equal(res.status, 200, text);
     return JSON.parse(text);
@@ -106,7 +121,11 @@ describe("official SDK (direct datastream mode) against the emulator", () => {
   const fallbacks = async () => (await admin("GET", "/state")).requests.flag_checks as number;
   const check = async (ctx: Context, key: string) => {
     const r = await client.checkFlagWithEntitlement(ctx, key);
-    assert.doesNotMatch(r.reason, /RULES_ENGINE_(ERROR|UNAVAILABLE)|^flag default$/, `${key} for ${JSON.stringify(ctx)}: ${r.reason}`);
+    assert.doesNotMatch(
+      r.reason,
+      /RULES_ENGINE_(ERROR|UNAVAILABLE)|^flag default$/,
+      `${key} for ${JSON.stringify(ctx)}: ${r.reason}`,
+    );
     return r.value;
   };
 
@@ -123,7 +142,9 @@ describe("official SDK (direct datastream mode) against the emulator", () => {
     // datastream client is private; reading its flag cache is the only readiness signal it offers.
     const ds = (client as unknown as { datastreamClient?: DataStreamInternals }).datastreamClient;
     assert.ok(ds, "the SDK started its datastream client");
-    await waitFor(async () => (await ds.getFlag("legacy-export")) !== null, { what: "the SDK to receive the flags snapshot" });
+    await waitFor(async () => (await ds.getFlag("legacy-export")) !== null, {
+      what: "the SDK to receive the flags snapshot",
+    });
   });
 
   after(async () => {
@@ -157,7 +178,10 @@ describe("official SDK (direct datastream mode) against the emulator", () => {
       traits: [
         { trait_definition: { id: "trdf_seats", comparable_type: "int", entity_type: "company" }, value: "120" },
         { trait_definition: { id: "trdf_region", comparable_type: "string", entity_type: "company" }, value: "eu" },
-        { trait_definition: { id: "trdf_beta_opt_in", comparable_type: "bool", entity_type: "company" }, value: "true" },
+        {
+          trait_definition: { id: "trdf_beta_opt_in", comparable_type: "bool", entity_type: "company" },
+          value: "true",
+        },
       ],
     });
     await waitFor(() => check({ company: acme }, "eu-data-residency"), { what: "acme in the EU" });
@@ -169,7 +193,9 @@ describe("official SDK (direct datastream mode) against the emulator", () => {
   test("a user PATCH is seen on the next checks", async () => {
     assert.equal(await check({ company: acme, user: erin }, "beta-program"), false);
     await admin("PATCH", "/users/user_005", {
-      traits: [{ trait_definition: { id: "trdf_role", comparable_type: "string", entity_type: "user" }, value: "admin" }],
+      traits: [
+        { trait_definition: { id: "trdf_role", comparable_type: "string", entity_type: "user" }, value: "admin" },
+      ],
     });
     await waitFor(() => check({ company: acme, user: erin }, "beta-program"), { what: "erin promoted to admin" });
   });
@@ -186,7 +212,9 @@ describe("official SDK (direct datastream mode) against the emulator", () => {
     const legacy: Flag = dump.flags.find((f: Flag) => f.key === "legacy-export");
     assert.equal(await check({ company: acme }, "legacy-export"), false);
     await admin("PUT", "/flags/legacy-export", { ...legacy, rules: [] });
-    await waitFor(() => check({ company: acme }, "legacy-export"), { what: "legacy-export back to its default (true)" });
+    await waitFor(() => check({ company: acme }, "legacy-export"), {
+      what: "legacy-export back to its default (true)",
+    });
     assert.equal(await check({}, "legacy-export"), true);
   });
 

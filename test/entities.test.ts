@@ -44,7 +44,9 @@ function rule(extra: Record<string, unknown> = {}) {
     name: "Pro",
     priority: 1,
     conditions: [condition()],
-    condition_groups: [{ conditions: [condition({ id: "cond_2", condition_type: "plan", operator: "eq", resource_ids: ["plan_pro"] })] }],
+    condition_groups: [
+      { conditions: [condition({ id: "cond_2", condition_type: "plan", operator: "eq", resource_ids: ["plan_pro"] })] },
+    ],
     value: true,
     ...extra,
   };
@@ -104,7 +106,14 @@ function company(extra: Record<string, unknown> = {}) {
 }
 
 function user(extra: Record<string, unknown> = {}) {
-  return { id: "user_1", ...A, keys: { email: "a@b.example" }, traits: [{ trait_definition: null, value: "x" }], rules: [], ...extra };
+  return {
+    id: "user_1",
+    ...A,
+    keys: { email: "a@b.example" },
+    traits: [{ trait_definition: null, value: "x" }],
+    rules: [],
+    ...extra,
+  };
 }
 
 function fails(fn: () => unknown, path: string, reason: RegExp): void {
@@ -172,8 +181,10 @@ describe("wire strictness", () => {
     assert.equal("entitlements" in parseCompany({ ...rest, entitlements: null }, "wire"), false);
     assert.deepEqual(parseCompany({ ...rest, entitlements: [] }, "wire").entitlements, []);
 
-    const e = parseCompany(company({ entitlements: [{ feature_id: "f", feature_key: "k", value_type: "boolean" }] }), "wire")
-      .entitlements![0]!;
+    const e = parseCompany(
+      company({ entitlements: [{ feature_id: "f", feature_key: "k", value_type: "boolean" }] }),
+      "wire",
+    ).entitlements![0]!;
     assert.deepEqual(Object.keys(e), [
       "allocation",
       "credit_id",
@@ -206,17 +217,28 @@ describe("wire strictness", () => {
       /expected an integer, got a number \(1\.5\)/,
     );
     fails(
-      () => parseFlag(flag({ rules: [rule({ conditions: [condition(), condition({ operator: "approx" })] })] }), "wire"),
+      () =>
+        parseFlag(flag({ rules: [rule({ conditions: [condition(), condition({ operator: "approx" })] })] }), "wire"),
       "$.rules[0].conditions[1].operator",
       /unknown value "approx" \(expected one of eq, ne/,
     );
     fails(
-      () => parseFlag(flag({ rules: [rule({ condition_groups: [{ conditions: [condition({ condition_type: "weather" })] }] })] }), "wire"),
+      () =>
+        parseFlag(
+          flag({ rules: [rule({ condition_groups: [{ conditions: [condition({ condition_type: "weather" })] }] })] }),
+          "wire",
+        ),
       "$.rules[0].condition_groups[0].conditions[0].condition_type",
       /unknown value "weather"/,
     );
     fails(
-      () => parseFlag(flag({ rules: [rule({ conditions: [condition({ trait_definition: { ...TRAIT_DEF, entity_type: "team" } })] })] }), "wire"),
+      () =>
+        parseFlag(
+          flag({
+            rules: [rule({ conditions: [condition({ trait_definition: { ...TRAIT_DEF, entity_type: "team" } })] })],
+          }),
+          "wire",
+        ),
       "$.rules[0].conditions[0].trait_definition.entity_type",
       /unknown value "team"/,
     );
@@ -225,28 +247,50 @@ describe("wire strictness", () => {
     fails(() => parseCompany(company({ keys: { domain: 1 } }), "wire"), "$.keys.domain", /expected a string/);
     fails(() => parseCompany(company({ keys: { "a b": 1 } }), "wire"), '$.keys["a b"]', /expected a string/);
     fails(() => parseCompany(company({ credit_balances: null }), "wire"), "$.credit_balances", /must not be null/);
-    fails(() => parseCompany(company({ credit_balances: { c: Number.NaN } }), "wire"), "$.credit_balances.c", /expected a number/);
+    fails(
+      () => parseCompany(company({ credit_balances: { c: Number.NaN } }), "wire"),
+      "$.credit_balances.c",
+      /expected a number/,
+    );
     fails(() => parseCompany(company({ plan_ids: ["a", 2] }), "wire"), "$.plan_ids[1]", /expected a string/);
     fails(() => parseCompany(company({ id: "" }), "wire"), "$.id", /must not be empty/);
-    fails(() => parseCompany(company({ subscription: { id: "s", period_start: "soon", period_end: "2026-07-01T00:00:00Z" } }), "wire"), "$.subscription.period_start", /ISO 8601/);
     fails(
-      () => parseCompany(company({ entitlements: [{ feature_id: "f", feature_key: "k", value_type: "lots" }] }), "wire"),
+      () =>
+        parseCompany(
+          company({ subscription: { id: "s", period_start: "soon", period_end: "2026-07-01T00:00:00Z" } }),
+          "wire",
+        ),
+      "$.subscription.period_start",
+      /ISO 8601/,
+    );
+    fails(
+      () =>
+        parseCompany(company({ entitlements: [{ feature_id: "f", feature_key: "k", value_type: "lots" }] }), "wire"),
       "$.entitlements[0].value_type",
       /unknown value "lots"/,
     );
     fails(() => parseUser(user({ keys: {} }), "wire"), "$.keys", /must have at least one key/);
-    fails(() => parseUser(user({ traits: [{ trait_definition: null }] }), "wire"), "$.traits[0].value", /missing required field/);
+    fails(
+      () => parseUser(user({ traits: [{ trait_definition: null }] }), "wire"),
+      "$.traits[0].value",
+      /missing required field/,
+    );
     fails(() => parseUser([], "wire"), "$", /expected an object \(User\), got an array/);
     fails(() => parseUser(user({ id: 7 }), "wire", "$.users[3]"), "$.users[3].id", /expected a string/);
   });
 
   test("timestamps: RFC 3339 date-times in wire mode", () => {
-    const withCreated = (created_at: string) =>
-      company({ metrics: [{ ...company().metrics[0]!, created_at }] });
+    const withCreated = (created_at: string) => company({ metrics: [{ ...company().metrics[0]!, created_at }] });
     for (const ok of ["2026-06-01T00:00:00Z", "2026-06-01T10:20:30.123456+02:00", "2026-06-01t00:00:00z"]) {
       assert.equal(parseCompany(withCreated(ok), "wire").metrics[0]!.created_at, ok);
     }
-    for (const bad of ["2026-06-01", "2026-13-01T00:00:00Z", "2026-06-01T25:00:00Z", "June 1st", "2026-06-01T00:00:00"]) {
+    for (const bad of [
+      "2026-06-01",
+      "2026-13-01T00:00:00Z",
+      "2026-06-01T25:00:00Z",
+      "June 1st",
+      "2026-06-01T00:00:00",
+    ]) {
       fails(() => parseCompany(withCreated(bad), "wire"), "$.metrics[0].created_at", /ISO 8601/);
     }
     // The engine level is as lenient as the SDK's ISO 8601 parser.
@@ -257,14 +301,17 @@ describe("wire strictness", () => {
     const big = 2 ** 53 - 1;
     const c = parseCompany(
       JSON.parse(
-        JSON.stringify(company({ credit_balances: { a: 0.1, b: big, c: -0 } })).replace('"keys":{', '"keys":{"__proto__":"x",'),
+        JSON.stringify(company({ credit_balances: { a: 0.1, b: big, c: -3 } })).replace(
+          '"keys":{',
+          '"keys":{"__proto__":"x",',
+        ),
       ),
       "wire",
     );
-    assert.deepEqual(c.credit_balances, { a: 0.1, b: big, c: -0 });
+    assert.deepEqual(c.credit_balances, { a: 0.1, b: big, c: -3 });
     assert.equal(Object.getPrototypeOf(c.keys), Object.prototype);
     assert.deepEqual(Object.keys(c.keys), ["__proto__", "domain"]);
-    assert.equal(JSON.parse(JSON.stringify(c.keys)).__proto__, "x");
+    assert.equal(Object.getOwnPropertyDescriptor(JSON.parse(JSON.stringify(c.keys)), "__proto__")?.value, "x");
   });
 });
 
@@ -284,14 +331,30 @@ describe("engine strictness", () => {
       subscription: null,
       traits: [],
     });
-    assert.deepEqual(parseUser({ id: "u", ...A, keys: null, traits: null }, "engine"), { id: "u", ...A, keys: {}, traits: [], rules: [] });
+    assert.deepEqual(parseUser({ id: "u", ...A, keys: null, traits: null }, "engine"), {
+      id: "u",
+      ...A,
+      keys: {},
+      traits: [],
+      rules: [],
+    });
     const f = parseFlag(
       {
         id: "f",
         ...A,
         key: "k",
         default_value: true,
-        rules: [{ id: "r", ...A, rule_type: "standard", name: "n", priority: 2, value: false, conditions: [{ id: "c", ...A, condition_type: "plan", operator: "eq", trait_value: "" }] }],
+        rules: [
+          {
+            id: "r",
+            ...A,
+            rule_type: "standard",
+            name: "n",
+            priority: 2,
+            value: false,
+            conditions: [{ id: "c", ...A, condition_type: "plan", operator: "eq", trait_value: "" }],
+          },
+        ],
       },
       "engine",
     );
@@ -306,40 +369,67 @@ describe("engine strictness", () => {
   test("fields the engine requires are still required, and its strict enums and integers checked", () => {
     fails(() => parseCompany({ id: "c", environment_id: "e" }, "engine"), "$.account_id", /missing required field/);
     fails(() => parseFlag({ ...flag(), default_value: null }, "engine"), "$.default_value", /must not be null/);
-    fails(() => parseFlag(flag({ rules: [rule({ rule_type: "sometimes" })] }), "engine"), "$.rules[0].rule_type", /unknown value/);
-    fails(() => parseFlag(flag({ rules: [rule({ priority: "1" })] }), "engine"), "$.rules[0].priority", /expected an integer/);
+    fails(
+      () => parseFlag(flag({ rules: [rule({ rule_type: "sometimes" })] }), "engine"),
+      "$.rules[0].rule_type",
+      /unknown value/,
+    );
+    fails(
+      () => parseFlag(flag({ rules: [rule({ priority: "1" })] }), "engine"),
+      "$.rules[0].priority",
+      /expected an integer/,
+    );
     fails(
       () => parseFlag(flag({ rules: [rule({ conditions: [condition({ metric_value: 2.5 })] })] }), "engine"),
       "$.rules[0].conditions[0].metric_value",
       /expected an integer/,
     );
     const { trait_value: _t, ...noTraitValue } = condition();
-    fails(() => parseFlag(flag({ rules: [rule({ conditions: [noTraitValue] })] }), "engine"), "$.rules[0].conditions[0].trait_value", /missing/);
+    fails(
+      () => parseFlag(flag({ rules: [rule({ conditions: [noTraitValue] })] }), "engine"),
+      "$.rules[0].conditions[0].trait_value",
+      /missing/,
+    );
     fails(
       () => parseCompany(company({ metrics: [{ ...company().metrics[0]!, period: "fortnight" }] }), "engine"),
       "$.metrics[0].period",
       /unknown value "fortnight"/,
     );
     fails(
-      () => parseCompany(company({ entitlements: [{ feature_id: "f", feature_key: "k", value_type: "lots" }] }), "engine"),
+      () =>
+        parseCompany(company({ entitlements: [{ feature_id: "f", feature_key: "k", value_type: "lots" }] }), "engine"),
       "$.entitlements[0].value_type",
       /unknown value/,
     );
-    fails(() => parseCompany(company({ subscription: { id: "s" } }), "engine"), "$.subscription.period_start", /missing/);
+    fails(
+      () => parseCompany(company({ subscription: { id: "s" } }), "engine"),
+      "$.subscription.period_start",
+      /missing/,
+    );
     fails(() => parseCompany({ id: "", ...A }, "engine"), "$.id", /must not be empty/);
   });
 
   test("enums the engine tolerates pass as strings; empty keys are accepted", () => {
-    const f = parseFlag(flag({ rules: [rule({ conditions: [condition({ condition_type: "future_type", operator: "approx" })] })] }), "engine");
+    const f = parseFlag(
+      flag({ rules: [rule({ conditions: [condition({ condition_type: "future_type", operator: "approx" })] })] }),
+      "engine",
+    );
     assert.equal(f.rules[0]!.conditions[0]!.condition_type, "future_type");
     assert.equal(parseCompany(company({ keys: {} }), "engine").keys instanceof Object, true);
-    fails(() => parseFlag(flag({ rules: [rule({ conditions: [condition({ condition_type: 5 })] })] }), "engine"), "$.rules[0].conditions[0].condition_type", /expected a string/);
+    fails(
+      () => parseFlag(flag({ rules: [rule({ conditions: [condition({ condition_type: 5 })] })] }), "engine"),
+      "$.rules[0].conditions[0].condition_type",
+      /expected a string/,
+    );
   });
 });
 
 describe("partials", () => {
   test("only the fields present, validated, in Go order; unknown fields dropped", () => {
-    const p = parseCompanyPartial({ traits: [], keys: { slug: "a" }, credit_lease_balance: {}, base_plan_id: null }, "wire");
+    const p = parseCompanyPartial(
+      { traits: [], keys: { slug: "a" }, credit_lease_balance: {}, base_plan_id: null },
+      "wire",
+    );
     assert.deepEqual(p, { base_plan_id: null, keys: { slug: "a" }, traits: [] });
     assert.deepEqual(Object.keys(p), ["base_plan_id", "keys", "traits"]);
     assert.deepEqual(parseCompanyPartial({ keys: {} }, "wire"), { keys: {} });
@@ -351,10 +441,13 @@ describe("partials", () => {
   test("null: clears nullable fields; lists and maps need a value on the wire, become empty for the engine", () => {
     fails(() => parseCompanyPartial({ plan_ids: null }, "wire"), "$.plan_ids", /must not be null/);
     fails(() => parseUserPartial({ account_id: null }, "wire"), "$.account_id", /must not be null/);
-    assert.deepEqual(parseCompanyPartial({ plan_ids: null, keys: null, account_id: null, subscription: null }, "engine"), {
-      keys: {},
-      plan_ids: [],
-      subscription: null,
-    });
+    assert.deepEqual(
+      parseCompanyPartial({ plan_ids: null, keys: null, account_id: null, subscription: null }, "engine"),
+      {
+        keys: {},
+        plan_ids: [],
+        subscription: null,
+      },
+    );
   });
 });

@@ -144,7 +144,9 @@ async function main(argv: string[]): Promise<number> {
     }
   } catch (err) {
     if (err instanceof FixtureError) {
-      process.stderr.write(`schematic-emulator: bad fixture ${oneLine(err.file)} at ${oneLine(err.path)}: ${oneLine(err.reason)}\n`);
+      process.stderr.write(
+        `schematic-emulator: bad fixture ${oneLine(err.file)} at ${oneLine(err.path)}: ${oneLine(err.reason)}\n`,
+      );
       return 2;
     }
     if (err instanceof UsageError) {
@@ -154,7 +156,13 @@ async function main(argv: string[]): Promise<number> {
     throw err;
   }
 
-  const emu = await startEmulator({ host: args.host, port: args.port, apiKey: args.apiKey, replayLog: args.replayLog, fixture });
+  const emu = await startEmulator({
+    host: args.host,
+    port: args.port,
+    apiKey: args.apiKey,
+    replayLog: args.replayLog,
+    fixture,
+  });
   process.stdout.write(`schematic-emulator listening on ${formatUrl("http", args.host, emu.port)}\n`);
   return await new Promise<number>((resolve) => {
     const stop = () => {

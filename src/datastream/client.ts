@@ -181,7 +181,7 @@ export class DatastreamClient {
           finish({ opened, fatal: new AuthRejectedError(`the datastream rejected the API key (close 4001 ${reason})`) });
           return;
         }
-        if (opened) this.log.warn({ code, reason }, "datastream closed");
+        if (opened && !this.stopped) this.log.warn({ code, reason }, "datastream closed");
         finish({ opened, error: `closed with code ${code}` });
       });
       ws.on("error", (err) => {

@@ -51,7 +51,10 @@ function target(path: string): { collection: string; id: string } {
   const p = path.startsWith("/_emulator/") ? path.slice("/_emulator".length) : path;
   const parts = p.split("/");
   if (parts.length !== 3 || parts[0] !== "" || !parts[2]) {
-    throw new HttpError(404, `unknown path ${JSON.stringify(path)} (expected /companies/{id}, /users/{id} or /flags/{key})`);
+    throw new HttpError(
+      404,
+      `unknown path ${JSON.stringify(path)} (expected /companies/{id}, /users/{id} or /flags/{key})`,
+    );
   }
   let id: string;
   try {
@@ -88,7 +91,10 @@ function applyEntity<T extends Company | User>(
         invalid(err);
       }
       if (entity.id !== id) {
-        throw new HttpError(400, `$.id: ${JSON.stringify(entity.id)} differs from the ${noun} id in the path (${JSON.stringify(id)})`);
+        throw new HttpError(
+          400,
+          `$.id: ${JSON.stringify(entity.id)} differs from the ${noun} id in the path (${JSON.stringify(id)})`,
+        );
       }
       try {
         table.checkKeys(entity);
@@ -112,7 +118,9 @@ function applyEntity<T extends Company | User>(
       let partial: Partial<T>;
       let merged: T;
       try {
-        partial = (kind === "company" ? parseCompanyPartial(body, "wire") : parseUserPartial(body, "wire")) as Partial<T>;
+        partial = (
+          kind === "company" ? parseCompanyPartial(body, "wire") : parseUserPartial(body, "wire")
+        ) as Partial<T>;
         delete partial.id;
         if (Object.keys(partial).length === 0) throw new HttpError(400, "$: no fields to merge");
         merged =
@@ -152,7 +160,10 @@ export function applyChange(state: EmulatorState, change: Change): Applied {
         invalid(err);
       }
       if (flag.key !== id) {
-        throw new HttpError(400, `$.key: ${JSON.stringify(flag.key)} differs from the flag key in the path (${JSON.stringify(id)})`);
+        throw new HttpError(
+          400,
+          `$.key: ${JSON.stringify(flag.key)} differs from the flag key in the path (${JSON.stringify(id)})`,
+        );
       }
       try {
         flags.check(flag);
@@ -178,7 +189,8 @@ function push(hub: DatastreamHub, a: Applied): string {
 
 function bulk(ctx: AdminContext, body: unknown): { stream_id?: string; count: number } {
   const changes = (body as { changes?: unknown } | undefined)?.changes;
-  if (!Array.isArray(changes)) throw new HttpError(400, '$.changes: expected {"changes": [{"method", "path", "body"}, ...]}');
+  if (!Array.isArray(changes))
+    throw new HttpError(400, '$.changes: expected {"changes": [{"method", "path", "body"}, ...]}');
   const applied: Applied[] = [];
   try {
     for (let i = 0; i < changes.length; i++) {
@@ -204,9 +216,11 @@ function bulk(ctx: AdminContext, body: unknown): { stream_id?: string; count: nu
 
 function objectBody(body: unknown, allowed: readonly string[]): Record<string, unknown> {
   if (body === undefined) return {};
-  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new HttpError(400, "$: expected a JSON object");
+  if (typeof body !== "object" || body === null || Array.isArray(body))
+    throw new HttpError(400, "$: expected a JSON object");
   for (const k of Object.keys(body)) {
-    if (!allowed.includes(k)) throw new HttpError(400, `$.${k}: unknown field (expected ${allowed.join(", ") || "none"})`);
+    if (!allowed.includes(k))
+      throw new HttpError(400, `$.${k}: unknown field (expected ${allowed.join(", ") || "none"})`);
   }
   return body as Record<string, unknown>;
 }
@@ -254,7 +268,12 @@ async function dump(res: ServerResponse, state: EmulatorState): Promise<void> {
   res.end("}");
 }
 
-export async function handleAdmin(req: IncomingMessage, res: ServerResponse, url: URL, ctx: AdminContext): Promise<void> {
+export async function handleAdmin(
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  ctx: AdminContext,
+): Promise<void> {
   const method = req.method ?? "GET";
   const route = url.pathname.slice("/_emulator".length);
   try {
@@ -291,7 +310,8 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, url
         if (body.code !== undefined && !isValidCloseCode(body.code)) {
           throw new HttpError(400, `$.code: ${JSON.stringify(body.code)} is not a close code a server may send`);
         }
-        if (body.drop !== undefined && typeof body.drop !== "boolean") throw new HttpError(400, "$.drop: expected a boolean");
+        if (body.drop !== undefined && typeof body.drop !== "boolean")
+          throw new HttpError(400, "$.drop: expected a boolean");
         ctx.hub.disconnect({ code: body.code as number | undefined, drop: body.drop === true });
         sendJson(res, 200, {});
         return;

@@ -39,7 +39,13 @@ export class Connection {
   }
 }
 
-function frame(entityType: string, messageType: string, entityId: string | null, data: unknown, extra?: string): string {
+function frame(
+  entityType: string,
+  messageType: string,
+  entityId: string | null,
+  data: unknown,
+  extra?: string,
+): string {
   const id = entityId === null ? "null" : JSON.stringify(entityId);
   return `{"entity_type":${JSON.stringify(entityType)},"message_type":"${messageType}","entity_id":${id}${extra ?? ""},"data":${JSON.stringify(data ?? null)}}`;
 }
@@ -54,7 +60,8 @@ export function isValidCloseCode(code: unknown): code is number {
   return (
     typeof code === "number" &&
     Number.isInteger(code) &&
-    ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999))
+    ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) ||
+      (code >= 3000 && code <= 4999))
   );
 }
 
@@ -156,10 +163,13 @@ export class DatastreamHub {
       this.error(conn, "", 'invalid request: expected {"data": {...}}');
       return;
     }
-    const { action, entity_type: entityType, keys, replay_from: replayFrom, page_size: pageSize } = req as Record<
-      string,
-      unknown
-    >;
+    const {
+      action,
+      entity_type: entityType,
+      keys,
+      replay_from: replayFrom,
+      page_size: pageSize,
+    } = req as Record<string, unknown>;
     if (typeof entityType !== "string") {
       this.error(conn, "", "invalid request: entity_type must be a string");
       return;

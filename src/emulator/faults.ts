@@ -21,7 +21,8 @@ function isInt(v: unknown): v is number {
 }
 
 function httpStatus(name: string, v: unknown): number {
-  if (!isInt(v) || v < 100 || v > 599) throw new FaultError(`${name}: expected an HTTP status code (100-599), got ${JSON.stringify(v)}`);
+  if (!isInt(v) || v < 100 || v > 599)
+    throw new FaultError(`${name}: expected an HTTP status code (100-599), got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -63,7 +64,9 @@ export function parseFaults(raw: unknown): FaultSettings {
         break;
       case "rest_fail_paths":
         if (!Array.isArray(v) || !v.every((p) => typeof p === "string" && p.startsWith("/"))) {
-          throw new FaultError(`rest_fail_paths: expected an array of paths starting with "/", got ${JSON.stringify(v)}`);
+          throw new FaultError(
+            `rest_fail_paths: expected an array of paths starting with "/", got ${JSON.stringify(v)}`,
+          );
         }
         out.rest_fail_paths = v as string[];
         break;

@@ -45,7 +45,11 @@ export function parseFixture(raw: unknown): Fixture {
     const path = `$.flags[${i}]`;
     const flag = parseFlag(f, "wire", path);
     const sameKey = flagKeys.get(flag.key.toLowerCase());
-    if (sameKey !== undefined) throw new EntityError(`${path}.key`, `duplicates the key of $.flags[${sameKey}] (flag keys are case-insensitive)`);
+    if (sameKey !== undefined)
+      throw new EntityError(
+        `${path}.key`,
+        `duplicates the key of $.flags[${sameKey}] (flag keys are case-insensitive)`,
+      );
     const sameId = flagIds.get(flag.id);
     if (sameId !== undefined) throw new EntityError(`${path}.id`, `duplicates the id of $.flags[${sameId}]`);
     flagKeys.set(flag.key.toLowerCase(), i);

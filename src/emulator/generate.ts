@@ -4,7 +4,17 @@
  * subscription, sometimes an override; users: keys and fourteen traits). Built straight into wire objects
  * (trait definitions are shared objects: treat entities as immutable), so 100k + 100k take a few seconds.
  */
-import type { Company, CompanyMetric, Condition, Fixture, Flag, Rule, Trait, TraitDefinition, User } from "../model/wire.js";
+import type {
+  Company,
+  CompanyMetric,
+  Condition,
+  Fixture,
+  Flag,
+  Rule,
+  Trait,
+  TraitDefinition,
+  User,
+} from "../model/wire.js";
 import { prng } from "./faults.js";
 
 export interface GenerateSpec {
@@ -26,7 +36,8 @@ export function parseGenerateSpec(spec: string): GenerateSpec {
       throw new Error(`--generate: bad item ${JSON.stringify(part)} (expected companies=N,users=N,flags=N,seed=S)`);
     }
     const n = Number(m[2]);
-    if (!Number.isSafeInteger(n) || (m[1] !== "seed" && n > 10_000_000)) throw new Error(`--generate: ${m[1]} is too large`);
+    if (!Number.isSafeInteger(n) || (m[1] !== "seed" && n > 10_000_000))
+      throw new Error(`--generate: ${m[1]} is too large`);
     out[m[1] as keyof GenerateSpec] = n;
   }
   return out;
@@ -75,7 +86,20 @@ const USER_TRAITS = [
   tdef("trdf_user_onboarded", "bool", "user"),
 ];
 const ROLES = ["owner", "admin", "member", "viewer", "billing"];
-const WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"];
+const WORDS = [
+  "alpha",
+  "bravo",
+  "charlie",
+  "delta",
+  "echo",
+  "foxtrot",
+  "golf",
+  "hotel",
+  "india",
+  "juliet",
+  "kilo",
+  "lima",
+];
 
 function pad(i: number, width: number): string {
   return String(i).padStart(width, "0");
@@ -101,7 +125,11 @@ function condition(id: string, fields: Partial<Condition> & Pick<Condition, "con
   };
 }
 
-function rule(id: string, flagId: string | null, fields: Pick<Rule, "rule_type" | "name" | "priority" | "value"> & Partial<Rule>): Rule {
+function rule(
+  id: string,
+  flagId: string | null,
+  fields: Pick<Rule, "rule_type" | "name" | "priority" | "value"> & Partial<Rule>,
+): Rule {
   return {
     id,
     flag_id: flagId,
@@ -276,7 +304,11 @@ function makeCompany(i: number, width: number, rand: () => number, flags: Flag[]
     plan_ids: planIds,
     plan_version_ids: versions,
     rules,
-    subscription: { id: `bsub_${pad(i, width)}`, period_start: "2026-07-01T00:00:00Z", period_end: "2026-08-01T00:00:00Z" },
+    subscription: {
+      id: `bsub_${pad(i, width)}`,
+      period_start: "2026-07-01T00:00:00Z",
+      period_end: "2026-08-01T00:00:00Z",
+    },
     traits,
   };
 }

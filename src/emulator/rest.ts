@@ -37,7 +37,8 @@ const DEFAULT_LIMIT = 100;
 function intParam(url: URL, name: string, def: number, min: number): number {
   const raw = url.searchParams.get(name);
   if (raw === null || raw === "") return def;
-  if (!/^\d+$/.test(raw)) throw new HttpError(400, `${name}: expected a non-negative integer, got ${JSON.stringify(raw)}`);
+  if (!/^\d+$/.test(raw))
+    throw new HttpError(400, `${name}: expected a non-negative integer, got ${JSON.stringify(raw)}`);
   const n = Number(raw);
   if (!Number.isSafeInteger(n) || n < min) throw new HttpError(400, `${name}: must be at least ${min}`);
   return n;
@@ -88,7 +89,12 @@ async function route(req: IncomingMessage, res: ServerResponse, url: URL, ctx: R
     return;
   }
 
-  const table = path === "/companies" || path === "/companies/count" ? "companies" : path === "/users" || path === "/users/count" ? "users" : null;
+  const table =
+    path === "/companies" || path === "/companies/count"
+      ? "companies"
+      : path === "/users" || path === "/users/count"
+        ? "users"
+        : null;
   if (table === null) {
     sendError(res, 404, `not found: ${method} ${path}`);
     return;

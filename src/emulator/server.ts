@@ -36,8 +36,15 @@ export class EmulatorServer {
     this.hub = new DatastreamHub(this.state, opts.replayLog ?? 10_000);
     this.http = createServer((req, res) => {
       const url = new URL(req.url ?? "/", "http://emulator");
-      const handler = url.pathname === "/_emulator" || url.pathname.startsWith("/_emulator/") ? handleAdmin : handleRest;
-      const ctx = { state: this.state, hub: this.hub, faults: this.faults, counters: this.counters, apiKey: this.apiKey };
+      const handler =
+        url.pathname === "/_emulator" || url.pathname.startsWith("/_emulator/") ? handleAdmin : handleRest;
+      const ctx = {
+        state: this.state,
+        hub: this.hub,
+        faults: this.faults,
+        counters: this.counters,
+        apiKey: this.apiKey,
+      };
       handler(req, res, url, ctx).catch((err: unknown) => {
         if (!res.headersSent) sendError(res, 500, `internal error: ${(err as Error).message}`);
         else res.destroy(err as Error);
@@ -58,16 +65,18 @@ export class EmulatorServer {
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on("error", () => socket.destroy());
     const path = (req.url ?? "/").split("?")[0]!;
-    if (path.startsWith("/_emulator")) return this.refuse(socket, 404, "no WebSocket here (use /datastream)");
-    const refuse = this.faults.settings.datastream_refuse_status;
-    if (refuse !== undefined) return this.refuse(socket, refuse, "injected fault: datastream refused");
     const authorised = keyAccepted(this.apiKey, req.headers["x-schematic-api-key"]);
-    const style = this.faults.settings.auth_failure ?? "http401";
-    if (!authorised && style === "http401") return this.refuse(socket, 401, "Unauthorized: invalid X-Schematic-Api-Key");
-    this.wss.handleUpgrade(req, socket, head, (ws) => {
-      if (!authorised) ws.close(4001, "unauthorized");
-      else this.hub.attach(ws, req);
-    });
+    const refuseStatus = this.faults.settings.datastream_refuse_status;
+    if (path.startsWith("/_emulator")) this.refuse(socket, 404, "no WebSocket here (use /datastream)");
+    else if (refuseStatus !== undefined) this.refuse(socket, refuseStatus, "injected fault: datastream refused");
+    else if (!authorised && (this.faults.settings.auth_failure ?? "http401") === "http401") {
+      this.refuse(socket, 401, "Unauthorized: invalid X-Schematic-Api-Key");
+    } else {
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        if (!authorised) ws.close(4001, "unauthorized");
+        else this.hub.attach(ws, req);
+      });
+    }
   }
 
   listen(port: number, host: string): Promise<number> {

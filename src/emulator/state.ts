@@ -128,7 +128,9 @@ export class FlagTable {
   check(flag: Flag): void {
     const sameKey = this.lower.get(flag.key.toLowerCase());
     if (sameKey !== undefined && sameKey !== flag.key) {
-      throw new ConflictError(`flag key ${JSON.stringify(flag.key)} differs only in case from flag ${JSON.stringify(sameKey)}`);
+      throw new ConflictError(
+        `flag key ${JSON.stringify(flag.key)} differs only in case from flag ${JSON.stringify(sameKey)}`,
+      );
     }
     const idOwner = this.ids.get(flag.id);
     if (idOwner !== undefined && idOwner !== flag.key) {

@@ -166,6 +166,7 @@ class Progress {
     log.info({ kind, total }, `loading ${kind}`);
   }
   add(n: number): void {
+    if (n === 0) return;
     this.loaded += n;
     this.report?.(this.kind as RestKind, this.loaded, this.total);
     if (this.loaded >= this.nextLog || this.loaded >= this.total) {

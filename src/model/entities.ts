@@ -47,7 +47,7 @@ export class EntityError extends Error {
 // ---------------------------------------------------------------------------------------------------------------
 // Field tables
 
-const enum Kind {
+enum Kind {
   Str,
   Bool,
   Int,
@@ -62,7 +62,7 @@ const enum Kind {
 }
 
 /** What an absent (or tolerated `null`) value becomes in the output. */
-const enum Absent {
+enum Absent {
   Omit,
   Null,
   EmptyList,
@@ -306,7 +306,8 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 /** Sets `key` on a fresh plain object even when it is `__proto__`. */
 function setEntry(out: Record<string, unknown>, key: string, value: unknown): void {
-  if (key === "__proto__") Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
+  if (key === "__proto__")
+    Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
   else out[key] = value;
 }
 
@@ -349,7 +350,8 @@ function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unk
       if (spec.nonEmpty && v.length === 0) throw new EntityError(parent + spec.dotName, "must not be empty");
       return v;
     case Kind.Bool:
-      if (typeof v !== "boolean") throw new EntityError(parent + spec.dotName, `expected a boolean, got ${describe(v)}`);
+      if (typeof v !== "boolean")
+        throw new EntityError(parent + spec.dotName, `expected a boolean, got ${describe(v)}`);
       return v;
     case Kind.Int:
       if (typeof v !== "number" || !Number.isInteger(v)) {
@@ -364,7 +366,10 @@ function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unk
     case Kind.Enum:
       if (typeof v !== "string") throw new EntityError(parent + spec.dotName, `expected a string, got ${describe(v)}`);
       if ((mode === WIRE || spec.enumEngine) && !spec.values!.has(v)) {
-        throw new EntityError(parent + spec.dotName, `unknown value ${JSON.stringify(v)} (expected one of ${spec.valueList})`);
+        throw new EntityError(
+          parent + spec.dotName,
+          `unknown value ${JSON.stringify(v)} (expected one of ${spec.valueList})`,
+        );
       }
       return v;
     case Kind.Time:
@@ -408,7 +413,8 @@ function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unk
         const e = v[k];
         if (spec.kind === Kind.MapStr) {
           if (typeof e !== "string") throw new EntityError(child(path, k), `expected a string, got ${describe(e)}`);
-          if (mode === WIRE && spec.minOneWire && k.length === 0) throw new EntityError(path, "key names must not be empty");
+          if (mode === WIRE && spec.minOneWire && k.length === 0)
+            throw new EntityError(path, "key names must not be empty");
         } else if (typeof e !== "number" || !Number.isFinite(e)) {
           throw new EntityError(child(path, k), `expected a number, got ${describe(e)}`);
         }
@@ -422,7 +428,8 @@ function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unk
 }
 
 function walkPartial(raw: unknown, sch: Schema, mode: Mode, path: string): Record<string, unknown> {
-  if (!isPlainObject(raw)) throw new EntityError(path, `expected an object (partial ${sch.name}), got ${describe(raw)}`);
+  if (!isPlainObject(raw))
+    throw new EntityError(path, `expected an object (partial ${sch.name}), got ${describe(raw)}`);
   const out: Record<string, unknown> = {};
   const fields = sch.fields;
   for (let i = 0; i < fields.length; i++) {
@@ -446,7 +453,9 @@ function walkPartial(raw: unknown, sch: Schema, mode: Mode, path: string): Recor
       continue;
     }
     // A partial may carry an empty `keys` map: merging it changes nothing.
-    out[spec.name] = spec.minOneWire ? walkValue(v, { ...spec, minOneWire: false }, mode, path) : walkValue(v, spec, mode, path);
+    out[spec.name] = spec.minOneWire
+      ? walkValue(v, { ...spec, minOneWire: false }, mode, path)
+      : walkValue(v, spec, mode, path);
   }
   return out;
 }
