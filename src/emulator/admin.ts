@@ -210,7 +210,9 @@ function bulk(ctx: AdminContext, body: unknown): { stream_id?: string; count: nu
     throw err;
   }
   let last: string | undefined;
-  for (const a of applied) last = push(ctx.hub, a);
+  ctx.hub.batch(() => {
+    for (const a of applied) last = push(ctx.hub, a);
+  });
   return last === undefined ? { count: 0 } : { stream_id: last, count: applied.length };
 }
 

@@ -34,6 +34,19 @@ export class Connection {
     else this.ws.send(frame, { binary: false });
   }
 
+  /** The TCP socket under the WebSocket (ws keeps it in `_socket`), to batch many frames into one write. */
+  private socket(): { cork(): void; uncork(): void } | undefined {
+    return (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+  }
+
+  cork(): void {
+    this.socket()?.cork();
+  }
+
+  uncork(): void {
+    this.socket()?.uncork();
+  }
+
   wants(kind: StreamKind): boolean {
     return kind === "company" ? this.companies : kind === "user" ? this.users : this.flags;
   }
@@ -108,6 +121,17 @@ export class DatastreamHub {
     this.log.append({ ms: sid.ms, seq: sid.seq, id: sid.id, kind, frame: buf });
     for (const c of this.connections) if (c.wants(kind)) c.send(buf);
     return sid.id;
+  }
+
+  /** Runs `fn` (which publishes many changes) with every socket corked, so the frames leave in few writes. */
+  batch<T>(fn: () => T): T {
+    const corked = [...this.connections];
+    for (const c of corked) c.cork();
+    try {
+      return fn();
+    } finally {
+      for (const c of corked) c.uncork();
+    }
   }
 
   /** Sends a text frame as given to every connection. */

@@ -1,4 +1,5 @@
 /** Small node:http helpers shared by the REST and admin handlers. */
+import { isAscii } from "node:buffer";
 import type { IncomingMessage, ServerResponse } from "node:http";
 
 export class HttpError extends Error {
@@ -20,7 +21,9 @@ export async function readJson(req: IncomingMessage, maxBytes = 1 << 30): Promis
     chunks.push(chunk as Buffer);
   }
   if (size === 0) return undefined;
-  const text = chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks, size).toString("utf8");
+  const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+  // Pure ASCII (the usual case) decodes as latin1: a plain copy instead of a UTF-8 decode.
+  const text = buf.toString(isAscii(buf) ? "latin1" : "utf8");
   try {
     return JSON.parse(text);
   } catch (err) {
