@@ -42,6 +42,9 @@ function finished(child: ChildProcess): Promise<Finished> {
   return new Promise((resolve) => child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr })));
 }
 
+/** Programs started by `start`, killed after the suite even when a test failed half-way. */
+const started: ChildProcess[] = [];
+
 /** Starts the program and resolves with its URL once the first stdout line arrives. */
 function start(
   args: string[],
@@ -50,6 +53,7 @@ function start(
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
   });
+  started.push(child);
   const done = finished(child);
   return new Promise((resolve, reject) => {
     let buf = "";
@@ -78,7 +82,10 @@ describe("schematic-emulator CLI", () => {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), "emulator-cli-"));
   });
-  after(() => rmSync(dir, { recursive: true, force: true }));
+  after(() => {
+    for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   const write = (name: string, content: unknown) => {
     const path = join(dir, name);
@@ -201,16 +208,22 @@ describe("schematic-emulator CLI", () => {
       ["typo.json", { flags: [], compnies: [] }, /\$\.compnies: unknown section/],
       ["syntax.json", '{"flags": [\n  {"id": }\n]}', /\$: invalid JSON/],
     ];
-    for (const [name, content, reason] of cases) {
-      const file = write(name, content);
-      const r = await run(["--port", "0", "--fixture", file]);
+    // Independent processes: run them side by side.
+    const results = await Promise.all(
+      cases.map(async ([name, content]) => {
+        const file = write(name, content);
+        return { file, r: await run(["--port", "0", "--fixture", file]) };
+      }),
+    );
+    cases.forEach(([name, , reason], i) => {
+      const { file, r } = results[i]!;
       assert.equal(r.code, 2, `${name}: ${r.stderr}`);
       assert.equal(r.stdout, "");
       const lines = r.stderr.split("\n").filter((l) => l !== "");
       assert.equal(lines.length, 1, `${name}: one line, got ${JSON.stringify(r.stderr)}`);
       assert.ok(lines[0]!.includes(file), `${name}: names the file: ${lines[0]}`);
       assert.match(lines[0]!, reason);
-    }
+    });
     const missing = await run(["--fixture", join(dir, "missing.json")]);
     assert.equal(missing.code, 2);
     assert.match(
@@ -231,13 +244,14 @@ describe("schematic-emulator CLI", () => {
       [["--generate", "companies=many"], /--generate: bad item/],
       [["--port", "0", "--port", "1"], /given twice/],
     ];
-    for (const [args, reason] of cases) {
-      const r = await run(args);
+    const results = await Promise.all(cases.map(([args]) => run(args)));
+    cases.forEach(([args, reason], i) => {
+      const r = results[i]!;
       assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
       const lines = r.stderr.split("\n").filter((l) => l !== "");
       assert.equal(lines.length, 1, r.stderr);
       assert.match(lines[0]!, reason);
       assert.equal(r.stdout, "");
-    }
+    });
   });
 });

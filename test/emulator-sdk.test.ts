@@ -132,7 +132,7 @@ describe("official SDK (direct datastream mode) against the emulator", () => {
   before(async () => {
     emu = await startEmulator({ fixture: loadFixtureFile(FIXTURE) });
     client = new sdk.SchematicClient({
-      apiKey: "sch_dev_emulator",
+      apiKey: "emulator-test-key",
       basePath: emu.url,
       useDataStream: true,
       eventCaptureBaseURL: emu.url,

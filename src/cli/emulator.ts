@@ -162,6 +162,8 @@ async function main(argv: string[]): Promise<number> {
     apiKey: args.apiKey,
     replayLog: args.replayLog,
     fixture,
+    // loadFixtureFile validated it; generateFixture builds it in wire shape.
+    trusted: true,
   });
   process.stdout.write(`schematic-emulator listening on ${formatUrl("http", args.host, emu.port)}\n`);
   return await new Promise<number>((resolve) => {

@@ -18,10 +18,11 @@ import { mergeCompany, mergeUser } from "../model/merge.js";
 import type { Company, User } from "../model/wire.js";
 import { type ChangeType, type DatastreamHub, isValidCloseCode } from "./datastream.js";
 import { FaultError, type Faults, parseFaults } from "./faults.js";
+import { parseFeedSpec, runFeed } from "./feed.js";
 import { HttpError, readJson, sendError, sendJson } from "./http.js";
 import type { StreamKind } from "./replay.js";
 import type { RestCounters } from "./rest.js";
-import { ConflictError, type EmulatorState, type EntityTable } from "./state.js";
+import { ConflictError, type EmulatorState, type EntityTable, type FlagTable } from "./state.js";
 
 export interface AdminContext {
   state: EmulatorState;
@@ -68,11 +69,6 @@ function target(path: string): { collection: string; id: string } {
   return { collection: parts[1], id };
 }
 
-function invalid(err: unknown): never {
-  if (err instanceof EntityError || err instanceof ConflictError) throw new HttpError(400, err.message);
-  throw err;
-}
-
 function applyEntity<T extends Company | User>(
   table: EntityTable<T>,
   kind: "company" | "user",
@@ -80,106 +76,91 @@ function applyEntity<T extends Company | User>(
   id: string,
   body: unknown,
 ): Applied {
-  const noun = kind;
   const parseFull = (kind === "company" ? parseCompany : parseUser) as (raw: unknown, mode: "wire") => T;
   switch (method) {
     case "PUT": {
-      let entity: T;
-      try {
-        entity = parseFull(body, "wire");
-      } catch (err) {
-        invalid(err);
-      }
+      const entity = parseFull(body, "wire");
       if (entity.id !== id) {
         throw new HttpError(
           400,
-          `$.id: ${JSON.stringify(entity.id)} differs from the ${noun} id in the path (${JSON.stringify(id)})`,
+          `$.id: ${JSON.stringify(entity.id)} differs from the ${kind} id in the path (${JSON.stringify(id)})`,
         );
       }
-      try {
-        table.checkKeys(entity);
-      } catch (err) {
-        invalid(err);
-      }
+      table.checkKeys(entity);
       const prev = table.put(entity);
       return { kind, type: "full", entityId: id, data: entity, undo: () => table.restore(id, prev) };
     }
     case "PATCH": {
       const base = table.get(id);
-      if (!base) throw new HttpError(404, `no ${noun} with id ${JSON.stringify(id)}`);
+      if (!base) throw new HttpError(404, `no ${kind} with id ${JSON.stringify(id)}`);
       if (typeof body !== "object" || body === null || Array.isArray(body)) {
         throw new HttpError(400, "$: expected a JSON object of the fields to merge");
       }
       const allowed = kind === "company" ? COMPANY_PARTIAL_FIELDS : USER_PARTIAL_FIELDS;
       for (const [k, v] of Object.entries(body)) {
-        if (!allowed.has(k)) throw new HttpError(400, `$.${k}: unknown field for a ${noun} partial`);
+        if (!allowed.has(k)) throw new HttpError(400, `$.${k}: unknown field for a ${kind} partial`);
         if (k === "id" && v !== id) throw new HttpError(400, "$.id: the id cannot be changed by PATCH");
       }
-      let partial: Partial<T>;
-      let merged: T;
-      try {
-        partial = (
-          kind === "company" ? parseCompanyPartial(body, "wire") : parseUserPartial(body, "wire")
-        ) as Partial<T>;
-        delete partial.id;
-        if (Object.keys(partial).length === 0) throw new HttpError(400, "$: no fields to merge");
-        merged =
-          kind === "company"
-            ? (mergeCompany(base as Company, partial as Record<string, unknown>) as T)
-            : (mergeUser(base as User, partial as Record<string, unknown>) as T);
-        merged = parseFull(merged, "wire");
-        table.checkKeys(merged);
-      } catch (err) {
-        invalid(err);
-      }
+      const partial = (
+        kind === "company" ? parseCompanyPartial(body, "wire") : parseUserPartial(body, "wire")
+      ) as Partial<T>;
+      delete partial.id;
+      if (Object.keys(partial).length === 0) throw new HttpError(400, "$: no fields to merge");
+      // The merge the clients apply to the pushed partial (redis-contract.md §8), so all sides agree.
+      const merged = parseFull(
+        kind === "company"
+          ? mergeCompany(base as Company, partial as Record<string, unknown>)
+          : mergeUser(base as User, partial as Record<string, unknown>),
+        "wire",
+      );
+      table.checkKeys(merged);
       table.put(merged);
       return { kind, type: "partial", entityId: id, data: partial, undo: () => table.restore(id, base) };
     }
     case "DELETE": {
       const prev = table.remove(id);
-      if (!prev) throw new HttpError(404, `no ${noun} with id ${JSON.stringify(id)}`);
+      if (!prev) throw new HttpError(404, `no ${kind} with id ${JSON.stringify(id)}`);
       return { kind, type: "delete", entityId: id, data: prev, undo: () => table.restore(id, prev) };
     }
     default:
-      throw new HttpError(405, `method ${method} not allowed on ${noun}s (PUT, PATCH, DELETE)`);
+      throw new HttpError(405, `method ${method} not allowed on ${kind}s (PUT, PATCH, DELETE)`);
+  }
+}
+
+function applyFlag(flags: FlagTable, method: string, key: string, body: unknown): Applied {
+  switch (method) {
+    case "PUT": {
+      const flag = parseFlag(body, "wire");
+      if (flag.key !== key) {
+        throw new HttpError(
+          400,
+          `$.key: ${JSON.stringify(flag.key)} differs from the flag key in the path (${JSON.stringify(key)})`,
+        );
+      }
+      flags.check(flag);
+      const prev = flags.put(flag);
+      return { kind: "flag", type: "full", entityId: null, data: flag, undo: () => flags.restore(key, prev) };
+    }
+    case "DELETE": {
+      const prev = flags.remove(key);
+      if (!prev) throw new HttpError(404, `no flag with key ${JSON.stringify(key)}`);
+      return { kind: "flag", type: "delete", entityId: null, data: prev, undo: () => flags.restore(key, prev) };
+    }
+    default:
+      throw new HttpError(405, `method ${method} not allowed on flags (PUT, DELETE)`);
   }
 }
 
 /** Validates and applies one change to the state (throws HttpError, changing nothing, when it is refused). */
 export function applyChange(state: EmulatorState, change: Change): Applied {
   const { collection, id } = target(change.path);
-  if (collection === "companies") return applyEntity(state.companies, "company", change.method, id, change.body);
-  if (collection === "users") return applyEntity(state.users, "user", change.method, id, change.body);
-  const flags = state.flags;
-  switch (change.method) {
-    case "PUT": {
-      let flag: ReturnType<typeof parseFlag>;
-      try {
-        flag = parseFlag(change.body, "wire");
-      } catch (err) {
-        invalid(err);
-      }
-      if (flag.key !== id) {
-        throw new HttpError(
-          400,
-          `$.key: ${JSON.stringify(flag.key)} differs from the flag key in the path (${JSON.stringify(id)})`,
-        );
-      }
-      try {
-        flags.check(flag);
-      } catch (err) {
-        invalid(err);
-      }
-      const prev = flags.put(flag);
-      return { kind: "flag", type: "full", entityId: null, data: flag, undo: () => flags.restore(id, prev) };
-    }
-    case "DELETE": {
-      const prev = flags.remove(id);
-      if (!prev) throw new HttpError(404, `no flag with key ${JSON.stringify(id)}`);
-      return { kind: "flag", type: "delete", entityId: null, data: prev, undo: () => flags.restore(id, prev) };
-    }
-    default:
-      throw new HttpError(405, `method ${change.method} not allowed on flags (PUT, DELETE)`);
+  try {
+    if (collection === "companies") return applyEntity(state.companies, "company", change.method, id, change.body);
+    if (collection === "users") return applyEntity(state.users, "user", change.method, id, change.body);
+    return applyFlag(state.flags, change.method, id, change.body);
+  } catch (err) {
+    if (err instanceof EntityError || err instanceof ConflictError) throw new HttpError(400, err.message);
+    throw err;
   }
 }
 
@@ -302,10 +283,20 @@ export async function handleAdmin(
         }
         sendJson(res, 200, {});
         return;
-      case "/bulk":
+      case "/bulk": {
         if (method !== "POST") break;
-        sendJson(res, 200, bulk(ctx, await readJson(req)));
+        const body = await readJson(req);
+        const generate = (body as { generate?: unknown } | undefined)?.generate;
+        if (generate !== undefined) {
+          if ((body as { changes?: unknown }).changes !== undefined) {
+            throw new HttpError(400, "$: give either changes or generate, not both");
+          }
+          sendJson(res, 200, await runFeed(ctx.state, ctx.hub, parseFeedSpec(generate)));
+          return;
+        }
+        sendJson(res, 200, bulk(ctx, body));
         return;
+      }
       case "/disconnect": {
         if (method !== "POST") break;
         const body = objectBody(await readJson(req), ["code", "drop"]);

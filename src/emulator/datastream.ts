@@ -24,8 +24,8 @@ export class Connection {
   flags = false;
   constructor(
     readonly ws: WebSocket,
+    /** The X-Schematic-Datastream-Mode header (replicator, datastream, direct, ...). */
     readonly mode: string,
-    readonly client: string,
   ) {}
 
   send(frame: Buffer | string): void {
@@ -52,15 +52,10 @@ export class Connection {
   }
 }
 
-function frame(
-  entityType: string,
-  messageType: string,
-  entityId: string | null,
-  data: unknown,
-  extra?: string,
-): string {
+/** One server frame; `dataJson` is the serialised data, `extra` more members (`,"stream_id":"…"`). */
+function frame(entityType: string, messageType: string, entityId: string | null, dataJson: string, extra = ""): string {
   const id = entityId === null ? "null" : JSON.stringify(entityId);
-  return `{"entity_type":${JSON.stringify(entityType)},"message_type":"${messageType}","entity_id":${id}${extra ?? ""},"data":${JSON.stringify(data ?? null)}}`;
+  return `{"entity_type":${JSON.stringify(entityType)},"message_type":"${messageType}","entity_id":${id}${extra},"data":${dataJson}}`;
 }
 
 function isStringMap(v: unknown): v is Record<string, string> {
@@ -102,7 +97,7 @@ export class DatastreamHub {
       const v = req.headers[name];
       return (Array.isArray(v) ? v[0] : v) ?? "";
     };
-    const conn = new Connection(ws, header("x-schematic-datastream-mode"), header("x-schematic-client"));
+    const conn = new Connection(ws, header("x-schematic-datastream-mode"));
     this.connections.add(conn);
     ws.on("message", (data, isBinary) => {
       const text = Array.isArray(data) ? Buffer.concat(data).toString("utf8") : data.toString("utf8");
@@ -115,8 +110,13 @@ export class DatastreamHub {
 
   /** Publishes one change: assigns its stream id, logs it and queues it on every connection that wants it. */
   publish(kind: StreamKind, type: ChangeType, entityId: string | null, data: unknown): string {
+    return this.publishJson(kind, type, entityId, JSON.stringify(data ?? null));
+  }
+
+  /** {@link publish} with the data already serialised (the benchmark feed builds its frames ahead of time). */
+  publishJson(kind: StreamKind, type: ChangeType, entityId: string | null, dataJson: string): string {
     const sid = this.clock.next();
-    const buf = Buffer.from(frame(ENTITY_TYPE_OF[kind], type, entityId, data, `,"stream_id":"${sid.id}"`), "utf8");
+    const buf = Buffer.from(frame(ENTITY_TYPE_OF[kind], type, entityId, dataJson, `,"stream_id":"${sid.id}"`), "utf8");
     if (kind === "flag") this.flagsSnapshot = null;
     this.log.append({ ms: sid.ms, seq: sid.seq, id: sid.id, kind, frame: buf });
     for (const c of this.connections) if (c.wants(kind)) c.send(buf);
@@ -141,7 +141,7 @@ export class DatastreamHub {
   }
 
   broadcastReload(): void {
-    this.broadcastRaw(frame(ENTITY_TYPES.companies, "reload", null, null));
+    this.broadcastRaw(frame(ENTITY_TYPES.companies, "reload", null, "null"));
   }
 
   disconnect(opts: { code?: number; drop?: boolean }): void {
@@ -152,14 +152,18 @@ export class DatastreamHub {
     }
   }
 
+  /** Set by {@link closeAll}: the server is shutting down (a running benchmark feed stops). */
+  closed = false;
+
   closeAll(): void {
+    this.closed = true;
     for (const c of this.connections) c.ws.terminate();
     this.connections.clear();
   }
 
   private flagsFrame(): string {
     if (this.flagsSnapshot === null) {
-      this.flagsSnapshot = frame(ENTITY_TYPES.flags, "full", null, this.state.flags.list());
+      this.flagsSnapshot = frame(ENTITY_TYPES.flags, "full", null, JSON.stringify(this.state.flags.list()));
     }
     return this.flagsSnapshot;
   }
@@ -170,7 +174,7 @@ export class DatastreamHub {
       data.keys = keys;
       data.entity_type = entityType;
     }
-    conn.send(frame(entityType, "error", null, data));
+    conn.send(frame(entityType, "error", null, JSON.stringify(data)));
   }
 
   private onRequest(conn: Connection, text: string, isBinary: boolean): void {
@@ -250,7 +254,7 @@ export class DatastreamHub {
             ENTITY_TYPES.flags,
             "full",
             null,
-            flags.slice(p * pageSize, (p + 1) * pageSize),
+            JSON.stringify(flags.slice(p * pageSize, (p + 1) * pageSize)),
             `,"pagination":${JSON.stringify(pagination)}`,
           ),
         );
@@ -260,10 +264,10 @@ export class DatastreamHub {
   }
 
   private subscribe(conn: Connection, kind: StreamKind, entityType: string, replayFrom: string | undefined): void {
-    conn.send(frame(entityType, "full", null, { subscribed: true }));
+    conn.send(frame(entityType, "full", null, '{"subscribed":true}'));
     if (replayFrom !== undefined) {
       const backlog: LogEntry[] | null = this.log.after(replayFrom);
-      if (backlog === null) conn.send(frame(entityType, "reload", null, null));
+      if (backlog === null) conn.send(frame(entityType, "reload", null, "null"));
       else for (const e of backlog) if (e.kind === kind) conn.send(e.frame);
     }
     // Live pushes start only now, so none can overtake the backlog.
@@ -273,7 +277,7 @@ export class DatastreamHub {
 
   private lookup(conn: Connection, kind: "company" | "user", entityType: string, keys: Record<string, string>): void {
     const entity = kind === "company" ? this.state.companies.lookup(keys) : this.state.users.lookup(keys);
-    if (entity) conn.send(frame(entityType, "full", entity.id, entity));
+    if (entity) conn.send(frame(entityType, "full", entity.id, JSON.stringify(entity)));
     else this.error(conn, entityType, kind === "company" ? "Company not found" : "User not found", keys);
     // A direct-mode SDK caches what it looked up: from now on it gets this entity type's changes.
     if (kind === "company") conn.companies = true;

@@ -71,7 +71,7 @@ export function parseFixture(raw: unknown): Fixture {
         const owner = pairs.get(pair);
         if (owner !== undefined && owner !== i) {
           throw new EntityError(
-            `${path}.keys.${name}`,
+            /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? `${path}.keys.${name}` : `${path}.keys[${JSON.stringify(name)}]`,
             `(key ${JSON.stringify(name)}, value ${JSON.stringify(value)}) is already used by $.${section}[${owner}] (case-insensitive)`,
           );
         }

@@ -13,15 +13,24 @@ export class HttpError extends Error {
 
 /** Reads and parses a JSON body (an empty body is `undefined`). */
 export async function readJson(req: IncomingMessage, maxBytes = 1 << 30): Promise<unknown> {
+  const declared = Number(req.headers["content-length"]);
+  if (declared > maxBytes) throw new HttpError(413, `request body larger than ${maxBytes} bytes`);
+  // With a Content-Length, read straight into one buffer (no concatenation copy).
+  let fixed = Number.isSafeInteger(declared) && declared > 0 ? Buffer.allocUnsafe(declared) : null;
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    if (fixed && size + chunk.length <= fixed.length) chunk.copy(fixed, size);
+    else {
+      if (fixed) chunks.push(fixed.subarray(0, size));
+      fixed = null;
+      chunks.push(chunk);
+    }
+    size += chunk.length;
     if (size > maxBytes) throw new HttpError(413, `request body larger than ${maxBytes} bytes`);
-    chunks.push(chunk as Buffer);
   }
   if (size === 0) return undefined;
-  const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+  const buf = fixed ? fixed.subarray(0, size) : Buffer.concat(chunks, size);
   // Pure ASCII (the usual case) decodes as latin1: a plain copy instead of a UTF-8 decode.
   const text = buf.toString(isAscii(buf) ? "latin1" : "utf8");
   try {

@@ -8,6 +8,7 @@
  * The `schematic-emulator` program (src/cli/emulator.ts) is a thin wrapper around it.
  */
 import type { Fixture } from "../model/wire.js";
+import { parseFixture } from "./fixture.js";
 import { EmulatorServer } from "./server.js";
 
 export { applyChange, type Change } from "./admin.js";
@@ -28,8 +29,10 @@ export interface StartEmulatorOptions {
   apiKey?: string;
   /** How many changes the replay log keeps (default 10000). */
   replayLog?: number;
-  /** Initial data, validated (loadFixtureFile, parseFixture or generateFixture). Default: empty. */
+  /** Initial data (default: empty). Validated as strictly as the SDK parses the stream, unless `trusted`. */
   fixture?: Fixture;
+  /** The fixture is already validated (loadFixtureFile, parseFixture) or generated (generateFixture). */
+  trusted?: boolean;
 }
 
 export interface RunningEmulator {
@@ -49,7 +52,8 @@ export function formatUrl(scheme: string, host: string, port: number): string {
 
 export async function startEmulator(opts: StartEmulatorOptions = {}): Promise<RunningEmulator> {
   const host = opts.host ?? "127.0.0.1";
-  const server = new EmulatorServer({ apiKey: opts.apiKey, replayLog: opts.replayLog, fixture: opts.fixture });
+  const fixture = opts.fixture && !opts.trusted ? parseFixture(opts.fixture) : opts.fixture;
+  const server = new EmulatorServer({ apiKey: opts.apiKey, replayLog: opts.replayLog, fixture });
   const port = await server.listen(opts.port ?? 0, host);
   let closing: Promise<void> | undefined;
   return {

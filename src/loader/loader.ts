@@ -62,6 +62,9 @@ async function loadKind(
   for (let pass = 1; pass <= maxPasses; pass++) {
     expected = await o.rest.count(restKind, signal);
     const progress = new Progress(o.log, restKind, expected, o.onProgress);
+    // Rows of this pass alone: entities deleted upstream after an earlier pass saw them stay in `seen` for good,
+    // so a pass that returns exactly the count also completes the load.
+    const passSeen = new Set<string>();
     const pages = Math.ceil(expected / o.pageSize);
     const handlePage = async (rows: unknown[]) => {
       for (const row of rows) {
@@ -73,6 +76,7 @@ async function loadKind(
           continue;
         }
         seen.add(entity.id);
+        passSeen.add(entity.id);
         await o.pipeline.enqueueLoad({ kind, id: entity.id, op: "full", data: entity, tracked: [], source: "load", generation });
       }
       progress.add(rows.length);
@@ -94,7 +98,7 @@ async function loadKind(
         if (rows.length < o.pageSize) break;
       }
     }
-    if (seen.size === expected) break;
+    if (seen.size === expected || passSeen.size === expected) break;
     o.log.warn({ kind: restKind, seen: seen.size, count: expected, pass }, "rows seen differ from the count; paging again");
     if (pass === maxPasses) {
       o.log.warn({ kind: restKind }, "the load did not converge; nothing will be evicted this time");

@@ -27,6 +27,8 @@ export interface LaneOptions {
   retry: RetryContext;
   /** True when a `load` job must yield to a stream change seen since its load began. */
   supersededByStream(kind: EntityKind, id: string, generation: number | undefined): boolean;
+  /** Stream partials seen since the current load began for this entity: merged again on top of its REST row. */
+  streamPartials?(kind: EntityKind, id: string): unknown[] | undefined;
   /** Called for every `load` job once it is applied or skipped. */
   loadJobDone(): void;
   /** Marks a cursor entry applied. */
@@ -136,9 +138,14 @@ export class EntityLane {
     const live = batch.filter((job) => job.source === "stream" || !this.o.supersededByStream(kind, job.id, job.generation));
     const byId = new Map<string, EntityJob[]>();
     for (const job of live) {
-      const list = byId.get(job.id);
+      let list = byId.get(job.id);
       if (list) list.push(job);
-      else byId.set(job.id, [job]);
+      else byId.set(job.id, (list = [job]));
+      if (job.source !== "load" || job.op !== "full") continue;
+      // A REST row may predate partials already applied (or skipped for want of a base): apply them again on top.
+      for (const data of this.o.streamPartials?.(kind, job.id) ?? []) {
+        list.push({ kind, id: job.id, op: "partial", data, tracked: [], source: "stream" });
+      }
     }
     const ids = [...byId.keys()];
     const idKeys = ids.map((id) => (kind === "company" ? keys.companyId(id) : keys.userId(id)));

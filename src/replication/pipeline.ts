@@ -52,8 +52,15 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   private readonly abort = new AbortController();
   private held: EntityJob[] | undefined;
   private heldCapacity: number;
-  /** Entities the stream changed since the current load began; REST rows for them are stale. */
+  /** Entities the stream replaced or deleted since the current load began; REST rows for them are stale. */
   private touched: Set<string> | undefined;
+  /**
+   * Partials the stream sent since the current (asynchronous) load began, per entity, in order. A REST row does not
+   * yield to them (a partial alone cannot rebuild the entity): they are merged again on top of the row instead.
+   */
+  private partials: Map<string, unknown[]> | undefined;
+  /** endLoad was called; the window closes once the load's queued rows are written. */
+  private loadEnded = false;
   private loadGeneration = 0;
   private paused = false;
   private loadOutstanding = 0;
@@ -72,9 +79,11 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       retry,
       supersededByStream: (kind: EntityKind, id: string, generation: number | undefined) =>
         generation !== this.loadGeneration || (this.touched?.has(`${kind}:${id}`) ?? false),
+      streamPartials: (kind: EntityKind, id: string) => this.partials?.get(`${kind}:${id}`),
       complete: (t: Tracked) => this.cursor.complete(t),
       loadJobDone: () => {
         this.loadOutstanding = Math.max(0, this.loadOutstanding - 1);
+        this.closeLoadWindowIfApplied();
       },
       onProgress: () => this.onProgress(),
       onFatal: (err: unknown) => this.emit("fatal", err),
@@ -114,6 +123,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     for (const lane of this.allLanes()) lane.clear();
     this.held = this.held ? [] : undefined;
     this.loadOutstanding = 0;
+    this.closeLoadWindowIfApplied();
     this.cursor.reset();
     this.updateFlow();
   }
@@ -145,8 +155,12 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   /** Starts a load window: returns its generation, to stamp the load's jobs. */
   beginLoad(mode: "hold" | "stream-wins"): number {
     this.loadGeneration++;
+    this.loadEnded = false;
     if (mode === "hold") this.held ??= [];
-    else this.touched = new Set();
+    else {
+      this.touched = new Set();
+      this.partials = new Map();
+    }
     return this.loadGeneration;
   }
 
@@ -154,14 +168,23 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   endLoad(): void {
     const held = this.held ?? [];
     this.held = undefined;
-    this.touched = undefined;
     for (const job of held) this.route(job);
+    this.loadEnded = true;
+    this.closeLoadWindowIfApplied();
     this.onProgress();
+  }
+
+  /** REST rows still queued keep yielding to stream changes until they are written; then the window closes. */
+  private closeLoadWindowIfApplied(): void {
+    if (!this.loadEnded || this.loadOutstanding > 0) return;
+    this.loadEnded = false;
+    this.touched = undefined;
+    this.partials = undefined;
   }
 
   /** Whether a stream change to this entity arrived since the current load began (async loading). */
   changedByStream(kind: EntityKind, id: string): boolean {
-    return this.touched?.has(`${kind}:${id}`) ?? false;
+    return (this.touched?.has(`${kind}:${id}`) ?? false) || (this.partials?.has(`${kind}:${id}`) ?? false);
   }
 
   /** Queues a REST row or eviction; waits while the lane is full (backpressure on the loader). */
@@ -228,7 +251,12 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
           source: "stream",
           streamTime,
         };
-        this.touched?.add(`${kind}:${id}`);
+        if (messageType !== "partial") this.touched?.add(`${kind}:${id}`);
+        else if (this.partials) {
+          const list = this.partials.get(`${kind}:${id}`);
+          if (list) list.push(msg.data);
+          else this.partials.set(`${kind}:${id}`, [msg.data]);
+        }
         if (this.held) this.held.push(job);
         else this.route(job);
         break;

@@ -165,7 +165,10 @@ type Classified = { kind: RedisStartupError["kind"]; permanent: boolean; message
 
 function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified {
   const where = describeRedis(cfg);
-  const raw = errorMessage(err).replace(/\s+/g, " ").trim();
+  const raw = errorMessage(err)
+    .replace(/\s+/g, " ")
+    .replace(/^All sentinels are unreachable\. Retrying from scratch after \d+ms\. Last error: (.*)$/, "$1")
+    .trim();
   const code = (err as { code?: unknown } | null)?.code;
   if (/^(WRONGPASS|NOAUTH|NOPERM)\b|invalid username-password|invalid password/i.test(raw)) {
     const what = /^NOAUTH\b/.test(raw)
@@ -177,12 +180,24 @@ function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified 
   }
   if (
     (typeof code === "string" && (TLS_CODES.has(code) || code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_"))) ||
-    /certificate|ssl routines|tls/i.test(raw)
+    /certificate|ssl routines|\btls\b/i.test(raw)
   ) {
     return { kind: "tls", permanent: true, message: `TLS handshake with Redis at ${where} failed: ${raw}` };
   }
   if ((err as { name?: unknown } | null)?.name === "ReplyError") {
-    return { kind: "rejected", permanent: true, message: `Redis at ${where} refused the connection set-up: ${raw}` };
+    // A bad database index cannot heal by waiting; CLUSTERDOWN, MASTERDOWN, LOADING and the like can.
+    const permanent = /DB index|invalid DB/i.test(raw);
+    const message = `Redis at ${where} refused the connection set-up: ${raw}`;
+    return { kind: "rejected", permanent, message: permanent ? message : `${message} (after ${attempts} attempts)` };
+  }
+  if (cfg.topology.kind === "sentinel" && /No such master/i.test(raw)) {
+    const sentinels = cfg.topology.sentinels.map((n) => `${n.host}:${n.port}`).join(",");
+    const message = `Redis Sentinel (${sentinels}) does not know master "${cfg.topology.masterName}": ${raw}`;
+    return {
+      kind: "rejected",
+      permanent: false,
+      message: `${message} (after ${attempts} attempt${attempts === 1 ? "" : "s"})`,
+    };
   }
   let note = `after ${attempts} attempt${attempts === 1 ? "" : "s"}`;
   if (!cfg.tls && /ECONNRESET/.test(raw)) note += "; if this Redis expects TLS, set REDIS_TLS=true";
@@ -195,10 +210,57 @@ function pickCause(commandError: unknown, eventError: unknown): unknown {
   const nodeError = (e: unknown) => (e as { lastNodeError?: unknown } | null)?.lastNodeError ?? e;
   const cmd = nodeError(commandError);
   const ev = eventError === undefined ? undefined : nodeError(eventError);
-  const generic =
-    /max retries per request|Command timed out|Connection is closed|timed out after|Failed to refresh slots/i;
-  if (ev !== undefined && (cmd === undefined || generic.test(errorMessage(cmd)))) return ev;
+  if (ev !== undefined && (cmd === undefined || isGeneric(cmd))) return ev;
   return cmd ?? ev;
+}
+
+/** Errors that say a command failed but not why (the cause is elsewhere: an event, or a node). */
+function isGeneric(err: unknown): boolean {
+  return /max retries per request|Command timed out|Connection is closed|timed out after|Failed to refresh slots|None of startup nodes|Cluster is disconnected/i.test(
+    errorMessage(err),
+  );
+}
+
+/**
+ * ioredis reports an unreachable or refusing cluster node only as "Connection is closed." / "Failed to refresh
+ * slots cache.", and unreachable sentinels as "All sentinels are unreachable … Connection is closed.". Dial the
+ * startup nodes (or the sentinels) one by one with a throw-away connection to find the actual cause.
+ */
+async function diagnose(cfg: RedisConfig): Promise<unknown> {
+  const topo = cfg.topology;
+  if (topo.kind === "single") return undefined;
+  const tls = tlsOptions(cfg.tls);
+  const auth =
+    topo.kind === "cluster" ? { username: cfg.username, password: cfg.password } : { password: topo.sentinelPassword };
+  const nodes = topo.kind === "cluster" ? topo.nodes : topo.sentinels;
+  let first: unknown;
+  for (const node of nodes.slice(0, 3)) {
+    const probe = new Redis({
+      host: node.host,
+      port: node.port,
+      ...auth,
+      connectTimeout: cfg.dialTimeoutMs > 0 ? cfg.dialTimeoutMs : undefined,
+      commandTimeout: Math.max(cfg.readTimeoutMs, cfg.writeTimeoutMs) || undefined,
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      ...(tls ? { tls } : {}),
+    });
+    let eventError: unknown;
+    probe.on("error", (err) => {
+      eventError = err;
+    });
+    try {
+      await probe.connect();
+      await probe.ping();
+      if (topo.kind === "sentinel") return undefined; // a sentinel answers: the cause is what it said
+    } catch (err) {
+      first ??= pickCause(err, eventError);
+    } finally {
+      probe.disconnect();
+    }
+  }
+  return first;
 }
 
 /**
@@ -211,23 +273,36 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
   const attempts = Math.max(1, cfg.maxRetries + 1);
   const perAttemptMs = Math.max(cfg.dialTimeoutMs, 0) + Math.max(cfg.readTimeoutMs, cfg.writeTimeoutMs, 0) + 1000;
   let eventError: unknown;
+  // A Cluster keeps a PING queued while it cannot load the slot map; its "error" event ends the attempt early.
+  let failAttempt: ((err: unknown) => void) | undefined;
   const onError = (err: unknown) => {
     eventError = err;
   };
-  client.on("error", onError);
+  const onClusterError = (err: unknown) => {
+    eventError = err;
+    failAttempt?.(err);
+  };
+  client.on("error", isCluster(client) ? onClusterError : onError);
   if (isCluster(client)) client.on("node error", onError);
   try {
     for (let attempt = 1; ; attempt++) {
       eventError = undefined;
       let commandError: unknown;
       try {
-        await withTimeout(client.ping(), perAttemptMs);
+        const failed = new Promise<never>((_, reject) => {
+          failAttempt = reject;
+        });
+        failed.catch(() => {});
+        await withTimeout(Promise.race([client.ping(), failed]), perAttemptMs);
         if (attempt > 1) log?.info({ redis: describeRedis(cfg), attempt }, "Redis answers");
         return;
       } catch (err) {
         commandError = err;
       }
-      const cause = pickCause(commandError, eventError);
+      let cause = pickCause(commandError, eventError);
+      if (isGeneric(cause) || /All sentinels are unreachable/.test(errorMessage(cause))) {
+        cause = (await diagnose(cfg)) ?? cause;
+      }
       const c = classify(cause, cfg, attempt);
       if (c.permanent || attempt >= attempts) throw new RedisStartupError(c.message, c.kind, cause);
       const delay = Math.min(200 * 2 ** (attempt - 1), 3000);
@@ -238,7 +313,7 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
       await new Promise((r) => setTimeout(r, delay));
     }
   } finally {
-    client.off("error", onError);
+    client.off("error", isCluster(client) ? onClusterError : onError);
     if (isCluster(client)) client.off("node error", onError);
   }
 }

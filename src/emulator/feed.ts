@@ -1,0 +1,151 @@
+/**
+ * The benchmark feed: `POST /_emulator/bulk {"generate": {...}}` updates existing companies or users server-side
+ * and pushes them as `full` messages, so a benchmark can drive 100k changes of ~2 KB without sending 200 MB of
+ * JSON to the emulator first (docs/performance.md).
+ *
+ * Each change is an entity already in the state (taken in id order from `offset`, wrapping around) with its
+ * top-level `environment_id` replaced by `tag` — a field the replicator stores verbatim, so a reader of Redis can
+ * tell which feed (and, with `stamp`, at what time) wrote a value. Changes are applied to the state like any other
+ * admin change (REST, dump and lookups see them), logged for replay and pushed to every subscribed connection.
+ *
+ * - Without `rate`: every frame is built first, then all are pushed in one synchronous loop (as fast as the
+ *   sockets take them; nothing waits for a slow reader). `push_started_ns` marks the start of that loop.
+ * - With `rate` (changes per second): pushed on a 1 ms timer, each tick sending what is due, so the long-run rate
+ *   is exact and the burst per tick is about rate/1000. The answer comes when the last change is pushed.
+ * - `stamp: true`: `environment_id` is `"{tag}@{ns}"`, ns being `process.hrtime.bigint()` (CLOCK_MONOTONIC on
+ *   Linux: comparable between processes of one host) taken just before that change is pushed.
+ */
+import type { Company, User } from "../model/wire.js";
+import type { DatastreamHub } from "./datastream.js";
+import { HttpError } from "./http.js";
+import type { EmulatorState, EntityTable } from "./state.js";
+
+export interface FeedSpec {
+  kind: "company" | "user";
+  count: number;
+  offset: number;
+  tag: string;
+  /** Changes per second; undefined: as fast as possible. */
+  rate?: number;
+  stamp: boolean;
+}
+
+export interface FeedResult {
+  stream_id?: string;
+  count: number;
+  /** `process.hrtime.bigint()` when the first change was pushed, as a decimal string. */
+  push_started_ns: string;
+  /** `process.hrtime.bigint()` after the last change was pushed. */
+  push_ended_ns: string;
+  /** Time spent building the frames before the first push. */
+  prepare_ms: number;
+}
+
+const FEED_FIELDS = ["kind", "count", "offset", "tag", "rate", "stamp"];
+const MAX_COUNT = 10_000_000;
+const MARK = "@@schematic-emulator-feed-mark@@";
+
+function bad(message: string): never {
+  throw new HttpError(400, `$.generate.${message}`);
+}
+
+/** Validates the `generate` object of a bulk request (throws HttpError 400). */
+export function parseFeedSpec(raw: unknown): FeedSpec {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new HttpError(400, '$.generate: expected {"count": N, "kind"?, "offset"?, "tag"?, "rate"?, "stamp"?}');
+  }
+  const r = raw as Record<string, unknown>;
+  for (const k of Object.keys(r)) {
+    if (!FEED_FIELDS.includes(k)) bad(`${k}: unknown field (expected ${FEED_FIELDS.join(", ")})`);
+  }
+  const kind = r.kind ?? "company";
+  if (kind !== "company" && kind !== "user") bad(`kind: expected "company" or "user", got ${JSON.stringify(kind)}`);
+  const count = r.count;
+  if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > MAX_COUNT) {
+    bad(`count: expected an integer from 1 to ${MAX_COUNT}, got ${JSON.stringify(count)}`);
+  }
+  const offset = r.offset ?? 0;
+  if (typeof offset !== "number" || !Number.isInteger(offset) || offset < 0) {
+    bad(`offset: expected a non-negative integer, got ${JSON.stringify(offset)}`);
+  }
+  const tag = r.tag ?? "feed";
+  if (typeof tag !== "string" || tag.length === 0 || tag.length > 200) {
+    bad(`tag: expected a string of 1 to 200 characters, got ${JSON.stringify(tag)}`);
+  }
+  const rate = r.rate ?? undefined;
+  if (rate !== undefined && (typeof rate !== "number" || !Number.isFinite(rate) || rate <= 0 || rate > 1_000_000)) {
+    bad(`rate: expected changes per second (0 < rate <= 1000000), got ${JSON.stringify(rate)}`);
+  }
+  const stamp = r.stamp ?? false;
+  if (typeof stamp !== "boolean") bad(`stamp: expected a boolean, got ${JSON.stringify(stamp)}`);
+  return { kind, count, offset, tag, rate, stamp };
+}
+
+/** The JSON text of a string, without its quotes. */
+function jsonInner(s: string): string {
+  return JSON.stringify(s).slice(1, -1);
+}
+
+interface Prepared {
+  entity: Company | User;
+  /** The serialised entity split around its environment_id value. */
+  before: string;
+  after: string;
+}
+
+/** Runs a feed to the end (or until the hub closes); see the module comment. */
+export async function runFeed(state: EmulatorState, hub: DatastreamHub, spec: FeedSpec): Promise<FeedResult> {
+  const table = (spec.kind === "company" ? state.companies : state.users) as EntityTable<Company | User>;
+  const ids = table.ids();
+  if (ids.length === 0) throw new HttpError(400, `$.generate.kind: the emulator holds no ${spec.kind} to update`);
+
+  const t0 = performance.now();
+  const prepared: Prepared[] = new Array(spec.count);
+  for (let i = 0; i < spec.count; i++) {
+    const entity = table.get(ids[(spec.offset + i) % ids.length]!)!;
+    const json = JSON.stringify({ ...entity, environment_id: MARK });
+    const at = json.indexOf(MARK);
+    prepared[i] = { entity, before: json.slice(0, at), after: json.slice(at + MARK.length) };
+  }
+  const prepareMs = performance.now() - t0;
+
+  const tag = jsonInner(spec.tag);
+  let last: string | undefined;
+  const push = (p: Prepared): void => {
+    let value = spec.tag;
+    let inner = tag;
+    if (spec.stamp) {
+      const ns = process.hrtime.bigint();
+      value = `${spec.tag}@${ns}`;
+      inner = `${tag}@${ns}`;
+    }
+    // The state holds exactly what was pushed (the entity as it was when the feed started, re-tagged).
+    table.put({ ...p.entity, environment_id: value });
+    last = hub.publishJson(spec.kind, "full", p.entity.id, p.before + inner + p.after);
+  };
+
+  const started = process.hrtime.bigint();
+  let sent = 0;
+  if (spec.rate === undefined) {
+    for (; sent < spec.count && !hub.closed; sent++) push(prepared[sent]!);
+  } else {
+    const nsPerChange = 1e9 / spec.rate;
+    await new Promise<void>((resolve) => {
+      const tick = () => {
+        const due = Math.min(spec.count, Math.floor(Number(process.hrtime.bigint() - started) / nsPerChange) + 1);
+        while (sent < due && !hub.closed) push(prepared[sent++]!);
+        if (sent >= spec.count || hub.closed) resolve();
+        else setTimeout(tick, 1);
+      };
+      tick();
+    });
+  }
+  const ended = process.hrtime.bigint();
+  return {
+    ...(last === undefined ? {} : { stream_id: last }),
+    count: sent,
+    push_started_ns: String(started),
+    push_ended_ns: String(ended),
+    prepare_ms: Math.round(prepareMs),
+  };
+}

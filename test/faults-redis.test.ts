@@ -1,0 +1,143 @@
+/**
+ * Redis faults while changes stream in (issue 4): Redis killed and restarted empty, flushed, paused past the circuit
+ * breaker, and slowed down. Each case ends with Redis equal to the emulator's state (zero differences from the
+ * consistency checker), the official SDK in replicator mode reading the changed values, nothing dropped, and the
+ * same replicator process still running (self-healing, no restart).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import {
+  background,
+  churn,
+  markerChange,
+  type Stack,
+  sdkSeesMarker,
+  sleep,
+  startStack,
+  watchReady,
+} from "./helpers/faults.js";
+import { waitFor } from "./helpers/redis.js";
+
+describe("faults: Redis", () => {
+  let s: Stack;
+  let pid: number | undefined;
+
+  before(async () => {
+    s = await startStack({
+      redisArgs: ["--enable-debug-command", "yes"],
+      env: {
+        CIRCUIT_BREAKER_THRESHOLD: "3",
+        CIRCUIT_BREAKER_TIMEOUT: "200ms",
+        REDIS_READ_TIMEOUT: "500ms",
+        REDIS_WRITE_TIMEOUT: "500ms",
+        REDIS_DIAL_TIMEOUT: "500ms",
+        BATCH_SIZE: "50",
+        NUM_WORKERS: "4",
+      },
+    });
+    await s.rep.waitReady();
+    pid = s.rep.process.pid;
+  });
+  after(async () => s?.close());
+
+  const endsConsistent = async () => {
+    await markerChange(s);
+    await s.waitConsistent(40_000);
+    await sdkSeesMarker(s);
+    const debug = await s.rep.debug();
+    assert.equal((debug.messages as Record<string, number>).dropped, 0);
+    assert.equal(s.rep.process.pid, pid);
+    assert.equal(s.rep.process.exitCode, null, "the replicator healed itself without a restart");
+  };
+
+  test("Redis killed and restarted empty in the middle of a stream: rebuilt without a restart", async () => {
+    const ready = watchReady(s.rep);
+    const sending = background(s, churn(3000, { tag: "kill", seed: 11 }), 100, 10);
+    await sleep(400);
+    await s.redis.kill("SIGKILL");
+    await sleep(1000);
+    await s.redis.restart();
+    await sending;
+    await s.rep.waitReady();
+    await endsConsistent();
+    await ready.stop();
+    assert.ok(ready.seen.has(503), `/ready reported the gap (saw ${[...ready.seen]})`);
+    assert.ok(s.rep.logs.some((l) => /readiness marker is gone|lease/.test(l)), "the replicator noticed the loss");
+  });
+
+  test("FLUSHALL in the middle of a stream: the marker vanishes, /ready is 503 until the keyspace is rebuilt", async () => {
+    const reloadsBefore = await s.debugNumber("replay.full_reloads");
+    const ready = watchReady(s.rep);
+    const sending = background(s, churn(2000, { tag: "flush", seed: 12 }), 100, 10);
+    await sleep(300);
+    await s.client.flushall();
+    await sending;
+    await waitFor(async () => (await s.debugNumber("replay.full_reloads")) > reloadsBefore, {
+      what: "a full reload after the flush",
+    });
+    await s.rep.waitReady();
+    await endsConsistent();
+    await ready.stop();
+    assert.ok(ready.seen.has(503), `/ready reported the gap (saw ${[...ready.seen]})`);
+    assert.ok(ready.seen.has(200));
+  });
+
+  test("Redis paused (SIGSTOP) past the breaker threshold during a burst of thousands: nothing lost", async () => {
+    const retriedBefore = await s.debugNumber("messages.retried");
+    const ready = watchReady(s.rep, 100);
+    const changes = churn(6000, { tag: "stop", seed: 13, entities: 1500 });
+    const sending = background(s, changes, 500, 0);
+    await sleep(200);
+    const redisPid = s.redis.process.pid!;
+    process.kill(redisPid, "SIGSTOP");
+    try {
+      await waitFor(async () => ((await s.rep.debug()).breakers as Record<string, string>).redis !== "closed", {
+        what: "the Redis breaker to open",
+        timeoutMs: 15_000,
+      });
+      await sleep(2500);
+      // /ready goes 503 while Redis cannot be reached.
+      await waitFor(async () => (await s.rep.ready()).status === 503, { what: "/ready 503 while Redis is paused" });
+    } finally {
+      process.kill(redisPid, "SIGCONT");
+    }
+    await sending;
+    await s.rep.waitReady();
+    await endsConsistent();
+    await ready.stop();
+    assert.ok((await s.debugNumber("messages.retried")) > retriedBefore, "failed writes were retried");
+    assert.ok(
+      s.rep.logs.some((l) => /"breaker":"redis"/.test(l) && /"state":"open"/.test(l)),
+      "the breaker opened",
+    );
+  });
+
+  test("Redis slowed down (SIGSTOP/SIGCONT cycles and DEBUG SLEEP) during a stream: nothing lost", async () => {
+    const sending = background(s, churn(3000, { tag: "slow", seed: 14, entities: 500 }), 100, 10);
+    const redisPid = s.redis.process.pid!;
+    let cycling = true;
+    const cycles = (async () => {
+      while (cycling) {
+        process.kill(redisPid, "SIGSTOP");
+        await sleep(150);
+        process.kill(redisPid, "SIGCONT");
+        await sleep(150);
+      }
+    })();
+    await sleep(2000);
+    cycling = false;
+    await cycles;
+    process.kill(redisPid, "SIGCONT");
+    // DEBUG SLEEP blocks the server for the given seconds (needs enable-debug-command; skipped when refused).
+    const sleeper = s.redis.client();
+    const sleeps: Promise<unknown>[] = [];
+    for (let i = 0; i < 8; i++) {
+      sleeps.push(sleeper.call("DEBUG", "SLEEP", "0.2").catch(() => undefined));
+      await sleep(250);
+    }
+    await Promise.all(sleeps);
+    await sending;
+    await s.rep.waitReady();
+    await endsConsistent();
+  });
+});
