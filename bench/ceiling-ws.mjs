@@ -26,7 +26,9 @@ ws.on("message", (data) => {
   if (++seen === count) {
     const last = process.hrtime.bigint();
     const cpu = process.cpuUsage(cpu0);
-    process.stdout.write(`${JSON.stringify({ last_ns: String(last), count: seen, cpu_s: (cpu.user + cpu.system) / 1e6 })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ last_ns: String(last), count: seen, cpu_s: (cpu.user + cpu.system) / 1e6 })}\n`,
+    );
     ws.terminate();
     process.exit(0);
   }

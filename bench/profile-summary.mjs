@@ -78,7 +78,8 @@ const pct = (us) => `${((100 * us) / total).toFixed(1).padStart(5)}%`;
 const ms = (us) => `${(us / 1000).toFixed(0).padStart(7)} ms`;
 const print = (title, map, n) => {
   process.stdout.write(`\n${title}\n`);
-  for (const [k, us] of [...map].sort((a, b) => b[1] - a[1]).slice(0, n)) process.stdout.write(`${ms(us)} ${pct(us)}  ${k}\n`);
+  for (const [k, us] of [...map].sort((a, b) => b[1] - a[1]).slice(0, n))
+    process.stdout.write(`${ms(us)} ${pct(us)}  ${k}\n`);
 };
 process.stdout.write(`${file}: ${(total / 1000).toFixed(0)} ms sampled\n`);
 print("self time by module", modSelf, 20);

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { existsSync, mkdirSync } from "node:fs";
 // `npm run bench` (issue 6): starts its own Redis, emulator and replicator from dist/ and measures
 //   1. stream throughput: 100k company updates of ~2 KB pushed as fast as the replicator takes them, until the
 //      last one is readable in Redis (every setting at its default);
@@ -13,16 +14,18 @@
 // latency, load, ceilings; repeatable or comma-separated; default all), --cluster (3-master Redis Cluster),
 // --json-only, --profile DIR (CPU profiles of the replicators into DIR), --companies N / --users N (data set size,
 // default 100000 each), --rate N / --duration S (latency scenario, default 5000/s for 20 s).
-import { availableParallelism, cpus, totalmem } from "node:os";
-import { existsSync, mkdirSync } from "node:fs";
+import { availableParallelism, cpus, loadavg, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import {
   cpuSecondsOf,
+  cpuSnapshot,
   killAllChildren,
   memoryOf,
   nowNs,
+  otherLoad,
   ROOT,
   rssSampler,
+  setProductRoot,
   sleep,
   startChild,
   startEmulator,
@@ -39,7 +42,7 @@ const SCENARIOS = ["throughput", "latency", "load", "ceilings"];
 function usage(message) {
   process.stderr.write(
     `${message ? `bench: ${message}\n` : ""}Usage: npm run bench -- [--runs N] [--scenario ${SCENARIOS.join("|")}] [--cluster] [--json-only]\n` +
-      "                        [--profile DIR] [--companies N] [--users N] [--rate N] [--duration S]\n",
+      "                        [--profile DIR] [--companies N] [--users N] [--rate N] [--duration S] [--root DIR]\n",
   );
   process.exit(2);
 }
@@ -83,6 +86,9 @@ function parseArgs(argv) {
       case "--profile":
         o.profile = resolve(String(next()));
         break;
+      case "--root":
+        o.root = resolve(String(next()));
+        break;
       case "--companies":
         o.companies = int(arg, next(), 10);
         break;
@@ -114,7 +120,10 @@ const say = (line) => {
   if (!opts.jsonOnly) process.stderr.write(`[bench] ${line}\n`);
 };
 
-if (!existsSync(join(ROOT, "dist/cli/replicator.js"))) usage("dist/ is missing: run `npm run build` first (npm run bench does)");
+const PRODUCT = opts.root ?? ROOT;
+if (!existsSync(join(PRODUCT, "dist/cli/replicator.js")))
+  usage(`${PRODUCT}/dist is missing: run \`npm run build\` first (npm run bench does)`);
+setProductRoot(PRODUCT);
 
 const N = opts.companies;
 const WIDTH = Math.max(6, String(N).length);
@@ -148,7 +157,12 @@ const result = {
     data_set: GENERATE,
     stream_settings: "all defaults",
     load_settings: LOAD_TUNING,
-    runs: { throughput: runsOf("throughput"), ceilings: runsOf("ceilings"), latency: runsOf("latency"), load: runsOf("load") },
+    runs: {
+      throughput: runsOf("throughput"),
+      ceilings: runsOf("ceilings"),
+      latency: runsOf("latency"),
+      load: runsOf("load"),
+    },
   },
 };
 const peaks = {};
@@ -186,21 +200,50 @@ async function ceilingWs(run) {
       if (m) resolveLine(JSON.parse(m[1]));
     };
   });
-  const child = startChild("ceiling-ws", process.execPath, ["bench/ceiling-ws.mjs", `${emulator.url.replace("http", "ws")}/datastream`, String(N), tag], {
-    onStdout: (d) => line(String(d)),
-  });
-  await Promise.race([ready, child.exited.then(() => Promise.reject(new Error(`ceiling-ws exited: ${child.stderr()}`)))]);
+  const child = startChild(
+    "ceiling-ws",
+    process.execPath,
+    ["bench/ceiling-ws.mjs", `${emulator.url.replace("http", "ws")}/datastream`, String(N), tag],
+    {
+      onStdout: (d) => line(String(d)),
+    },
+  );
+  await Promise.race([
+    ready,
+    child.exited.then(() => Promise.reject(new Error(`ceiling-ws exited: ${child.stderr()}`))),
+  ]);
+  const m0 = cpuSnapshot();
   const pushed = await feed({ count: N, tag });
-  const out = await Promise.race([done, child.exited.then(() => Promise.reject(new Error(`ceiling-ws: ${child.stderr()}`)))]);
+  const out = await Promise.race([
+    done,
+    child.exited.then(() => Promise.reject(new Error(`ceiling-ws: ${child.stderr()}`))),
+  ]);
   await child.exited;
   const seconds = Number(BigInt(out.last_ns) - BigInt(pushed.push_started_ns)) / 1e9;
-  return { changes_per_s: N / seconds, seconds, push_s: Number(BigInt(pushed.push_ended_ns) - BigInt(pushed.push_started_ns)) / 1e9, client_cpu_s: out.cpu_s };
+  return {
+    changes_per_s: N / seconds,
+    seconds,
+    push_s: Number(BigInt(pushed.push_ended_ns) - BigInt(pushed.push_started_ns)) / 1e9,
+    client_cpu_s: out.cpu_s,
+    other_load_cores: otherLoad(m0, cpuSnapshot()),
+  };
 }
 
-async function ceilingSet(run, { chunk = 1000, depth = 2 } = {}) {
+async function ceilingSet(run, { chunk = 500, depth = 2 } = {}) {
   const tag = `ceil-set-${run}`;
-  const options = { addrs: redis.addrs, cluster: redis.cluster, count: N, version, tag, seed: 1, flags: 200, chunk, depth };
+  const options = {
+    addrs: redis.addrs,
+    cluster: redis.cluster,
+    count: N,
+    version,
+    tag,
+    seed: 1,
+    flags: 200,
+    chunk,
+    depth,
+  };
   let out;
+  const m0 = cpuSnapshot();
   const child = startChild("ceiling-set", process.execPath, ["bench/ceiling-set.mjs", JSON.stringify(options)], {
     onStdout: (d) => {
       const m = /(\{.*\})/.exec(String(d));
@@ -210,7 +253,14 @@ async function ceilingSet(run, { chunk = 1000, depth = 2 } = {}) {
   const { code } = await child.exited;
   if (code !== 0 || !out) throw new Error(`ceiling-set failed: ${child.stderr()}`);
   const seconds = Number(BigInt(out.end_ns) - BigInt(out.start_ns)) / 1e9;
-  return { changes_per_s: N / seconds, commands_per_s: out.commands / seconds, seconds, commands: out.commands, client_cpu_s: out.cpu_s };
+  return {
+    changes_per_s: N / seconds,
+    commands_per_s: out.commands / seconds,
+    seconds,
+    commands: out.commands,
+    client_cpu_s: out.cpu_s,
+    other_load_cores: otherLoad(m0, cpuSnapshot()),
+  };
 }
 
 async function runCeilings() {
@@ -237,7 +287,8 @@ async function runCeilings() {
 
 function roundAll(o) {
   const out = {};
-  for (const [k, v] of Object.entries(o)) out[k] = typeof v === "number" ? (Math.abs(v) >= 100 ? Math.round(v) : round(v, 3)) : v;
+  for (const [k, v] of Object.entries(o))
+    out[k] = typeof v === "number" ? (Math.abs(v) >= 100 ? Math.round(v) : round(v, 3)) : v;
   return out;
 }
 
@@ -251,6 +302,7 @@ function profileArgs(name) {
 
 async function loadRun(run, measured) {
   await redis.flush();
+  const m0 = cpuSnapshot();
   const start = nowNs();
   const rep = await startReplicator({
     env: { ...redis.env, SCHEMATIC_API_URL: emulator.url, ...LOAD_TUNING },
@@ -258,10 +310,13 @@ async function loadRun(run, measured) {
   });
   const sampler = rssSampler(rep.pid);
   const cpu0 = Date.now();
-  await waitFor("the loading replicator to be ready", () => rep.ready(), { timeoutMs: 600_000, everyMs: 20 }).catch((err) => {
-    throw new Error(`${err.message}\n${rep.stderr()}`);
-  });
+  await waitFor("the loading replicator to be ready", () => rep.ready(), { timeoutMs: 600_000, everyMs: 20 }).catch(
+    (err) => {
+      throw new Error(`${err.message}\n${rep.stderr()}`);
+    },
+  );
   const readyAt = nowNs();
+  const other = otherLoad(m0, cpuSnapshot());
   const seconds = Number(readyAt - start) / 1e9;
   const complete = await rep.waitLog((e) => /full load complete/.test(e.msg ?? ""));
   const loadPeak = sampler.peak;
@@ -284,6 +339,7 @@ async function loadRun(run, measured) {
     peak_rss_bytes: Math.max(loadPeak, memoryOf(rep.pid).hwm),
     redis_keys: keys.reduce((a, b) => a + b, 0),
     redis_used_memory_bytes: await redis.usedMemory(),
+    other_load_cores: other,
   };
   // Give the writer one stream change so that it persists a replay cursor: the next replicator resumes from it
   // instead of loading everything again.
@@ -293,7 +349,8 @@ async function loadRun(run, measured) {
   await sleep(50);
   sampler.stop();
   await rep.stop();
-  if (measured) say(`load run ${run}: ${round(seconds)} s to /ready (${out.entities} entities), RSS at rest ${mb(rest)} MB`);
+  if (measured)
+    say(`load run ${run}: ${round(seconds)} s to /ready (${out.entities} entities), RSS at rest ${mb(rest)} MB`);
   return out;
 }
 
@@ -317,6 +374,7 @@ async function runLoad() {
       replicator_cpu_s: round(x.replicator_cpu_s, 2),
       rss_at_rest_mb: mb(x.rss_at_rest_bytes),
       peak_rss_mb: mb(x.peak_rss_bytes),
+      other_load_cores: round(x.other_load_cores, 2),
     })),
   };
 }
@@ -351,9 +409,13 @@ async function throughputRun(rep, run) {
   const tag = `tp-${run}-${Date.now()}`;
   const sentinel = idKey(companyId(N - 1));
   const sampler = rssSampler(rep.pid, 25);
-  const cpu = { rep: cpuSecondsOf(rep.pid), redis: redis.pids.reduce((a, p) => a + cpuSecondsOf(p), 0), emu: cpuSecondsOf(emulator.pid) };
+  const cpu = {
+    rep: cpuSecondsOf(rep.pid),
+    redis: redis.pids.reduce((a, p) => a + cpuSecondsOf(p), 0),
+    emu: cpuSecondsOf(emulator.pid),
+  };
   const before = (await rep.debug()).messages;
-  let found;
+  const m0 = cpuSnapshot();
   const poll = (async () => {
     for (;;) {
       const v = await reader.getrange(sentinel, 0, 255);
@@ -362,15 +424,19 @@ async function throughputRun(rep, run) {
     }
   })();
   const pushed = await feed({ count: N, tag });
-  found = await poll;
+  const found = await poll;
   // Lanes run independently: check that every change, not only the last, is readable.
-  let missing = await missingTag(Array.from({ length: N }, (_, i) => companyId(i)), tag);
+  let missing = await missingTag(
+    Array.from({ length: N }, (_, i) => companyId(i)),
+    tag,
+  );
   const laggingAtSentinel = missing.length;
   let end = found;
   while (missing.length > 0) {
     missing = await missingTag(missing, tag);
     end = nowNs();
   }
+  const other = otherLoad(m0, cpuSnapshot());
   const started = BigInt(pushed.push_started_ns);
   const seconds = Number(end - started) / 1e9;
   const after = (await rep.debug()).messages;
@@ -386,6 +452,7 @@ async function throughputRun(rep, run) {
     peak_rss_bytes: sampler.peak,
     applied: (after.applied ?? 0) - (before.applied ?? 0),
     coalesced: (after.coalesced ?? 0) - (before.coalesced ?? 0),
+    other_load_cores: other,
   };
   say(
     `throughput run ${run}: ${Math.round(out.changes_per_s)} changes/s (${round(seconds)} s; replicator CPU ${round(out.replicator_cpu_s)} s, ` +
@@ -437,7 +504,9 @@ async function latencyRun(rep, run, { rate, seconds, offset = 0, measured = true
   }
   const sampler = rssSampler(rep.pid, 50);
   const cpu0 = cpuSecondsOf(rep.pid);
+  const m0 = cpuSnapshot();
   await feed({ count, offset, tag, rate, stamp: true });
+  const other = otherLoad(m0, cpuSnapshot());
   await waitFor("every latency sample", () => seen >= count, { timeoutMs: 30_000, everyMs: 20 }).catch(() => undefined);
   sampler.stop();
   const cpu = cpuSecondsOf(rep.pid) - cpu0;
@@ -457,9 +526,12 @@ async function latencyRun(rep, run, { rate, seconds, offset = 0, measured = true
     mean_ms: round(samples.reduce((a, b) => a + b, 0) / Math.max(1, samples.length), 3),
     replicator_cpu_s: round(cpu, 2),
     peak_rss_bytes: sampler.peak,
+    other_load_cores: round(other, 2),
   };
   if (measured) {
-    say(`latency run ${run}: p50 ${out.p50_ms} ms, p90 ${out.p90_ms} ms, p99 ${out.p99_ms} ms, p99.9 ${out.p999_ms} ms (${out.samples} samples)`);
+    say(
+      `latency run ${run}: p50 ${out.p50_ms} ms, p90 ${out.p90_ms} ms, p99 ${out.p99_ms} ms, p99.9 ${out.p999_ms} ms (${out.samples} samples)`,
+    );
   }
   return out;
 }
@@ -517,7 +589,13 @@ function table() {
     rows.push(["5 ceiling: bare WS client (changes/s)", fmt(c.ws.median), range(c.ws), "", ""]);
     rows.push(["5 ceiling: bare SET loop (changes/s)", fmt(c.set.median), range(c.set), "", ""]);
     if (result.ratio_to_lower_ceiling !== undefined) {
-      rows.push([`5 ratio 1 / lower ceiling (${c.lower})`, String(result.ratio_to_lower_ceiling), "", "≥ 0.6", mark(v.ratio_ge_0_6)]);
+      rows.push([
+        `5 ratio 1 / lower ceiling (${c.lower})`,
+        String(result.ratio_to_lower_ceiling),
+        "",
+        "≥ 0.6",
+        mark(v.ratio_ge_0_6),
+      ]);
     }
   }
   if (result.latency) {
@@ -530,15 +608,43 @@ function table() {
   if (result.load) {
     const l = result.load;
     const r = l.runs > 1 ? `${l.min}–${l.max}` : "";
-    rows.push([`3 initial load ${l.entities.toLocaleString("en-US")} entities (s)`, String(round(l.median, 2)), r, "≤ 10", mark(v.load_le_10s)]);
+    rows.push([
+      `3 initial load ${l.entities.toLocaleString("en-US")} entities (s)`,
+      String(round(l.median, 2)),
+      r,
+      "≤ 10",
+      mark(v.load_le_10s),
+    ]);
   }
   if (result.memory) {
     const m = result.memory;
-    if (m.rss_at_rest_mb !== undefined) rows.push(["4 RSS at rest after the load (MB)", String(m.rss_at_rest_mb), "", "≤ 150", mark(v.rss_at_rest_le_150mb)]);
-    rows.push(["4 peak RSS during 1–3 (MB)", String(m.peak_rss_mb), Object.entries(m.peak_by_scenario_mb).map(([k, x]) => `${k} ${x}`).join(", "), "bounded", ""]);
+    if (m.rss_at_rest_mb !== undefined)
+      rows.push([
+        "4 RSS at rest after the load (MB)",
+        String(m.rss_at_rest_mb),
+        "",
+        "≤ 150",
+        mark(v.rss_at_rest_le_150mb),
+      ]);
+    rows.push([
+      "4 peak RSS during 1–3 (MB)",
+      String(m.peak_rss_mb),
+      Object.entries(m.peak_by_scenario_mb)
+        .map(([k, x]) => `${k} ${x}`)
+        .join(", "),
+      "bounded",
+      "",
+    ]);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
 }
 
 // ---- main ----------------------------------------------------------------------------------------------------------
@@ -547,13 +653,19 @@ async function main() {
   const t0 = Date.now();
   say(`starting Redis (${opts.cluster ? "cluster" : "single node"}) and the emulator (--generate ${GENERATE})`);
   redis = await startRedis({ cluster: opts.cluster });
+  result.machine.loadavg_at_start = loadavg().map((x) => round(x, 2));
   result.setup.redis_version = (await redis.eachNode((c) => c.info("server")))[0].match(/redis_version:(\S+)/)?.[1];
   reader = redis.client();
   emulator = await startEmulator(GENERATE);
   const { engineVersionKey } = await import(join(ROOT, "dist/model/engine-version.js"));
   version = await engineVersionKey();
-  const lastRow = await (await fetch(`${emulator.url}/companies?limit=1&offset=${N - 1}`, { headers: { "X-Schematic-Api-Key": "bench-key" } })).json();
-  if (lastRow.data?.[0]?.id !== companyId(N - 1)) throw new Error(`unexpected company ids: ${JSON.stringify(lastRow.data?.[0]?.id)}`);
+  const lastRow = await (
+    await fetch(`${emulator.url}/companies?limit=1&offset=${N - 1}`, {
+      headers: { "X-Schematic-Api-Key": "bench-key" },
+    })
+  ).json();
+  if (lastRow.data?.[0]?.id !== companyId(N - 1))
+    throw new Error(`unexpected company ids: ${JSON.stringify(lastRow.data?.[0]?.id)}`);
 
   const stream = has("throughput") || has("latency");
   if (has("ceilings") || has("throughput")) await runCeilings();
@@ -561,7 +673,10 @@ async function main() {
   if (!has("load")) delete result.load;
 
   if (stream) {
-    const rep = await startReplicator({ env: { ...redis.env, SCHEMATIC_API_URL: emulator.url }, nodeArgs: profileArgs("stream") });
+    const rep = await startReplicator({
+      env: { ...redis.env, SCHEMATIC_API_URL: emulator.url },
+      nodeArgs: profileArgs("stream"),
+    });
     await waitFor("the replicator (defaults) to be ready", () => rep.ready(), { timeoutMs: 600_000, everyMs: 50 });
     const reloaded = rep.logs.some((e) => /starting a full load/.test(e.msg ?? ""));
     if (reloaded) say("warning: the stream replicator loaded everything instead of resuming from the cursor");
@@ -572,7 +687,8 @@ async function main() {
     result.setup.stream_replicator_debug = (await rep.debug()).messages;
     await rep.stop();
   }
-  if (result.throughput && result.ceilings) result.ratio_to_lower_ceiling = round(result.throughput.median / result.ceilings.lower_changes_per_s, 2);
+  if (result.throughput && result.ceilings)
+    result.ratio_to_lower_ceiling = round(result.throughput.median / result.ceilings.lower_changes_per_s, 2);
 
   const byScenario = {};
   if (peaks.throughput) byScenario.throughput = mb(peaks.throughput);
@@ -585,6 +701,7 @@ async function main() {
       peak_by_scenario_mb: byScenario,
     };
   }
+  result.machine.loadavg_at_end = loadavg().map((x) => round(x, 2));
   result.targets = verdicts();
   result.elapsed_s = Math.round((Date.now() - t0) / 1000);
   if (!opts.jsonOnly) process.stdout.write(`\n${table()}\n\n`);

@@ -22,7 +22,16 @@ import {
   startEmulator,
 } from "../src/emulator/index.js";
 import type { Company, Fixture, User } from "../src/model/wire.js";
-import { admin, DEFAULT_CACHE_VERSION, defaultKeys, emulatorDump, emulatorState, waitInSync } from "./helpers/e2e.js";
+import {
+  admin,
+  DEFAULT_CACHE_VERSION,
+  defaultKeys,
+  emulatorDump,
+  emulatorState,
+  jsonLogs,
+  scanKeys,
+  waitInSync,
+} from "./helpers/e2e.js";
 import { type RedisServer, startRedis, waitFor } from "./helpers/redis.js";
 import { type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
 
@@ -48,14 +57,7 @@ async function stopStack(s: Stack | undefined): Promise<void> {
 }
 
 async function countKeys(db: Redis, pattern: string): Promise<number> {
-  let n = 0;
-  let cursor = "0";
-  do {
-    const [next, batch] = await db.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-    n += batch.length;
-    cursor = next;
-  } while (cursor !== "0");
-  return n;
+  return (await scanKeys(db, pattern)).length;
 }
 
 /** The replicator is in the middle of its initial load: asserted right after a wave of changes. */
@@ -108,6 +110,7 @@ describe("end to end: both loading modes, with changes pushed while the REST loa
 
   for (const asyncLoading of [false, true]) {
     test(`USE_ASYNC_LOADING=${asyncLoading}: changes made during the load survive it`, async () => {
+      const T0 = Date.now();
       const s = await startStack(fixture);
       stacks.push(s);
       // Slow enough that the waves land mid-load (42 requests, one or two at a time), fast enough for the suite.
@@ -133,15 +136,19 @@ describe("end to end: both loading modes, with changes pushed while the REST loa
       await assertMidLoad(rep, "second wave");
       assert.ok((await restRequests()) < 42, "the second wave landed before the last page was served");
 
+      const T = Date.now(); console.log("start->waves done", T - T0);
       await rep.waitReady(90_000);
+      console.log("ready", Date.now() - T);
       const debug = (await rep.debug()) as { messages: { received: number }; replay: { full_reloads: number } };
       assert.ok(debug.messages.received > 200, `the replicator received the pushed changes: ${JSON.stringify(debug)}`);
       assert.equal(debug.replay.full_reloads, 1, "one load, not restarted");
       // Deletes during the load shift the REST pages: the loader pages again, and must still converge (a load that
       // does not converge evicts nothing).
-      const done = rep.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => "complete" in l);
+      const done = jsonLogs(rep.logs).find((l) => "complete" in l);
       assert.equal(done?.complete, true, `the load completed: ${JSON.stringify(done)}`);
+      const T2 = Date.now();
       await waitInSync(s.db, s.emu.url, { timeoutMs: 60_000 });
+      console.log("sync", Date.now() - T2);
 
       // Spot checks: deleted and renamed entities are not resurrected by older REST pages.
       assert.equal(await s.db.exists(keys.companyId("comp_001990")), 0);
@@ -151,7 +158,9 @@ describe("end to end: both loading modes, with changes pushed while the REST loa
       assert.equal(await s.db.get(keys.companyLookups("id", "new-w2")[0]!), '"comp_new_w2"');
       const patched = JSON.parse((await s.db.get(keys.companyId("comp_001961")))!) as Company;
       assert.equal(patched.credit_balances.bcrd_w1, 1961);
+      const T3 = Date.now();
       await rep.stop();
+      console.log("stop", Date.now() - T3, "total", Date.now() - T0);
     });
   }
 });

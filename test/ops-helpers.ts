@@ -58,14 +58,25 @@ export async function snapshotKeys(client: Redis, filter: (key: string) => boole
 }
 
 export interface StubReady {
+  /** `http://127.0.0.1:PORT/ready` */
   url: string;
+  /** `http://127.0.0.1:PORT`: also takes the SDK's event capture (`POST /batch`). */
+  base: string;
   close(): Promise<void>;
 }
 
-/** A `/ready` stub answering 200 with the replicator's body shape (for an SDK reading a Redis with no replicator). */
+/**
+ * A stub answering `GET /ready` with 200 and the replicator's body shape (for an SDK reading a Redis that no
+ * replicator serves) and `POST /batch` (the SDK's event capture) with 200.
+ */
 export async function stubReady(cacheVersion = VERSION): Promise<StubReady> {
   const server: Server = createServer((req, res) => {
     res.writeHead(200, { "content-type": "application/json" });
+    if (req.method === "POST") {
+      res.end("{}");
+      req.resume();
+      return;
+    }
     res.end(
       JSON.stringify({
         status: "healthy",
@@ -82,6 +93,7 @@ export async function stubReady(cacheVersion = VERSION): Promise<StubReady> {
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}/ready`,
+    base: `http://127.0.0.1:${port}`,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }
@@ -95,12 +107,13 @@ export interface Check {
 /**
  * Evaluates each check through the official SDK in replicator mode, reading only the given Redis. The API base
  * path points at a closed port: a fallback to the API (a flag missing from Redis) is recorded as an error, and
- * the call fails the check (`value` null).
+ * the call fails the check (`value` null). Flag-check events go to `captureBaseUrl` (a stubReady's `base`).
  */
 export async function sdkValues(
   redisUrl: string,
   readyUrl: string,
   checks: Check[],
+  captureBaseUrl: string,
 ): Promise<{ values: (boolean | null)[]; reasons: string[]; errors: string[] }> {
   const redis = createClient({ url: redisUrl });
   redis.on("error", () => {});
@@ -109,7 +122,7 @@ export async function sdkValues(
   const client = new sdk.SchematicClient({
     apiKey: "ops-test-key",
     basePath: "http://127.0.0.1:9/no-api",
-    eventCaptureBaseURL: "http://127.0.0.1:9/no-capture",
+    eventCaptureBaseURL: captureBaseUrl,
     useDataStream: true,
     dataStream: { replicatorMode: true, redisClient: redis, replicatorHealthURL: readyUrl, replicatorHealthCheck: 500 },
     logger: { debug() {}, info() {}, warn: (m: string) => errors.push(m), error: (m: string) => errors.push(m) },

@@ -9,6 +9,11 @@ import { fileURLToPath } from "node:url";
 import { Cluster, Redis } from "ioredis";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+/** Where the emulator and the replicator are run from (`--root`, for A/B runs of another build); default ROOT. */
+let productRoot = ROOT;
+export function setProductRoot(dir) {
+  productRoot = dir;
+}
 const children = new Set();
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -39,8 +44,8 @@ export async function waitFor(what, check, { timeoutMs = 60_000, everyMs = 50 } 
 }
 
 /** Spawns a child that the benchmark owns (killed on exit); stderr is kept for error messages. */
-export function startChild(name, command, args, { env = {}, onStdout } = {}) {
-  const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+export function startChild(name, command, args, { env = {}, onStdout, cwd = ROOT } = {}) {
+  const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let stderr = "";
   child.stderr.on("data", (d) => {
@@ -108,7 +113,14 @@ export async function startRedis({ cluster = false } = {}) {
   for (let i = 0; i < (cluster ? 3 : 1); i++) {
     const port = await freePort();
     const extra = cluster
-      ? ["--cluster-enabled", "yes", "--cluster-config-file", join(dir, `nodes-${port}.conf`), "--dbfilename", `d${port}.rdb`]
+      ? [
+          "--cluster-enabled",
+          "yes",
+          "--cluster-config-file",
+          join(dir, `nodes-${port}.conf`),
+          "--dbfilename",
+          `d${port}.rdb`,
+        ]
       : [];
     nodes.push(await startRedisNode(dir, port, extra));
     ports.push(port);
@@ -185,6 +197,7 @@ export async function startEmulator(generate, extraArgs = []) {
     process.execPath,
     ["dist/cli/emulator.js", "--port", "0", "--generate", generate, ...extraArgs],
     {
+      cwd: productRoot,
       onStdout: (d) => {
         buffer += d;
         const m = /listening on (http:\/\/\S+)/.exec(buffer);
@@ -211,6 +224,7 @@ export async function startReplicator({ env, nodeArgs = [] }) {
   const waiters = [];
   let partial = "";
   const proc = startChild("replicator", process.execPath, [...nodeArgs, "dist/cli/replicator.js"], {
+    cwd: productRoot,
     env: { SCHEMATIC_API_KEY: "bench-key", HEALTH_PORT: String(healthPort), LOG_FORMAT: "json", ...env },
     onStdout: (d) => {
       const lines = (partial + d).split("\n");
@@ -301,4 +315,37 @@ export function rssSampler(pid, everyMs = 50) {
       clearInterval(timer);
     },
   };
+}
+
+// ---- machine load ---------------------------------------------------------------------------------------------------
+
+function statTicks(path) {
+  const stat = readFileSync(path, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { own: Number(f[11]) + Number(f[12]), children: Number(f[13]) + Number(f[14]) };
+}
+
+/**
+ * A snapshot of CPU use: the machine's busy time and the part of it used by the benchmark and its children (live
+ * ones from /proc/PID/stat, exited ones from our cutime/cstime). See {@link otherLoad}.
+ */
+export function cpuSnapshot() {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = line.reduce((a, b) => a + b, 0);
+  const busy = total - line[3] - (line[4] ?? 0);
+  const self = statTicks("/proc/self/stat");
+  let ours = self.own + self.children;
+  for (const c of children) {
+    try {
+      ours += statTicks(`/proc/${c.pid}/stat`).own;
+    } catch {}
+  }
+  return { busy, ours, at: process.hrtime.bigint() };
+}
+
+/** Cores' worth of CPU used by processes outside the benchmark between two snapshots (other work on the host). */
+export function otherLoad(a, b) {
+  const seconds = Number(b.at - a.at) / 1e9;
+  if (seconds <= 0) return 0;
+  return Math.max(0, (b.busy - a.busy - (b.ours - a.ours)) / CLK_TCK / seconds);
 }

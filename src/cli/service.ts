@@ -16,10 +16,16 @@ import { PACKAGE_VERSION } from "../version.js";
 
 export const EXIT = { ok: 0, fatal: 1, usage: 2, auth: 3 } as const;
 
-/** Loads settings or prints the one-line reason and returns undefined (the caller exits 2). */
-export function settingsOrExit(): Config | undefined {
+/**
+ * Loads settings or prints the one-line reason and returns undefined (the caller exits 2). With `apiKeyOptional`
+ * (commands that never talk to Schematic, such as `healthcheck`), a missing API key is not an error.
+ */
+export function settingsOrExit(opts: { apiKeyOptional?: boolean } = {}): Config | undefined {
+  const env = process.env;
+  const keyGiven = env.SCHEMATIC_API_KEY !== undefined || env.SCHEMATIC_API_KEY_FILE !== undefined;
+  const source = opts.apiKeyOptional && !keyGiven ? { ...env, SCHEMATIC_API_KEY: "unused-by-this-command" } : env;
   try {
-    return loadConfig(process.env, { isTTY: process.stdout.isTTY === true });
+    return loadConfig(source, { isTTY: process.stdout.isTTY === true });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`schematic-replicator: invalid settings: ${err.message}\n`);
@@ -116,7 +122,7 @@ export async function runService(): Promise<number> {
 
 /** `healthcheck`: exit 0 when /ready answers 200 (for container HEALTHCHECKs, no curl needed). */
 export async function runHealthcheck(): Promise<number> {
-  const config = settingsOrExit();
+  const config = settingsOrExit({ apiKeyOptional: true });
   if (!config) return EXIT.usage;
   try {
     const res = await fetch(`http://127.0.0.1:${config.healthPort}/ready`, { signal: AbortSignal.timeout(5000) });

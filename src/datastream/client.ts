@@ -12,6 +12,9 @@ import { CLIENT_NAME } from "./protocol.js";
 
 export class AuthRejectedError extends Error {}
 
+/** How long stop() waits for the peer to answer our close frame before cutting the connection. */
+const CLOSE_GRACE_MS = 1000;
+
 export interface DatastreamOptions {
   url: string;
   apiKey: string;
@@ -54,11 +57,25 @@ export class DatastreamClient {
     this.loop ??= this.run();
   }
 
-  /** Stops reconnecting and closes the socket (code 1000). */
+  /**
+   * Stops reconnecting and closes the socket (code 1000). No frame is delivered after this call: what the server
+   * sent meanwhile was never applied, so the cursor stays short of it and a replay brings it again. A socket held
+   * paused by backpressure is resumed so the close handshake can complete, and cut if the peer does not answer
+   * within CLOSE_GRACE_MS (ws itself would wait 30 s).
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     this.abort.abort();
-    this.ws?.close(1000, "replicator shutting down");
+    const ws = this.ws;
+    if (ws) {
+      ws.close(1000, "replicator shutting down");
+      ws.resume();
+      const cut = setTimeout(() => ws.terminate(), CLOSE_GRACE_MS);
+      cut.unref();
+      await this.loop;
+      clearTimeout(cut);
+      return;
+    }
     await this.loop;
   }
 
@@ -168,6 +185,7 @@ export class DatastreamClient {
         lastPong = Date.now();
       });
       ws.on("message", (data, isBinary) => {
+        if (this.stopped) return;
         if (isBinary) {
           this.log.warn("ignoring a binary datastream frame");
           return;

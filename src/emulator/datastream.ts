@@ -7,7 +7,7 @@
 import type { IncomingMessage } from "node:http";
 import type { WebSocket } from "ws";
 import { ENTITY_TYPES } from "../model/wire.js";
-import { type LogEntry, ReplayLog, StreamClock, type StreamKind } from "./replay.js";
+import { type LogEntry, ReplayLog, StreamClock, type StreamId, type StreamKind } from "./replay.js";
 import type { EmulatorState } from "./state.js";
 
 const ENTITY_TYPE_OF: Record<StreamKind, string> = {
@@ -56,6 +56,17 @@ export class Connection {
 function frame(entityType: string, messageType: string, entityId: string | null, dataJson: string, extra = ""): string {
   const id = entityId === null ? "null" : JSON.stringify(entityId);
   return `{"entity_type":${JSON.stringify(entityType)},"message_type":"${messageType}","entity_id":${id}${extra},"data":${dataJson}}`;
+}
+
+/** The text of a change frame with its stream id (`dataJson`: the serialised data). */
+export function changeFrame(
+  kind: StreamKind,
+  type: ChangeType,
+  entityId: string | null,
+  sid: StreamId,
+  dataJson: string,
+): string {
+  return frame(ENTITY_TYPE_OF[kind], type, entityId, dataJson, `,"stream_id":"${sid.id}"`);
 }
 
 function isStringMap(v: unknown): v is Record<string, string> {
@@ -116,7 +127,14 @@ export class DatastreamHub {
   /** {@link publish} with the data already serialised (the benchmark feed builds its frames ahead of time). */
   publishJson(kind: StreamKind, type: ChangeType, entityId: string | null, dataJson: string): string {
     const sid = this.clock.next();
-    const buf = Buffer.from(frame(ENTITY_TYPE_OF[kind], type, entityId, dataJson, `,"stream_id":"${sid.id}"`), "utf8");
+    return this.publishFrame(kind, sid, Buffer.from(changeFrame(kind, type, entityId, sid, dataJson), "utf8"));
+  }
+
+  /**
+   * Logs and queues a frame built by {@link changeFrame} with a stream id from this hub's clock. Frames must be
+   * published in the order of their ids (the benchmark feed builds a run of frames, then publishes them all).
+   */
+  publishFrame(kind: StreamKind, sid: StreamId, buf: Buffer): string {
     if (kind === "flag") this.flagsSnapshot = null;
     this.log.append({ ms: sid.ms, seq: sid.seq, id: sid.id, kind, frame: buf });
     for (const c of this.connections) if (c.wants(kind)) c.send(buf);

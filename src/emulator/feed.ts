@@ -8,16 +8,19 @@
  * tell which feed (and, with `stamp`, at what time) wrote a value. Changes are applied to the state like any other
  * admin change (REST, dump and lookups see them), logged for replay and pushed to every subscribed connection.
  *
- * - Without `rate`: every frame is built first, then all are pushed in one synchronous loop (as fast as the
- *   sockets take them; nothing waits for a slow reader). `push_started_ns` marks the start of that loop.
+ * - Without `rate` or `stamp`: every frame (stream id included) is built first, then all are pushed in one
+ *   synchronous loop, 256 frames per socket write: as fast as the sockets take them, nothing waits for a slow
+ *   reader (the bytes queue in the emulator). `push_started_ns` marks the start of that loop.
  * - With `rate` (changes per second): pushed on a 1 ms timer, each tick sending what is due, so the long-run rate
  *   is exact and the burst per tick is about rate/1000. The answer comes when the last change is pushed.
  * - `stamp: true`: `environment_id` is `"{tag}@{ns}"`, ns being `process.hrtime.bigint()` (CLOCK_MONOTONIC on
  *   Linux: comparable between processes of one host) taken just before that change is pushed.
+ * Meant for benchmarks: the entities it updates should not be changed by other admin calls while it runs.
  */
 import type { Company, User } from "../model/wire.js";
-import type { DatastreamHub } from "./datastream.js";
+import { changeFrame, type DatastreamHub } from "./datastream.js";
 import { HttpError } from "./http.js";
+import type { StreamId } from "./replay.js";
 import type { EmulatorState, EntityTable } from "./state.js";
 
 export interface FeedSpec {
@@ -86,55 +89,83 @@ function jsonInner(s: string): string {
   return JSON.stringify(s).slice(1, -1);
 }
 
-interface Prepared {
-  entity: Company | User;
-  /** The serialised entity split around its environment_id value. */
-  before: string;
-  after: string;
-}
+/** Frames published per corked write while the feed pushes as fast as it can. */
+const CHUNK = 256;
 
 /** Runs a feed to the end (or until the hub closes); see the module comment. */
 export async function runFeed(state: EmulatorState, hub: DatastreamHub, spec: FeedSpec): Promise<FeedResult> {
   const table = (spec.kind === "company" ? state.companies : state.users) as EntityTable<Company | User>;
   const ids = table.ids();
   if (ids.length === 0) throw new HttpError(400, `$.generate.kind: the emulator holds no ${spec.kind} to update`);
-
-  const t0 = performance.now();
-  const prepared: Prepared[] = new Array(spec.count);
-  for (let i = 0; i < spec.count; i++) {
-    const entity = table.get(ids[(spec.offset + i) % ids.length]!)!;
-    const json = JSON.stringify({ ...entity, environment_id: MARK });
-    const at = json.indexOf(MARK);
-    prepared[i] = { entity, before: json.slice(0, at), after: json.slice(at + MARK.length) };
-  }
-  const prepareMs = performance.now() - t0;
-
-  const tag = jsonInner(spec.tag);
+  const entityAt = (i: number) => table.get(ids[(spec.offset + i) % ids.length]!)!;
+  const count = spec.count;
   let last: string | undefined;
-  const push = (p: Prepared): void => {
-    let value = spec.tag;
-    let inner = tag;
-    if (spec.stamp) {
-      const ns = process.hrtime.bigint();
-      value = `${spec.tag}@${ns}`;
-      inner = `${tag}@${ns}`;
-    }
-    // The state holds exactly what was pushed (the entity as it was when the feed started, re-tagged).
-    table.put({ ...p.entity, environment_id: value });
-    last = hub.publishJson(spec.kind, "full", p.entity.id, p.before + inner + p.after);
-  };
-
-  const started = process.hrtime.bigint();
   let sent = 0;
-  if (spec.rate === undefined) {
-    for (; sent < spec.count && !hub.closed; sent++) push(prepared[sent]!);
+  const t0 = performance.now();
+  let prepareMs = 0;
+  let started: bigint;
+
+  if (spec.rate === undefined && !spec.stamp) {
+    // Everything is built first (stream ids included: nothing else can publish in between, this is synchronous),
+    // so that pushing is only queueing ready bytes on the sockets.
+    const entities = new Array<Company | User>(count);
+    const sids = new Array<StreamId>(count);
+    const frames = new Array<Buffer>(count);
+    for (let i = 0; i < count; i++) {
+      const entity = { ...entityAt(i), environment_id: spec.tag };
+      const sid = hub.clock.next();
+      entities[i] = entity;
+      sids[i] = sid;
+      frames[i] = Buffer.from(changeFrame(spec.kind, "full", entity.id, sid, JSON.stringify(entity)), "utf8");
+    }
+    prepareMs = performance.now() - t0;
+    started = process.hrtime.bigint();
+    while (sent < count && !hub.closed) {
+      const end = Math.min(count, sent + CHUNK);
+      hub.batch(() => {
+        for (; sent < end; sent++) {
+          table.put(entities[sent]!);
+          last = hub.publishFrame(spec.kind, sids[sent]!, frames[sent]!);
+        }
+      });
+    }
   } else {
-    const nsPerChange = 1e9 / spec.rate;
+    // Built as it goes (each change may carry the time it is pushed): the serialised entity is split around its
+    // environment_id value up front, so a push is two concatenations.
+    const parts = new Array<[string, string]>(count);
+    for (let i = 0; i < count; i++) {
+      const json = JSON.stringify({ ...entityAt(i), environment_id: MARK });
+      const at = json.indexOf(MARK);
+      parts[i] = [json.slice(0, at), json.slice(at + MARK.length)];
+    }
+    const tag = jsonInner(spec.tag);
+    const push = (i: number): void => {
+      let value = spec.tag;
+      let inner = tag;
+      if (spec.stamp) {
+        const ns = process.hrtime.bigint();
+        value = `${spec.tag}@${ns}`;
+        inner = `${tag}@${ns}`;
+      }
+      const base = entityAt(i);
+      table.put({ ...base, environment_id: value });
+      const [before, after] = parts[i]!;
+      last = hub.publishJson(spec.kind, "full", base.id, before + inner + after);
+    };
+    prepareMs = performance.now() - t0;
+    started = process.hrtime.bigint();
+    const nsPerChange = spec.rate === undefined ? 0 : 1e9 / spec.rate;
     await new Promise<void>((resolve) => {
       const tick = () => {
-        const due = Math.min(spec.count, Math.floor(Number(process.hrtime.bigint() - started) / nsPerChange) + 1);
-        while (sent < due && !hub.closed) push(prepared[sent++]!);
-        if (sent >= spec.count || hub.closed) resolve();
+        const due =
+          nsPerChange === 0
+            ? Math.min(count, sent + CHUNK)
+            : Math.min(count, Math.floor(Number(process.hrtime.bigint() - started) / nsPerChange) + 1);
+        hub.batch(() => {
+          while (sent < due && !hub.closed) push(sent++);
+        });
+        if (sent >= count || hub.closed) resolve();
+        else if (nsPerChange === 0) setImmediate(tick);
         else setTimeout(tick, 1);
       };
       tick();

@@ -20,7 +20,7 @@ export function createMetrics(r: Replicator, build: { version: string; cacheVers
       registers: [registry],
       collect() {
         this.reset();
-        const map = r.pipeline?.stats[pick];
+        const map = r.stats[pick];
         if (!map) return;
         for (const [key, value] of map) {
           const [entity, type] = key.split(":");
@@ -41,12 +41,12 @@ export function createMetrics(r: Replicator, build: { version: string; cacheVers
         this.inc(read());
       },
     });
-  simple(`${P}messages_coalesced_total`, "Full states merged into a later full state of the same entity before writing.", () => r.pipeline?.stats.coalesced ?? 0);
-  simple(`${P}redis_retries_total`, "Redis reads or writes that failed and were retried.", () => r.pipeline?.stats.retried ?? 0);
-  simple(`${P}messages_skipped_total`, "Malformed or invalid messages skipped (logged with the reason).", () => r.pipeline?.stats.skipped ?? 0);
+  simple(`${P}messages_coalesced_total`, "Full states merged into a later full state of the same entity before writing.", () => r.stats.coalesced ?? 0);
+  simple(`${P}redis_retries_total`, "Redis reads or writes that failed and were retried.", () => r.stats.retried ?? 0);
+  simple(`${P}messages_skipped_total`, "Malformed or invalid messages skipped (logged with the reason).", () => r.stats.skipped ?? 0);
   simple(`${P}messages_dropped_total`, "Messages dropped. Always 0: full queues pause the socket instead.", () => 0);
-  simple(`${P}datastream_reconnects_total`, "Datastream reconnections.", () => Math.max(0, (r.pipeline?.stats.connections ?? 0) - 1));
-  simple(`${P}replays_total`, "Reconnections that resumed from the replay cursor.", () => r.pipeline?.stats.replaysEngaged ?? 0);
+  simple(`${P}datastream_reconnects_total`, "Datastream reconnections.", () => Math.max(0, (r.stats.connections ?? 0) - 1));
+  simple(`${P}replays_total`, "Reconnections that resumed from the replay cursor.", () => r.stats.replaysEngaged ?? 0);
   simple(`${P}full_reloads_total`, "Full loads of companies and users over REST.", () => r.fullReloads);
 
   new Gauge({
@@ -65,8 +65,17 @@ export function createMetrics(r: Replicator, build: { version: string; cacheVers
     help: "Age of the newest applied change, from its stream_id time to now.",
     registers: [registry],
     collect() {
-      const t = r.pipeline?.stats.lastAppliedStreamTime;
+      const t = r.stats.lastAppliedStreamTime;
       this.set(t === undefined ? 0 : Math.max(0, (Date.now() - t) / 1000));
+    },
+  });
+  new Gauge({
+    name: `${P}last_applied_timestamp_seconds`,
+    help: "Unix time when the last change was applied to Redis (0 before the first); alert on time() minus this.",
+    registers: [registry],
+    collect() {
+      const t = r.stats.lastAppliedAt;
+      this.set(t === undefined ? 0 : t / 1000);
     },
   });
   new Gauge({

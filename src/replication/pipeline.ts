@@ -29,6 +29,8 @@ export interface PipelineOptions {
   writer: StoreWriter;
   breaker: CircuitBreaker;
   log: Logger;
+  /** Counters to add to (default: fresh ones). */
+  stats?: ReplicationStats;
   listFlagKeys(): Promise<string[]>;
   /** Socket flow control. */
   pause(): void;
@@ -45,7 +47,8 @@ export interface PipelineEvents {
 const ENTITY_OPS = new Set(["full", "partial", "delete"]);
 
 export class Pipeline extends EventEmitter<PipelineEvents> {
-  readonly stats = new ReplicationStats();
+  /** Counters (owned by the replicator when given, so they outlive one writer tenure). */
+  readonly stats: ReplicationStats;
   readonly cursor = new ReplayCursor();
   private readonly lanes: Record<EntityKind, EntityLane[]>;
   private readonly flags: FlagLane;
@@ -68,6 +71,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
 
   constructor(private readonly o: PipelineOptions) {
     super();
+    this.stats = o.stats ?? new ReplicationStats();
     const retry: RetryContext = { breaker: o.breaker, stats: this.stats, log: o.log, signal: this.abort.signal };
     const common = {
       batchSize: o.batchSize,

@@ -23,6 +23,7 @@ import type { Logger } from "../util/log.js";
 import { nowIso } from "../util/time.js";
 import { Pipeline } from "./pipeline.js";
 import { StoppedError } from "./retry.js";
+import { ReplicationStats } from "./stats.js";
 
 export type Role = "writer" | "standby";
 
@@ -46,6 +47,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   readonly writerId = `${hostname()}-${process.pid}`;
   readonly redisBreaker: CircuitBreaker;
   readonly loaderBreaker: CircuitBreaker;
+  /** Pipeline counters for the life of the process (every writer tenure adds to them). */
+  readonly stats = new ReplicationStats();
   role: Role = "standby";
   pipeline: Pipeline | undefined;
   datastream: DatastreamClient | undefined;
@@ -147,6 +150,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       writer: this.writer,
       breaker: this.redisBreaker,
       log,
+      stats: this.stats,
       listFlagKeys: () => this.listKeys(this.keys.scanPattern("flags")),
       pause: () => this.datastream?.pause(),
       resume: () => this.datastream?.resume(),

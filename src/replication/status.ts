@@ -52,7 +52,7 @@ export async function replicatorStatus(r: Replicator, now = Date.now()): Promise
 
 export function replicatorDebug(r: Replicator): Record<string, unknown> {
   const p = r.pipeline;
-  const s = p?.stats;
+  const s = r.stats;
   return {
     role: r.role,
     replay: {

@@ -165,6 +165,7 @@ type Classified = { kind: RedisStartupError["kind"]; permanent: boolean; message
 
 function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified {
   const where = describeRedis(cfg);
+  const tries = `after ${attempts} attempt${attempts === 1 ? "" : "s"}`;
   const raw = errorMessage(err)
     .replace(/\s+/g, " ")
     .replace(/^All sentinels are unreachable\. Retrying from scratch after \d+ms\. Last error: (.*)$/, "$1")
@@ -188,7 +189,7 @@ function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified 
     // A bad database index cannot heal by waiting; CLUSTERDOWN, MASTERDOWN, LOADING and the like can.
     const permanent = /DB index|invalid DB/i.test(raw);
     const message = `Redis at ${where} refused the connection set-up: ${raw}`;
-    return { kind: "rejected", permanent, message: permanent ? message : `${message} (after ${attempts} attempts)` };
+    return { kind: "rejected", permanent, message: permanent ? message : `${message} (${tries})` };
   }
   if (cfg.topology.kind === "sentinel" && /No such master/i.test(raw)) {
     const sentinels = cfg.topology.sentinels.map((n) => `${n.host}:${n.port}`).join(",");
@@ -196,10 +197,10 @@ function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified 
     return {
       kind: "rejected",
       permanent: false,
-      message: `${message} (after ${attempts} attempt${attempts === 1 ? "" : "s"})`,
+      message: `${message} (${tries})`,
     };
   }
-  let note = `after ${attempts} attempt${attempts === 1 ? "" : "s"}`;
+  let note = tries;
   if (!cfg.tls && /ECONNRESET/.test(raw)) note += "; if this Redis expects TLS, set REDIS_TLS=true";
   if (cfg.tls && /ECONNRESET|ETIMEDOUT|timed out/.test(raw)) note += "; is TLS enabled on that port?";
   return { kind: "unreachable", permanent: false, message: `Redis at ${where} is unreachable: ${raw} (${note})` };

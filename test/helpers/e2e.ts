@@ -68,6 +68,32 @@ export async function emulatorState(emulatorUrl: string): Promise<EmulatorStateV
   return (await admin(emulatorUrl, "GET", "/state")) as unknown as EmulatorStateView;
 }
 
+/** The replicator's JSON log lines, parsed (other lines, such as a final stderr line, are skipped). */
+export function jsonLogs(lines: string[]): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const line of lines) {
+    if (!line.startsWith("{")) continue;
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      // not a log record
+    }
+  }
+  return out;
+}
+
+/** Every key in a single-node Redis matching `pattern` (SCAN, never KEYS). */
+export async function scanKeys(db: Redis, pattern = "*"): Promise<string[]> {
+  const out: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, batch] = await db.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+    out.push(...batch);
+    cursor = next;
+  } while (cursor !== "0");
+  return out;
+}
+
 // ---- Redis equals the emulator ------------------------------------------------------------------------------
 
 export function formatDifferences(diffs: Difference[], max = 15): string {

@@ -11,7 +11,7 @@ import sdk from "@schematichq/schematic-typescript-node";
 import type { Redis } from "ioredis";
 import { createClient } from "redis";
 import { loadFixtureFile, type RunningEmulator, startEmulator } from "../../src/emulator/index.js";
-import type { Company, Fixture, User } from "../../src/model/wire.js";
+import type { Company, Fixture, Trait, User } from "../../src/model/wire.js";
 import { KeyScheme } from "../../src/store/keys.js";
 import { type Difference, diffRedis } from "../../src/verify/diff.js";
 import { type RedisServer, startRedis, waitFor } from "./redis.js";
@@ -147,7 +147,7 @@ export function templates(f: Fixture = fixture()): { company: Company; user: Use
   return { company: f.companies[0]!, user: f.users[0]! };
 }
 
-export function region(value: string) {
+export function region(value: string): Trait {
   return { trait_definition: { id: "trdf_region", comparable_type: "string", entity_type: "company" }, value };
 }
 
@@ -168,7 +168,7 @@ export function user(tpl: User, id: string, role: string): User {
     ...structuredClone(tpl),
     id,
     keys: { email: `${id}@example.test` },
-    traits: [{ trait_definition: { id: "trdf_role", comparable_type: "string", entity_type: "user" }, value: role }],
+    traits: [{ trait_definition: { id: "trdf_role", comparable_type: "string", entity_type: "user" }, value: role }] as Trait[],
   };
 }
 
