@@ -42,7 +42,8 @@ const SCENARIOS = ["throughput", "latency", "load", "ceilings"];
 function usage(message) {
   process.stderr.write(
     `${message ? `bench: ${message}\n` : ""}Usage: npm run bench -- [--runs N] [--scenario ${SCENARIOS.join("|")}] [--cluster] [--json-only]\n` +
-      "                        [--profile DIR] [--companies N] [--users N] [--rate N] [--duration S] [--root DIR]\n",
+      "                        [--profile DIR] [--companies N] [--users N] [--rate N] [--duration S] [--root DIR]\n" +
+      "                        [--wait-quiet S]\n",
   );
   process.exit(2);
 }
@@ -85,6 +86,9 @@ function parseArgs(argv) {
         break;
       case "--profile":
         o.profile = resolve(String(next()));
+        break;
+      case "--wait-quiet":
+        o.waitQuiet = int(arg, next(), 0);
         break;
       case "--root":
         o.root = resolve(String(next()));
@@ -178,6 +182,24 @@ async function admin(path, body) {
   return json;
 }
 
+/**
+ * With --wait-quiet S: before a measured run, wait (at most S seconds) until processes outside the benchmark use
+ * less than 0.25 cores over 2 s, so that other work on the host disturbs the run less. Returns the seconds waited.
+ */
+async function quiet() {
+  if (!opts.waitQuiet) return 0;
+  const t0 = Date.now();
+  for (;;) {
+    const a = cpuSnapshot();
+    await sleep(2000);
+    const load = otherLoad(a, cpuSnapshot());
+    if (load < 0.25 || Date.now() - t0 > opts.waitQuiet * 1000) {
+      if (load >= 0.25) say(`the host is still busy (${round(load, 2)} cores of other work); measuring anyway`);
+      return Math.round((Date.now() - t0) / 1000);
+    }
+  }
+}
+
 const feed = (spec) => admin("/bulk", { generate: { kind: "company", ...spec } });
 const idKey = (id) => `${PREFIX}company:${version}:${id}`;
 const envOf = (value) => (value ? /"environment_id":"([^"]*)"/.exec(value)?.[1] : undefined);
@@ -268,8 +290,10 @@ async function runCeilings() {
   const ws = [];
   const set = [];
   for (let r = 1; r <= runs; r++) {
+    await quiet();
     ws.push(await ceilingWs(r));
     say(`ceiling ws   run ${r}/${runs}: ${Math.round(ws.at(-1).changes_per_s)} changes/s`);
+    await quiet();
     set.push(await ceilingSet(r));
     say(`ceiling SET  run ${r}/${runs}: ${Math.round(set.at(-1).changes_per_s)} changes/s`);
   }
@@ -300,6 +324,24 @@ function profileArgs(name) {
   return ["--cpu-prof", `--cpu-prof-dir=${opts.profile}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`];
 }
 
+/** V8 heap figures (MB) from the replicator's /metrics (prom-client default metrics). */
+async function heapOf(rep) {
+  try {
+    const text = await (await fetch(`${rep.base}/metrics`)).text();
+    const pick = (name) => {
+      const m = new RegExp(`^schematic_replicator_${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text);
+      return m ? mb(Number(m[1])) : undefined;
+    };
+    return {
+      heap_used: pick("nodejs_heap_size_used_bytes"),
+      heap_total: pick("nodejs_heap_size_total_bytes"),
+      external: pick("nodejs_external_memory_bytes"),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
 async function loadRun(run, measured) {
   await redis.flush();
   const m0 = cpuSnapshot();
@@ -328,6 +370,7 @@ async function loadRun(run, measured) {
     await sleep(500);
     rest = memoryOf(rep.pid).rss;
   }
+  const heap = await heapOf(rep);
   const keys = await redis.eachNode((c) => c.dbsize());
   const out = {
     seconds,
@@ -340,6 +383,7 @@ async function loadRun(run, measured) {
     redis_keys: keys.reduce((a, b) => a + b, 0),
     redis_used_memory_bytes: await redis.usedMemory(),
     other_load_cores: other,
+    heap,
   };
   // Give the writer one stream change so that it persists a replay cursor: the next replicator resumes from it
   // instead of loading everything again.
@@ -357,7 +401,10 @@ async function loadRun(run, measured) {
 async function runLoad() {
   const runs = has("load") ? runsOf("load") : 1;
   const list = [];
-  for (let r = 1; r <= runs; r++) list.push(await loadRun(r, true));
+  for (let r = 1; r <= runs; r++) {
+    await quiet();
+    list.push(await loadRun(r, true));
+  }
   const s = summarise(list.map((x) => x.seconds));
   peaks.load = Math.max(...list.map((x) => x.peak_rss_bytes));
   result.load = {
@@ -375,6 +422,7 @@ async function runLoad() {
       rss_at_rest_mb: mb(x.rss_at_rest_bytes),
       peak_rss_mb: mb(x.peak_rss_bytes),
       other_load_cores: round(x.other_load_cores, 2),
+      heap_at_rest_mb: x.heap,
     })),
   };
 }
@@ -464,7 +512,10 @@ async function throughputRun(rep, run) {
 async function runThroughput(rep) {
   const runs = runsOf("throughput");
   const list = [];
-  for (let r = 1; r <= runs; r++) list.push(await throughputRun(rep, r));
+  for (let r = 1; r <= runs; r++) {
+    await quiet();
+    list.push(await throughputRun(rep, r));
+  }
   const s = summarise(list.map((x) => x.changes_per_s));
   peaks.throughput = Math.max(...list.map((x) => x.peak_rss_bytes));
   result.throughput = {
@@ -541,7 +592,10 @@ async function runLatency(rep) {
   await latencyRun(rep, 0, { rate: opts.rate, seconds: 1, offset: Math.max(0, N - opts.rate), measured: false });
   const runs = runsOf("latency");
   const list = [];
-  for (let r = 1; r <= runs; r++) list.push(await latencyRun(rep, r, { rate: opts.rate, seconds: opts.duration }));
+  for (let r = 1; r <= runs; r++) {
+    await quiet();
+    list.push(await latencyRun(rep, r, { rate: opts.rate, seconds: opts.duration }));
+  }
   peaks.latency = Math.max(...list.map((x) => x.peak_rss_bytes));
   const med = (k) => round(median(list.map((x) => x[k])), 3);
   const spread = (k) => roundAll(summarise(list.map((x) => x[k])));

@@ -35,9 +35,11 @@ describe("end to end: a second instance stands by, then takes over", () => {
   before(async () => {
     [emu, redis] = await Promise.all([startEmulator({ fixture: loadFixtureFile(FIXTURE_FILE) }), startRedis()]);
     db = redis.client();
-    const env = testEnv({ SCHEMATIC_API_URL: emu.url, REDIS_ADDR: redis.addr });
+    // 3 s: short enough for a quick takeover (standbys retry every TTL/3), long enough that a busy machine's
+    // event-loop stalls do not cost the writer its lease.
+    const env = testEnv({ SCHEMATIC_API_URL: emu.url, REDIS_ADDR: redis.addr, WRITER_LOCK_TTL: "3s" });
     first = await startReplicator(env);
-    await first.waitReady();
+    await first.waitReady(90_000);
     second = await startReplicator(env);
   });
 
@@ -50,13 +52,22 @@ describe("end to end: a second instance stands by, then takes over", () => {
   const debugOf = async (r: ReplicatorProcess) => (await r.debug()) as unknown as DebugView;
 
   test("the second instance stands by: role standby, no datastream, nothing written, a truthful /ready", async () => {
-    await waitFor(async () => (await second.health()).status === 200, { what: "the second instance's /health" });
+    await waitFor(
+      async () => {
+        if (second.process.exitCode !== null) throw new Error(`exited: ${second.logs.slice(-5).join("\n")}`);
+        return (await second.health()).status === 200;
+      },
+      { timeoutMs: 90_000, what: "the second instance's /health" },
+    );
     const health = await second.health();
     assert.equal(health.body.role, "standby");
     assert.equal(health.body.cache_version, DEFAULT_CACHE_VERSION);
     assert.equal((await first.health()).body.role, "writer");
     // Its /ready reports the shared truth: the writer is live and the data loaded.
-    await waitFor(async () => (await second.ready()).status === 200, { what: "the standby's /ready to say 200" });
+    await waitFor(async () => (await second.ready()).status === 200, {
+      timeoutMs: 60_000,
+      what: "the standby's /ready to say 200",
+    });
     assert.equal((await second.ready()).body.role, "standby");
 
     await admin(emu.url, "PATCH", "/companies/comp_acme", { keys: { crm: "crm-during-standby" } });
@@ -76,10 +87,15 @@ describe("end to end: a second instance stands by, then takes over", () => {
     // A change during the handover: the new writer must get it (replay from the cursor, or a reload).
     await admin(emu.url, "PATCH", "/companies/comp_globex", { keys: { crm: "crm-during-handover" } });
     await waitFor(async () => (await second.health()).body.role === "writer", {
+      timeoutMs: 60_000,
       what: "the standby to become the writer",
     });
-    await waitFor(async () => (await second.ready()).status === 200, { what: "the new writer's /ready to say 200" });
+    await waitFor(async () => (await second.ready()).status === 200, {
+      timeoutMs: 60_000,
+      what: "the new writer's /ready to say 200",
+    });
     await waitFor(async () => (await emulatorState(emu.url)).connections === 1, {
+      timeoutMs: 60_000,
       what: "one datastream connection (the new writer's)",
     });
     await admin(emu.url, "PUT", "/users/user_new", {

@@ -26,7 +26,6 @@ import {
   admin,
   DEFAULT_CACHE_VERSION,
   defaultKeys,
-  emulatorDump,
   emulatorState,
   jsonLogs,
   scanKeys,
@@ -110,7 +109,6 @@ describe("end to end: both loading modes, with changes pushed while the REST loa
 
   for (const asyncLoading of [false, true]) {
     test(`USE_ASYNC_LOADING=${asyncLoading}: changes made during the load survive it`, async () => {
-      const T0 = Date.now();
       const s = await startStack(fixture);
       stacks.push(s);
       // Slow enough that the waves land mid-load (42 requests, one or two at a time), fast enough for the suite.
@@ -119,6 +117,7 @@ describe("end to end: both loading modes, with changes pushed while the REST loa
         testEnv({
           SCHEMATIC_API_URL: s.emu.url,
           REDIS_ADDR: s.redis.addr,
+          WRITER_LOCK_TTL: "6s", // survives event-loop stalls on a busy machine: the load must not restart
           USE_ASYNC_LOADING: String(asyncLoading),
           ASYNC_LOADER_PAGE_SIZE: "100",
           ...(asyncLoading ? { ASYNC_LOADER_MAX_CONCURRENT_REQUESTS: "2" } : {}),
@@ -127,28 +126,38 @@ describe("end to end: both loading modes, with changes pushed while the REST loa
       const rep = s.rep;
       const restRequests = async () => (await emulatorState(s.emu.url)).requests.rest;
       // 2000 companies + 2000 users in pages of 100, plus the counts: 42 slow requests for a complete load.
-      await waitFor(async () => (await restRequests()) >= 4, { what: "the load to be under way", intervalMs: 20 });
+      await waitFor(
+        async () => {
+          if (rep.process.exitCode !== null) throw new Error(`the replicator exited: ${rep.logs.slice(-5).join("\n")}`);
+          return (await restRequests()) >= 4;
+        },
+        { what: "the load to be under way", intervalMs: 20, timeoutMs: 90_000 },
+      );
       const first = await admin(s.emu.url, "POST", "/bulk", { changes: wave("w1", 0) });
       assert.ok((first.count as number) > 100);
       await assertMidLoad(rep, "first wave");
-      await waitFor(async () => (await restRequests()) >= 12, { what: "the load to progress", intervalMs: 20 });
+      await waitFor(async () => (await restRequests()) >= 12, {
+        what: "the load to progress",
+        intervalMs: 20,
+        timeoutMs: 90_000,
+      });
       await admin(s.emu.url, "POST", "/bulk", { changes: wave("w2", 7) });
       await assertMidLoad(rep, "second wave");
-      assert.ok((await restRequests()) < 42, "the second wave landed before the last page was served");
 
-      const T = Date.now(); console.log("start->waves done", T - T0);
       await rep.waitReady(90_000);
-      console.log("ready", Date.now() - T);
       const debug = (await rep.debug()) as { messages: { received: number }; replay: { full_reloads: number } };
-      assert.ok(debug.messages.received > 200, `the replicator received the pushed changes: ${JSON.stringify(debug)}`);
-      assert.equal(debug.replay.full_reloads, 1, "one load, not restarted");
+      const context = () =>
+        `\n/debug: ${JSON.stringify(debug)}\nlogs:\n${jsonLogs(rep.logs)
+          .filter((l) => l.level !== "info" || !String(l.msg).startsWith("loaded "))
+          .map((l) => JSON.stringify(l).slice(0, 400))
+          .join("\n")}`;
+      assert.ok(debug.messages.received > 200, `the replicator received the pushed changes${context()}`);
+      assert.equal(debug.replay.full_reloads, 1, `one load, not restarted${context()}`);
       // Deletes during the load shift the REST pages: the loader pages again, and must still converge (a load that
       // does not converge evicts nothing).
       const done = jsonLogs(rep.logs).find((l) => "complete" in l);
-      assert.equal(done?.complete, true, `the load completed: ${JSON.stringify(done)}`);
-      const T2 = Date.now();
-      await waitInSync(s.db, s.emu.url, { timeoutMs: 60_000 });
-      console.log("sync", Date.now() - T2);
+      assert.equal(done?.complete, true, `the load completed${context()}`);
+      await waitInSync(s.db, s.emu.url, { timeoutMs: 90_000 });
 
       // Spot checks: deleted and renamed entities are not resurrected by older REST pages.
       assert.equal(await s.db.exists(keys.companyId("comp_001990")), 0);
@@ -158,9 +167,7 @@ describe("end to end: both loading modes, with changes pushed while the REST loa
       assert.equal(await s.db.get(keys.companyLookups("id", "new-w2")[0]!), '"comp_new_w2"');
       const patched = JSON.parse((await s.db.get(keys.companyId("comp_001961")))!) as Company;
       assert.equal(patched.credit_balances.bcrd_w1, 1961);
-      const T3 = Date.now();
       await rep.stop();
-      console.log("stop", Date.now() - T3, "total", Date.now() - T0);
     });
   }
 });
@@ -179,7 +186,12 @@ describe("end to end: /ready is 503 until the data is loaded, then 200", () => {
   test("503 (with cache_version, JSON) while fewer than 50 companies are in Redis; 200 once all are", async () => {
     await admin(s.emu.url, "POST", "/faults", { rest_latency_ms: 150 });
     s.rep = await startReplicator(
-      testEnv({ SCHEMATIC_API_URL: s.emu.url, REDIS_ADDR: s.redis.addr, ASYNC_LOADER_PAGE_SIZE: "10" }),
+      testEnv({
+        SCHEMATIC_API_URL: s.emu.url,
+        REDIS_ADDR: s.redis.addr,
+        ASYNC_LOADER_PAGE_SIZE: "10",
+        WRITER_LOCK_TTL: "6s",
+      }),
     );
     const rep = s.rep;
     const samples: { status: number; companies: number; users: number; flags: number }[] = [];
@@ -211,7 +223,7 @@ describe("end to end: /ready is 503 until the data is loaded, then 200", () => {
         }
         return res.status === 200;
       },
-      { timeoutMs: 60_000, intervalMs: 25, what: "/ready to answer 200" },
+      { timeoutMs: 90_000, intervalMs: 25, what: "/ready to answer 200" },
     );
     assert.deepEqual(violations, []);
     const notReady = samples.filter((x) => x.status === 503);
@@ -229,6 +241,5 @@ describe("end to end: /ready is 503 until the data is loaded, then 200", () => {
     assert.equal(ready.body.cache_version, DEFAULT_CACHE_VERSION);
     await admin(s.emu.url, "POST", "/faults", {});
     await waitInSync(s.db, s.emu.url);
-    assert.ok(await emulatorDump(s.emu.url));
   });
 });

@@ -66,7 +66,7 @@ describe("end to end: emulator → replicator → Redis → official SDKs in rep
   const check = (ctx: Context, flag: string) => checkSdk(sdkR.client, ctx, flag);
   /** Polls the replicator-mode SDK until `accept` holds for the check's result. */
   const waitCheck = async (ctx: Context, flag: string, accept: (r: SdkResult) => boolean, what: string) =>
-    await waitFor(async () => accept(await check(ctx, flag)), { timeoutMs: 30_000, what });
+    await waitFor(async () => accept(await check(ctx, flag)), { timeoutMs: 60_000, what });
   const apiCalls = () => [...sdkR.stub.calls];
   const current = async <T extends "companies" | "users" | "flags">(kind: T, pick: (e: never) => boolean) => {
     const dump = await emulatorDump(emu.url);
@@ -79,8 +79,9 @@ describe("end to end: emulator → replicator → Redis → official SDKs in rep
     emu = await startEmulator({ fixture });
     redis = await startRedis();
     client = redis.client();
-    rep = await startReplicator(testEnv({ SCHEMATIC_API_URL: emu.url, REDIS_ADDR: redis.addr }));
-    await rep.waitReady();
+    // A lease that survives event-loop stalls on a busy machine (testEnv's 1.5 s is tuned for takeover tests).
+    rep = await startReplicator(testEnv({ SCHEMATIC_API_URL: emu.url, REDIS_ADDR: redis.addr, WRITER_LOCK_TTL: "6s" }));
+    await rep.waitReady(90_000);
     [sdkR, direct] = await Promise.all([
       startReplicatorModeSdk({
         redisUrl: redis.url,
@@ -123,7 +124,8 @@ describe("end to end: emulator → replicator → Redis → official SDKs in rep
       const viaStream = await checkSdk(direct, c.row.context, c.flag);
       tsResults.set(c.name, viaRedis);
       assert.deepEqual(comparable(viaRedis), comparable(viaStream), `${c.name}: replicator mode vs direct mode`);
-      if (viaRedis.value !== c.expected) mismatches.push(`${c.name} = ${viaRedis.value}, written by hand: ${c.expected}`);
+      if (viaRedis.value !== c.expected)
+        mismatches.push(`${c.name} = ${viaRedis.value}, written by hand: ${c.expected}`);
       // A company or user missing from Redis is silently evaluated as absent: every context must resolve.
       if (c.row.context.company) assert.ok(viaRedis.companyId, `${c.name}: the company was found in Redis`);
       if (c.row.context.user) assert.ok(viaRedis.userId, `${c.name}: the user was found in Redis`);
@@ -143,7 +145,10 @@ describe("end to end: emulator → replicator → Redis → official SDKs in rep
 
     // A few rows spelled out (engine order): the kill switch beats a company override; exceeded usage wins.
     const v = (row: string, flag: string) => tsResults.get(`${row} / ${flag}`);
-    assert.deepEqual([v("soylent", "legacy-export")?.value, v("soylent", "legacy-export")?.ruleType], [false, "global_override"]);
+    assert.deepEqual(
+      [v("soylent", "legacy-export")?.value, v("soylent", "legacy-export")?.ruleType],
+      [false, "global_override"],
+    );
     assert.deepEqual([v("hooli", "sso")?.value, v("hooli", "sso")?.ruleType], [false, "company_override"]);
     assert.deepEqual(
       [v("umbrella", "bulk-export")?.value, v("umbrella", "bulk-export")?.ruleType],
@@ -181,7 +186,9 @@ describe("end to end: emulator → replicator → Redis → official SDKs in rep
     } catch (err) {
       if (err instanceof GoSdkUnavailableError) {
         const cause = err.message.split("\n").find((l) => /403|404|410/.test(l)) ?? err.message.split("\n")[0];
-        t.skip(`Go SDK unavailable: the Go module proxy refuses github.com/schematichq/schematic-go (${cause?.trim()})`);
+        t.skip(
+          `Go SDK unavailable: the Go module proxy refuses github.com/schematichq/schematic-go (${cause?.trim()})`,
+        );
         return;
       }
       throw err;
@@ -235,7 +242,12 @@ describe("end to end: emulator → replicator → Redis → official SDKs in rep
     });
     await waitCheck({ company: acme }, "eu-data-residency", (r) => r.value, "acme in the EU");
     // The partial added a key: the new lookup key resolves, the old ones still do (a partial never removes keys).
-    const byCrm = await waitCheck({ company: { crm: "crm-acme-1" } }, "dashboards", (r) => r.companyId === "comp_acme", "acme by crm");
+    const byCrm = await waitCheck(
+      { company: { crm: "crm-acme-1" } },
+      "dashboards",
+      (r) => r.companyId === "comp_acme",
+      "acme by crm",
+    );
     assert.ok(byCrm);
     assert.equal(await db().get(keys.companyLookups("crm", "CRM-Acme-1")[0]!), '"comp_acme"');
     await waitInSync(db(), emu.url);
@@ -244,7 +256,10 @@ describe("end to end: emulator → replicator → Redis → official SDKs in rep
   test("company PUT (override removed): the SDK sees it, Redis equals the emulator", async () => {
     const globex = { slug: "globex" };
     assert.deepEqual(
-      [(await check({ company: globex }, "advanced-reports")).value, (await check({ company: globex }, "advanced-reports")).ruleType],
+      [
+        (await check({ company: globex }, "advanced-reports")).value,
+        (await check({ company: globex }, "advanced-reports")).ruleType,
+      ],
       [true, "company_override"],
     );
     const before = await current("companies", (c: Company) => c.id === "comp_globex");
@@ -257,7 +272,10 @@ describe("end to end: emulator → replicator → Redis → official SDKs in rep
     const before = await current("companies", (c: Company) => c.id === "comp_initech");
     const oldKey = keys.companyLookups("slug", "initech")[0]!;
     assert.equal(await db().get(oldKey), '"comp_initech"');
-    await emuAdmin("PUT", "/companies/comp_initech", { ...before, keys: { domain: "initech.example", slug: "Initrode" } });
+    await emuAdmin("PUT", "/companies/comp_initech", {
+      ...before,
+      keys: { domain: "initech.example", slug: "Initrode" },
+    });
     await waitCheck(
       { company: { slug: "initrode" } },
       "priority-support",
@@ -351,7 +369,10 @@ describe("end to end: emulator → replicator → Redis → official SDKs in rep
       key: "Fresh-Flag",
       rules: internal.rules.map((r) => ({ ...r, id: `${r.id}_fresh`, flag_id: "flag_fresh" })),
     });
-    await waitFor(async () => (await db().get(keys.flag("fresh-flag"))) !== null, { what: "the new flag in Redis" });
+    await waitFor(async () => (await db().get(keys.flag("fresh-flag"))) !== null, {
+      timeoutMs: 60_000,
+      what: "the new flag in Redis",
+    });
     assert.equal((await check({ company: acme }, "Fresh-Flag")).value, true);
     assert.equal((await check({ company: { domain: "wayne.example" } }, "Fresh-Flag")).value, false);
     assert.deepEqual(apiCalls(), [], "no API calls");

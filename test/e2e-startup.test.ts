@@ -20,7 +20,9 @@ const FIXTURE_FILE = fileURLToPath(new URL("../examples/fixture.json", import.me
 const EXIT_TIMEOUT_MS = 60_000;
 
 /** Runs the replicator to its exit; returns the code and its output lines (JSON log records and plain lines). */
-async function runToExit(env: Record<string, string>): Promise<{ code: number | null; lines: string[]; plain: string[] }> {
+async function runToExit(
+  env: Record<string, string>,
+): Promise<{ code: number | null; lines: string[]; plain: string[] }> {
   const rep: ReplicatorProcess = await startReplicator(env);
   const timer = setTimeout(() => rep.process.kill("SIGKILL"), EXIT_TIMEOUT_MS);
   try {
@@ -58,7 +60,8 @@ describe("end to end: start-up failures exit with their code and one clear line"
     await closing?.close();
   });
 
-  const base = () => testEnv({ SCHEMATIC_API_URL: strict.url, REDIS_ADDR: redis.addr, SCHEMATIC_API_KEY: "the-right-key" });
+  const base = () =>
+    testEnv({ SCHEMATIC_API_URL: strict.url, REDIS_ADDR: redis.addr, SCHEMATIC_API_KEY: "the-right-key" });
 
   for (const [name, value, mention] of [
     ["BATCH_SIZE", "abc", /BATCH_SIZE.*abc/],

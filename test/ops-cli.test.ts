@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { loadFixtureFile, type RunningEmulator, startEmulator } from "../src/emulator/index.js";
-import { type RedisServer, freePort, startRedis } from "./helpers/redis.js";
+import { freePort, type RedisServer, startRedis } from "./helpers/redis.js";
 import { type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
 import { FIXTURE, ROOT, runCli } from "./ops-helpers.js";
 
@@ -20,7 +20,12 @@ describe("schematic-replicator command line", { timeout: 180_000 }, () => {
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stderr, "");
       assert.match(r.stdout, /^Usage: schematic-replicator \[command\]/);
-      for (const command of ["healthcheck", "verify [--source api|URL|FILE]", "snapshot export FILE", "snapshot import FILE"]) {
+      for (const command of [
+        "healthcheck",
+        "verify [--source api|URL|FILE]",
+        "snapshot export FILE",
+        "snapshot import FILE",
+      ]) {
         assert.ok(r.stdout.includes(command), command);
       }
     }

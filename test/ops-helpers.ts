@@ -4,8 +4,10 @@
  * SDK in replicator mode against any Redis (with a stub `/ready` that reports the cache version).
  */
 import { spawn } from "node:child_process";
+import { cpSync, symlinkSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import sdk from "@schematichq/schematic-typescript-node";
 import { Redis } from "ioredis";
@@ -24,23 +26,7 @@ export interface CliResult {
 
 /** Runs `schematic-replicator ARGS` (TypeScript through tsx) with only PATH, HOME and `env` in its environment. */
 export async function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 90_000): Promise<CliResult> {
-  const child = spawn(process.execPath, ["--import", "tsx", REPLICATOR, ...args], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => {
-    stdout += d;
-  });
-  child.stderr.on("data", (d) => {
-    stderr += d;
-  });
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  const code = await new Promise<number | null>((resolve) => child.once("close", (c) => resolve(c)));
-  clearTimeout(timer);
-  return { code, stdout, stderr };
+  return await runNode(["--import", "tsx", REPLICATOR, ...args], ROOT, env, timeoutMs);
 }
 
 /** A quiet ioredis client (errors are swallowed: tests assert on results, not on connection noise). */
@@ -98,6 +84,11 @@ export async function stubReady(cacheVersion = VERSION): Promise<StubReady> {
   };
 }
 
+/** The SDK's RedisClient type (node-redis v4's own types differ from it slightly). */
+type SdkRedisClient = NonNullable<
+  NonNullable<NonNullable<ConstructorParameters<typeof sdk.SchematicClient>[0]>["dataStream"]>["redisClient"]
+>;
+
 export interface Check {
   flag: string;
   company?: Record<string, string>;
@@ -124,7 +115,13 @@ export async function sdkValues(
     basePath: "http://127.0.0.1:9/no-api",
     eventCaptureBaseURL: captureBaseUrl,
     useDataStream: true,
-    dataStream: { replicatorMode: true, redisClient: redis, replicatorHealthURL: readyUrl, replicatorHealthCheck: 500 },
+    dataStream: {
+      replicatorMode: true,
+      // node-redis v4, the client the SDK's RedisClient interface was written against (its types differ slightly).
+      redisClient: redis as unknown as SdkRedisClient,
+      replicatorHealthURL: readyUrl,
+      replicatorHealthCheck: 500,
+    },
     logger: { debug() {}, info() {}, warn: (m: string) => errors.push(m), error: (m: string) => errors.push(m) },
   });
   try {
@@ -167,4 +164,57 @@ export function metricSum(metrics: Map<string, number>, name: string, ...labels:
     if (labels.every((l) => series.includes(l))) sum += value;
   }
   return sum;
+}
+
+/**
+ * A plain install in `dir`, as the container image has it: `tsc -p tsconfig.build.json` compiled into `dir/dist`,
+ * package.json and examples/ copied, node_modules linked (the build never touches the project's own dist/, which
+ * other tests may be using). Returns `dir`.
+ */
+export async function buildInto(dir: string, extra: string[] = []): Promise<string> {
+  const tsc = join(ROOT, "node_modules", "typescript", "bin", "tsc");
+  const child = spawn(process.execPath, [tsc, "-p", join(ROOT, "tsconfig.build.json"), "--outDir", join(dir, "dist")], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (d) => {
+    output += d;
+  });
+  child.stderr.on("data", (d) => {
+    output += d;
+  });
+  const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+  if (code !== 0) throw new Error(`the build failed (exit ${code}):\n${output}`);
+  cpSync(join(ROOT, "package.json"), join(dir, "package.json"));
+  cpSync(join(ROOT, "examples"), join(dir, "examples"), { recursive: true });
+  for (const path of extra) cpSync(join(ROOT, path), join(dir, path), { recursive: true });
+  symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"), "dir");
+  return dir;
+}
+
+/** Runs `node ARGS` in `cwd` with only PATH, HOME and `env`. */
+export async function runNode(
+  args: string[],
+  cwd: string,
+  env: Record<string, string> = {},
+  timeoutMs = 60_000,
+): Promise<CliResult> {
+  const child = spawn(process.execPath, args, {
+    cwd,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => {
+    stdout += d;
+  });
+  child.stderr.on("data", (d) => {
+    stderr += d;
+  });
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const code = await new Promise<number | null>((resolve) => child.once("close", (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, stdout, stderr };
 }

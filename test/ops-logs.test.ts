@@ -94,7 +94,10 @@ describe("logs", { timeout: 240_000 }, () => {
       } finally {
         assert.equal(await r.stop(), 0);
       }
-      assert.ok(r.logs.some((l) => l.includes("full load complete")), `${name}: the run got through a load`);
+      assert.ok(
+        r.logs.some((l) => l.includes("full load complete")),
+        `${name}: the run got through a load`,
+      );
       assertNoSecret(r.logs, [API_KEY, REDIS_PASSWORD], name);
       all.push(...r.logs);
     }
@@ -143,7 +146,14 @@ describe("logs", { timeout: 240_000 }, () => {
           ...(env.SCHEMATIC_API_KEY_FILE ? { SCHEMATIC_API_KEY: "" } : {}),
         }),
       );
-      const exit = await Promise.race([r.exited, new Promise<"timeout">((res) => setTimeout(() => res("timeout"), 60_000))]);
+      let timer: NodeJS.Timeout | undefined;
+      const exit = await Promise.race([
+        r.exited,
+        new Promise<"timeout">((res) => {
+          timer = setTimeout(() => res("timeout"), 60_000);
+        }),
+      ]);
+      clearTimeout(timer);
       if (exit === "timeout") await r.stop("SIGKILL");
       assert.equal(exit, code, `${name}:\n${r.logs.join("\n")}`);
       assertNoSecret(r.logs, secrets, name);
@@ -161,7 +171,9 @@ describe("logs", { timeout: 240_000 }, () => {
       company.keys = { ...company.keys, crm_id: "payload-key-value-5d1e" };
       company.traits = [{ trait_definition: company.traits[0]!.trait_definition, value: "payload-trait-value-7f3a" }];
       await admin("PUT", "/companies/comp_stark", company);
-      await admin("PATCH", "/users/user_003", { traits: [{ trait_definition: null, value: "payload-user-trait-91c2" }] });
+      await admin("PATCH", "/users/user_003", {
+        traits: [{ trait_definition: null, value: "payload-user-trait-91c2" }],
+      });
       // Invalid messages are logged as skipped, with a reason: the reason must not quote the data.
       const invalid = {
         entity_type: "rulesengine.Company",
@@ -171,11 +183,16 @@ describe("logs", { timeout: 240_000 }, () => {
         data: { id: "comp_bad", keys: { domain: "payload-invalid-body-33ab" }, rules: "payload-bad-rules-44cd" },
       };
       await admin("POST", "/raw", { frame: JSON.stringify(invalid) });
-      await admin("POST", "/raw", { frame: '{"entity_type":"rulesengine.Company","message_type":"full","data":"payload-frame-55ef' });
+      await admin("POST", "/raw", {
+        frame: '{"entity_type":"rulesengine.Company","message_type":"full","data":"payload-frame-55ef',
+      });
       await waitFor(
         async () => {
           const body = await client.get("schematic:company:4b54a537:comp_stark");
-          return body?.includes("payload-trait-value-7f3a") && (await client.get("schematic:company:4b54a537:crm_id:payload-key-value-5d1e"));
+          return (
+            body?.includes("payload-trait-value-7f3a") &&
+            (await client.get("schematic:company:4b54a537:crm_id:payload-key-value-5d1e"))
+          );
         },
         { what: "the changed company in Redis" },
       );
@@ -202,14 +219,4 @@ describe("logs", { timeout: 240_000 }, () => {
       "info level",
     );
   });
-});
-import { after as afterAll } from "node:test";
-afterAll(() => {
-  setTimeout(() => {
-    const hs = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
-    for (const h of hs) {
-      const o = h as { constructor: { name: string }; remoteAddress?: string; remotePort?: number; localPort?: number; _idleTimeout?: number };
-      console.error("HANDLE", o.constructor.name, o.remoteAddress, o.remotePort, o.localPort, o._idleTimeout);
-    }
-  }, 2000).unref();
 });

@@ -23,7 +23,7 @@ import type { Redis } from "ioredis";
 import { loadFixtureFile, type RunningEmulator, startEmulator } from "../src/emulator/index.js";
 import { expectedCompany, expectedUser, sameEntity } from "../src/model/equivalence.js";
 import type { Fixture } from "../src/model/wire.js";
-import { type RedisServer, freePort, startRedis, waitFor } from "./helpers/redis.js";
+import { freePort, type RedisServer, startRedis, waitFor } from "./helpers/redis.js";
 import { type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
 import { type Check, FIXTURE, quietRedis, runCli, sdkValues, snapshotKeys, stubReady, VERSION } from "./ops-helpers.js";
 
@@ -85,7 +85,10 @@ describe("snapshot export and import", { timeout: 300_000 }, () => {
 
     const exported = loadFixtureFile(file); // the emulator's strict validation
     const original = loadFixtureFile(FIXTURE);
-    assert.deepEqual(exported.flags, [...original.flags].sort((a, b) => (a.key < b.key ? -1 : 1)));
+    assert.deepEqual(
+      exported.flags,
+      [...original.flags].sort((a, b) => (a.key < b.key ? -1 : 1)),
+    );
     assert.equal(exported.companies.length, original.companies.length);
     assert.equal(exported.users.length, original.users.length);
     for (const c of original.companies) {
@@ -169,7 +172,11 @@ describe("snapshot export and import", { timeout: 300_000 }, () => {
       const replicated = await sdkValues(source.url, `${replicator.url}/ready`, checks, stub.base);
       assert.deepEqual(replicated.errors, []);
       assert.deepEqual(imported.errors, [], "no fallback to the API");
-      assert.deepEqual(imported.values, CHECKS.map(([, v]) => v), imported.reasons.join("\n"));
+      assert.deepEqual(
+        imported.values,
+        CHECKS.map(([, v]) => v),
+        imported.reasons.join("\n"),
+      );
       assert.deepEqual(imported.values, replicated.values);
       assert.deepEqual(imported.reasons, replicated.reasons);
     } finally {
@@ -179,7 +186,12 @@ describe("snapshot export and import", { timeout: 300_000 }, () => {
 
   test("import waits for a lapsed lease, but not for a live replicator's (exit 1, nothing written)", async () => {
     // A writer that crashed: its lease lapses within its TTL, and the import goes ahead.
-    await targetClient.set("schematic:datastream:writer_lock", "crashed-host-1-0123456789abcdef0123456789abcdef", "PX", 1500);
+    await targetClient.set(
+      "schematic:datastream:writer_lock",
+      "crashed-host-1-0123456789abcdef0123456789abcdef",
+      "PX",
+      1500,
+    );
     const started = Date.now();
     const waited = await runCli(["snapshot", "import", file], { REDIS_ADDR: target.addr, WRITER_LOCK_TTL: "2s" });
     assert.equal(waited.code, 0, waited.stdout + waited.stderr);
@@ -209,7 +221,10 @@ describe("snapshot export and import", { timeout: 300_000 }, () => {
     const closed = await freePort();
     const cases: [string[], RegExp][] = [
       [["snapshot", "import", bad], /bad fixture .*bad\.json at \$\.companies\[3\]\.keys: /],
-      [["snapshot", "import", join(dir, "missing.json")], /bad fixture .*missing\.json at \$: cannot read the file \(ENOENT\)/],
+      [
+        ["snapshot", "import", join(dir, "missing.json")],
+        /bad fixture .*missing\.json at \$: cannot read the file \(ENOENT\)/,
+      ],
       [["snapshot"], /expected export FILE or import FILE/],
       [["snapshot", "restore", file], /unknown action "restore"/],
       [["snapshot", "export"], /snapshot export needs a FILE/],
@@ -234,7 +249,10 @@ describe("snapshot export and import", { timeout: 300_000 }, () => {
     older.companies.find((c) => c.id === "comp_soylent")!.plan_ids = ["plan_pro"];
     const olderFile = join(dir, "older.json");
     writeFileSync(olderFile, JSON.stringify(older));
-    const imported = await runCli(["snapshot", "import", olderFile], { REDIS_ADDR: target.addr, WRITER_LOCK_TTL: "2s" });
+    const imported = await runCli(["snapshot", "import", olderFile], {
+      REDIS_ADDR: target.addr,
+      WRITER_LOCK_TTL: "2s",
+    });
     assert.equal(imported.code, 0, imported.stdout + imported.stderr);
     assert.match(imported.stdout, /3 removed/, "user_100's id key and two lookup keys");
     const drift = await runCli(["verify", "--source", FIXTURE], { REDIS_ADDR: target.addr });
@@ -244,7 +262,11 @@ describe("snapshot export and import", { timeout: 300_000 }, () => {
     // The API is unreachable: nothing listens on its port yet.
     const apiPort = await freePort();
     const standalone = await startReplicator(
-      testEnv({ REDIS_ADDR: target.addr, SCHEMATIC_API_URL: `http://127.0.0.1:${apiPort}`, SCHEMATIC_API_KEY: API_KEY }),
+      testEnv({
+        REDIS_ADDR: target.addr,
+        SCHEMATIC_API_URL: `http://127.0.0.1:${apiPort}`,
+        SCHEMATIC_API_KEY: API_KEY,
+      }),
     );
     let late: RunningEmulator | undefined;
     try {
@@ -257,7 +279,8 @@ describe("snapshot export and import", { timeout: 300_000 }, () => {
       // The API comes up: the replicator loads it and Redis converges on it.
       late = await startEmulator({ fixture: loadFixtureFile(FIXTURE), apiKey: API_KEY, port: apiPort });
       await waitFor(
-        async () => (await runCli(["verify", "--source", `${late!.url}/_emulator/dump`], { REDIS_ADDR: target.addr })).code === 0,
+        async () =>
+          (await runCli(["verify", "--source", `${late!.url}/_emulator/dump`], { REDIS_ADDR: target.addr })).code === 0,
         { timeoutMs: 60_000, intervalMs: 500, what: "the imported Redis to converge on the API" },
       );
       assert.equal((await standalone.ready()).body.connected, true);

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Redis } from "ioredis";
 import { loadFixtureFile, type RunningEmulator, startEmulator } from "../src/emulator/index.js";
-import { type RedisServer, freePort, startRedis } from "./helpers/redis.js";
+import { freePort, type RedisServer, startRedis } from "./helpers/redis.js";
 import { type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
 import { FIXTURE, quietRedis, runCli, VERSION } from "./ops-helpers.js";
 
@@ -133,12 +133,7 @@ describe("verify", { timeout: 240_000 }, () => {
         env,
         /cannot fetch http:\/\/127\.0\.0\.1:\d+\/_emulator\/dump: ECONNREFUSED/,
       ],
-      [
-        "API key rejected",
-        ["verify"],
-        { ...env, SCHEMATIC_API_KEY: "not-the-key" },
-        /rejected the API key \(HTTP 401/,
-      ],
+      ["API key rejected", ["verify"], { ...env, SCHEMATIC_API_KEY: "not-the-key" }, /rejected the API key \(HTTP 401/],
       ["no API key for --source api", ["verify"], { REDIS_ADDR: redis.addr }, /SCHEMATIC_API_KEY is not set/],
       [
         "Redis unreachable",
@@ -146,7 +141,12 @@ describe("verify", { timeout: 240_000 }, () => {
         { REDIS_ADDR: `127.0.0.1:${closed}`, REDIS_MAX_RETRIES: "1", REDIS_DIAL_TIMEOUT: "500ms" },
         /Redis at 127\.0\.0\.1:\d+ is unreachable/,
       ],
-      ["invalid settings", ["verify", "--source", FIXTURE], { ...env, CACHE_TTL: "soon" }, /invalid settings: CACHE_TTL/],
+      [
+        "invalid settings",
+        ["verify", "--source", FIXTURE],
+        { ...env, CACHE_TTL: "soon" },
+        /invalid settings: CACHE_TTL/,
+      ],
     ];
     const results = await Promise.all(cases.map(([, args, e]) => runCli(args, e)));
     cases.forEach(([name, , , pattern], i) => {

@@ -2,6 +2,7 @@
  * Runs the replicator service: settings → logger → Redis → lease/replication → health server, and the signal
  * handling that turns SIGTERM/SIGINT into a bounded, lossless shutdown.
  */
+import { hostname } from "node:os";
 import { ConfigError, describeConfig, loadConfig } from "../config/index.js";
 import type { Config } from "../config/types.js";
 import { AuthRejectedError } from "../datastream/client.js";
@@ -10,7 +11,7 @@ import { startHealthServer } from "../http/server.js";
 import { engineVersionKey } from "../model/engine-version.js";
 import { Replicator } from "../replication/replicator.js";
 import { replicatorDebug, replicatorStatus } from "../replication/status.js";
-import { createRedis, RedisStartupError, waitForRedis } from "../store/connect.js";
+import { createRedis, RedisStartupError, redisConnectionName, waitForRedis } from "../store/connect.js";
 import { createLogger } from "../util/log.js";
 import { PACKAGE_VERSION } from "../version.js";
 
@@ -51,7 +52,8 @@ export async function runService(): Promise<number> {
   );
   for (const warning of config.warnings ?? []) log.warn(warning);
 
-  const redis = createRedis(config.redis);
+  // Named after the writer id (`hostname-pid`, as in the lease token), so CLIENT LIST and MONITOR show who writes.
+  const redis = createRedis(config.redis, { log, connectionName: redisConnectionName(`${hostname()}-${process.pid}`) });
   redis.on("error", (err) => log.debug({ err: err.message }, "redis connection error"));
   try {
     await waitForRedis(redis, config.redis, log);
@@ -130,7 +132,9 @@ export async function runHealthcheck(): Promise<number> {
     process.stdout.write(body.endsWith("\n") ? body : `${body}\n`);
     return res.status === 200 ? 0 : 1;
   } catch (err) {
-    process.stderr.write(`healthcheck: /ready on port ${config.healthPort} did not answer: ${(err as Error).message}\n`);
+    process.stderr.write(
+      `healthcheck: /ready on port ${config.healthPort} did not answer: ${(err as Error).message}\n`,
+    );
     return 1;
   }
 }

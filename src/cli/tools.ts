@@ -113,7 +113,12 @@ async function connect(tool: string, config: Config): Promise<ToolContext | unde
     await waitForRedis(redis, config.redis);
   } catch (err) {
     redis.disconnect();
-    fail(tool, err instanceof RedisStartupError ? err.message : `Redis at ${describeRedis(config.redis)}: ${(err as Error).message}`);
+    fail(
+      tool,
+      err instanceof RedisStartupError
+        ? err.message
+        : `Redis at ${describeRedis(config.redis)}: ${(err as Error).message}`,
+    );
     return undefined;
   }
   return { config, keys, redis };
@@ -311,7 +316,7 @@ async function runExport(file: string): Promise<number> {
       `exported ${flags.length} flags, ${companies.length} companies and ${users.length} users ` +
         `(cache version ${ctx.keys.version}, marker ${marker?.state ?? "absent"}) to ${file === "-" ? "stdout" : file}`,
     );
-    if (!marker || marker.state !== "loaded") {
+    if (marker?.state !== "loaded") {
       fail(tool, "warning: the readiness marker does not say loaded: this Redis may not hold a complete data set");
     }
     await drainStdout();
@@ -360,7 +365,10 @@ async function runImport(file: string, waitMs: number | undefined): Promise<numb
   } catch (err) {
     if (err instanceof LeaseBusyError) fail(tool, err.message);
     else if (err instanceof LeaseLostError) {
-      fail(tool, "lost the writer lease during the import (another writer took over): the import stopped part-way and the readiness marker does not say loaded");
+      fail(
+        tool,
+        "lost the writer lease during the import (another writer took over): the import stopped part-way and the readiness marker does not say loaded",
+      );
     } else fail(tool, `writing to Redis at ${describeRedis(config.redis)} failed: ${(err as Error).message}`);
     return 1;
   } finally {

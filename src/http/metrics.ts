@@ -2,7 +2,7 @@
  * Prometheus metrics (prefix `schematic_replicator_`). Counters are read from the pipeline's own counters at
  * scrape time, so the hot path pays nothing for them; only Redis write latency is observed as it happens.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { Replicator } from "../replication/replicator.js";
 
 const P = "schematic_replicator_";
@@ -41,11 +41,21 @@ export function createMetrics(r: Replicator, build: { version: string; cacheVers
         this.inc(read());
       },
     });
-  simple(`${P}messages_coalesced_total`, "Full states merged into a later full state of the same entity before writing.", () => r.stats.coalesced ?? 0);
+  simple(
+    `${P}messages_coalesced_total`,
+    "Full states merged into a later full state of the same entity before writing.",
+    () => r.stats.coalesced ?? 0,
+  );
   simple(`${P}redis_retries_total`, "Redis reads or writes that failed and were retried.", () => r.stats.retried ?? 0);
-  simple(`${P}messages_skipped_total`, "Malformed or invalid messages skipped (logged with the reason).", () => r.stats.skipped ?? 0);
+  simple(
+    `${P}messages_skipped_total`,
+    "Malformed or invalid messages skipped (logged with the reason).",
+    () => r.stats.skipped ?? 0,
+  );
   simple(`${P}messages_dropped_total`, "Messages dropped. Always 0: full queues pause the socket instead.", () => 0);
-  simple(`${P}datastream_reconnects_total`, "Datastream reconnections.", () => Math.max(0, (r.stats.connections ?? 0) - 1));
+  simple(`${P}datastream_reconnects_total`, "Datastream reconnections.", () =>
+    Math.max(0, (r.stats.connections ?? 0) - 1),
+  );
   simple(`${P}replays_total`, "Reconnections that resumed from the replay cursor.", () => r.stats.replaysEngaged ?? 0);
   simple(`${P}full_reloads_total`, "Full loads of companies and users over REST.", () => r.fullReloads);
 

@@ -119,6 +119,9 @@ async function evictMissing(
 ): Promise<number> {
   const idPrefix = kind === "company" ? o.keys.companyId("") : o.keys.userId("");
   let evicted = 0;
+  // Everything queued before the scan (this load's rows, stream changes received earlier) must be in Redis first:
+  // a write still queued could recreate an entity after the scan found it absent.
+  await o.pipeline.flushed();
   for await (const batch of o.scanKeys(o.keys.scanPattern(kind))) {
     if (signal.aborted) break;
     const strayLookups: string[] = [];

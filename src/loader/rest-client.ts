@@ -52,7 +52,7 @@ export class RestClient {
   private async get(path: string, signal: AbortSignal): Promise<unknown> {
     for (let attempt = 1; ; attempt++) {
       if (signal.aborted) throw new LoadCancelledError("load cancelled");
-      await this.o.breaker.waitUntilClosed(signal);
+      const trial = await this.o.breaker.waitUntilClosed(signal);
       await this.acquire(signal);
       let retryAfterMs: number | undefined;
       try {
@@ -75,7 +75,11 @@ export class RestClient {
         this.o.breaker.success();
         return body;
       } catch (err) {
-        if (err instanceof AuthRejectedError || signal.aborted) throw signal.aborted ? new LoadCancelledError("load cancelled") : err;
+        if (err instanceof AuthRejectedError || signal.aborted) {
+          // A cancelled trial must not leave the (shared) breaker half-open for every later load.
+          this.o.breaker.abandon(trial);
+          throw signal.aborted ? new LoadCancelledError("load cancelled") : err;
+        }
         this.failures++;
         this.o.breaker.failure();
         const delay = Math.max(retryAfterMs ?? 0, backoffDelay(attempt, 200, 30_000));

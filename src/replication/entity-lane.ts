@@ -46,8 +46,21 @@ export class EntityLane {
   private running: Promise<void> | undefined;
   private busy = false;
   private stopped = false;
+  /** Jobs ever queued (coalesced pushes excluded), jobs ever taken, and how many of those are applied (FIFO). */
+  private enqueued = 0;
+  private taken = 0;
+  private appliedCount = 0;
 
   constructor(private readonly o: LaneOptions) {}
+
+  /** A mark covering every job queued so far; {@link reached} tells when all of them are applied. */
+  mark(): number {
+    return this.enqueued;
+  }
+
+  reached(mark: number): boolean {
+    return this.appliedCount >= mark;
+  }
 
   get depth(): number {
     return this.queue.length - this.head;
@@ -78,6 +91,9 @@ export class EntityLane {
     this.queue = [];
     this.head = 0;
     this.queuedFull.clear();
+    // Discarded jobs count as done for marks: nobody must wait for them.
+    this.taken = this.enqueued;
+    this.appliedCount = this.enqueued;
   }
 
   push(job: EntityJob): void {
@@ -92,6 +108,7 @@ export class EntityLane {
       }
     }
     this.queue.push(job);
+    this.enqueued++;
     if (job.op === "full" && job.source === "stream") this.queuedFull.set(job.id, job);
     else this.queuedFull.delete(job.id);
     this.wake?.();
@@ -101,6 +118,7 @@ export class EntityLane {
     const end = Math.min(this.queue.length, this.head + max);
     const batch = this.queue.slice(this.head, end);
     this.head = end;
+    this.taken += batch.length;
     if (this.head > 4096 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
@@ -126,6 +144,7 @@ export class EntityLane {
       this.busy = true;
       try {
         await this.applyBatch(this.take(this.o.batchSize));
+        this.appliedCount = Math.max(this.appliedCount, this.taken);
       } finally {
         this.busy = false;
       }
@@ -138,9 +157,9 @@ export class EntityLane {
     const live = batch.filter((job) => job.source === "stream" || !this.o.supersededByStream(kind, job.id, job.generation));
     const byId = new Map<string, EntityJob[]>();
     for (const job of live) {
-      let list = byId.get(job.id);
-      if (list) list.push(job);
-      else byId.set(job.id, (list = [job]));
+      const list = byId.get(job.id) ?? [];
+      if (list.length === 0) byId.set(job.id, list);
+      list.push(job);
       if (job.source !== "load" || job.op !== "full") continue;
       // A REST row may predate partials already applied (or skipped for want of a base): apply them again on top.
       for (const data of this.o.streamPartials?.(kind, job.id) ?? []) {

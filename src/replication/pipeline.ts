@@ -160,8 +160,12 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   beginLoad(mode: "hold" | "stream-wins"): number {
     this.loadGeneration++;
     this.loadEnded = false;
-    if (mode === "hold") this.held ??= [];
-    else {
+    if (mode === "hold") {
+      // Changes held for a load that was cut short happened before anything this load will read: apply them now,
+      // ahead of its rows. Held back until after them, they would overwrite newer REST data with older states.
+      for (const job of this.held ?? []) this.route(job);
+      this.held = [];
+    } else {
       this.touched = new Set();
       this.partials = new Map();
     }
@@ -184,6 +188,16 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     this.loadEnded = false;
     this.touched = undefined;
     this.partials = undefined;
+  }
+
+  /**
+   * Resolves once every company and user job queued so far is written (later ones may still be queued). The loader
+   * waits for it before scanning for entities to evict, so a queued write cannot recreate one after the scan.
+   */
+  async flushed(): Promise<void> {
+    const lanes = [...this.lanes.company, ...this.lanes.user];
+    const marks = lanes.map((lane) => lane.mark());
+    while (!this.abort.signal.aborted && lanes.some((lane, i) => !lane.reached(marks[i]!))) await this.nextProgress();
   }
 
   /** Whether a stream change to this entity arrived since the current load began (async loading). */

@@ -128,6 +128,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       new StoreWriter(this.d.redis, {
         ttlMs: c.cacheTtlMs,
         lease: c.writerLock.disabled ? undefined : { key: c.writerLock.key, token: () => this.lease?.token() },
+        log,
       }),
       (operation, seconds) => this.observeRedis(operation, seconds),
     );

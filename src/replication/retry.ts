@@ -20,14 +20,22 @@ export interface RetryContext {
 
 export async function withRetry<T>(what: string, ctx: RetryContext, call: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
-    await ctx.breaker.waitUntilClosed(ctx.signal);
-    if (ctx.signal.aborted) throw new StoppedError("pipeline stopped");
+    const trial = await ctx.breaker.waitUntilClosed(ctx.signal);
+    if (ctx.signal.aborted) {
+      // Never keep the half-open trial without an outcome: the breaker would stay half-open for every later caller.
+      ctx.breaker.abandon(trial);
+      throw new StoppedError("pipeline stopped");
+    }
     try {
       const result = await call();
       ctx.breaker.success();
       return result;
     } catch (err) {
-      if (err instanceof LeaseLostError) throw err;
+      if (err instanceof LeaseLostError) {
+        // Redis answered (and refused the write): it is healthy, whatever this writer's role is now.
+        ctx.breaker.success();
+        throw err;
+      }
       ctx.breaker.failure();
       ctx.stats.retried++;
       const delay = backoffDelay(attempt, 50, 2000);

@@ -1,9 +1,9 @@
 /**
  * Cluster routing helpers: the hash slot of a key (CRC16/XMODEM of the key, or of its `{hash tag}`, mod 16384)
- * and grouping of keys by the node set that serves their slot, because an ioredis Cluster pipeline must stay on
- * one node. Keys in this project carry no hash tags, so a batch spreads over every master.
+ * and grouping of keys by the master that serves their slot, because a pipeline must stay on one node. Keys in this
+ * project carry no hash tags, so a batch spreads over every master.
  */
-import type { Cluster } from "ioredis";
+import type { Cluster, Redis } from "ioredis";
 
 const CRC16_TABLE = (() => {
   const table = new Uint16Array(256);
@@ -32,22 +32,34 @@ export function keySlot(key: string): number {
   return crc16(bytes, 0, bytes.length) & 16383;
 }
 
+/** `host:port`, as ioredis names a cluster node in `cluster.slots`. */
+export function nodeKey(node: Redis): string {
+  return `${node.options.host}:${node.options.port}`;
+}
+
 /**
- * Groups item indexes by the node set serving each key's slot, keeping their order inside a group. Before the
- * first slots refresh everything lands in one group (the pipeline then waits for the cluster to be ready and
- * fails cleanly if the keys turn out to span nodes; the caller retries).
+ * Groups items by the master serving each key's slot (from the client's last slots refresh), keeping their order
+ * inside a group, with that master's connection. Items whose slot has no known master (before the first refresh,
+ * or a slot no node serves) form one group with `node` undefined: the caller sends those through the cluster
+ * client, which waits for the slot map and follows redirects.
  */
-export function groupBySlotOwner<T>(cluster: Cluster, items: readonly T[], keyOf: (item: T) => string): T[][] {
-  const groups = new Map<string, T[]>();
+export function groupByMaster<T>(
+  cluster: Cluster,
+  items: readonly T[],
+  keyOf: (item: T) => string,
+): { node: Redis | undefined; items: T[] }[] {
+  const byKey = new Map<string, Redis>();
+  for (const node of cluster.nodes("master")) byKey.set(nodeKey(node), node);
+  const groups = new Map<Redis | undefined, T[]>();
   for (const item of items) {
-    const owners = cluster.slots[keySlot(keyOf(item))];
-    const id = owners && owners.length > 0 ? owners.join(";") : "?";
-    let group = groups.get(id);
+    const owner = cluster.slots[keySlot(keyOf(item))]?.[0];
+    const node = owner === undefined ? undefined : byKey.get(owner);
+    let group = groups.get(node);
     if (!group) {
       group = [];
-      groups.set(id, group);
+      groups.set(node, group);
     }
     group.push(item);
   }
-  return [...groups.values()];
+  return [...groups].map(([node, list]) => ({ node, items: list }));
 }

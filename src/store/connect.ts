@@ -7,7 +7,8 @@
  *   timeout per command, not separate read and write deadlines);
  * - `maxRetries` → `maxRetriesPerRequest` (reconnect attempts a queued command waits through before it fails), and
  *   the number of extra start-up attempts in {@link waitForRedis};
- * - `maxRedirects` → Cluster `maxRedirections`;
+ * - `maxRedirects` → Cluster `maxRedirections` (for commands the cluster client routes; the batch writer sends
+ *   redirected ops through it, see writer.ts);
  * - `routeByLatency` has no ioredis equivalent (go-redis sends read-only commands to the closest node); reads go
  *   to masters (`scaleReads: "master"`), which is also what read-your-writes needs. A warning is logged.
  * Connections are lazy: nothing is dialled until the first command, normally {@link waitForRedis}'s PING.
@@ -58,6 +59,8 @@ export function createRedis(cfg: RedisConfig, options: CreateRedisOptions = {}):
       lazyConnect: true,
       clusterRetryStrategy: reconnect,
       slotsRefreshTimeout: Math.max(cfg.dialTimeoutMs, 1000),
+      // Redirects and closed connections refresh the slot map at once; this also finds masters added later.
+      slotsRefreshInterval: 5000,
       // With TLS the certificates name the hosts the cluster announces; resolving them to IPs first (the
       // default) would break verification, so hand the announced names straight to the TLS connection.
       ...(tls
@@ -79,6 +82,8 @@ export function createRedis(cfg: RedisConfig, options: CreateRedisOptions = {}):
       retryStrategy: reconnect,
       sentinelRetryStrategy: (times: number) => Math.min(250 * times, 2000),
       failoverDetector: true,
+      // A demoted master answers writes with READONLY: ask the sentinels again (the write is retried by the caller).
+      reconnectOnError: (err: Error) => (/^READONLY\b/.test(err.message) ? 1 : false),
       // go-redis uses one TLS configuration for the sentinels and the master; so do we.
       ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
     });
@@ -115,6 +120,14 @@ function tlsOptions(tls: RedisTlsConfig | undefined): ConnectionOptions | undefi
   if (tls.key) out.key = tls.key;
   if (tls.serverName) out.servername = tls.serverName;
   return out;
+}
+
+/**
+ * `schematic-replicator:{id}` as a CLIENT SETNAME name: Redis refuses spaces and anything outside printable ASCII,
+ * which a host name could hold, so those become `_`.
+ */
+export function redisConnectionName(id: string): string {
+  return `schematic-replicator:${id}`.replace(/[^!-~]/g, "_");
 }
 
 /** `127.0.0.1:6379`, `cluster 10.0.0.1:7000,10.0.0.2:7000`, `Sentinel master "mymaster" (sentinels a:26379)`. */

@@ -7,14 +7,24 @@
  * token and writes nothing otherwise ("fencing", DESIGN.md §6 "Writer lease"): a writer that was cut off and
  * reconnects after losing the lease cannot write. The check and the writes are one atomic script.
  *
- * Cluster: the keys live in many slots, so a script cannot cover them. One pipeline per node of single-key
- * commands (SET / DEL / a one-key EVALSHA for delIfEquals), all nodes in parallel. The lease is timing-based only:
- * the batch is refused when the lease's token() says it is not held, but nothing is checked on the server.
+ * Cluster: the keys live in many slots, so a script cannot cover them. One pipeline of single-key commands (SET /
+ * DEL / a one-key EVALSHA for delIfEquals) per master, sent on that master's own connection, all masters in
+ * parallel. Ops a master redirects (MOVED after a failover or a resharding, ASK during a slot migration) or fails
+ * are sent again one by one through the cluster client, which follows redirects (at most REDIS_MAX_REDIRECTS), in
+ * their original order per key. The lease is timing-based only: the batch is refused when the lease's token()
+ * says it is not held, but nothing is checked on the server.
+ *
+ * Sentinel and Cluster: a batch also waits for a replica's acknowledgement (see acks.ts), so a failover cannot
+ * lose a write the caller was told succeeded.
  */
 import type { Cluster, Redis } from "ioredis";
-import { groupBySlotOwner } from "./cluster.js";
+import { type AckOptions, type AckPlan, NotReplicatedError, ReplicaAcks } from "./acks.js";
+import { groupByMaster } from "./cluster.js";
 import { isCluster, type RedisClient } from "./connect.js";
+import type { StoreLog } from "./log.js";
 import { isNoScript, LuaScript } from "./script.js";
+
+export { NotReplicatedError };
 
 export type WriteOp =
   /** `ttl: false`: never expires, whatever the writer's TTL (control keys: marker, cursor). */
@@ -37,7 +47,16 @@ export interface StoreWriterOptions {
   maxOpsPerCall?: number;
   /** Largest payload of one script call in bytes (default 8 MiB). */
   maxBytesPerCall?: number;
+  /**
+   * Replica acknowledgements (acks.ts). Default: on for Sentinel and Cluster (WAIT timeout half the command
+   * timeout, 100 ms to 2 s; grace 15 s), off for a single node; `false`: off.
+   */
+  acks?: Partial<AckOptions> | false;
+  log?: StoreLog;
 }
+
+/** Default grace of replica acknowledgements: how long writes insist on a replica that went away. */
+export const ACK_GRACE_MS = 15_000;
 
 /** The batch was refused because this instance does not hold the writer lease (nothing was written). */
 export class LeaseLostError extends Error {
@@ -100,6 +119,8 @@ export class StoreWriter {
   private readonly lease: WriterLeaseRef | undefined;
   private readonly maxOps: number;
   private readonly maxBytes: number;
+  /** Replica acknowledgements, or undefined (single node, or turned off). */
+  readonly acks: ReplicaAcks | undefined;
 
   constructor(
     readonly client: RedisClient,
@@ -109,9 +130,21 @@ export class StoreWriter {
     this.lease = opts.lease;
     this.maxOps = Math.max(1, opts.maxOpsPerCall ?? 1000);
     this.maxBytes = Math.max(1, opts.maxBytesPerCall ?? 8 * 1024 * 1024);
+    const failover = isCluster(client) || (client.options.sentinels?.length ?? 0) > 0;
+    if (opts.acks !== false && (failover || opts.acks)) {
+      const commandTimeout = isCluster(client)
+        ? client.options.redisOptions?.commandTimeout
+        : (client as Redis).options.commandTimeout;
+      this.acks = new ReplicaAcks({
+        timeoutMs: Math.min(2000, Math.max(100, (commandTimeout ?? 2000) / 2)),
+        graceMs: ACK_GRACE_MS,
+        log: opts.log,
+        ...(opts.acks || {}),
+      });
+    }
   }
 
-  /** GET of every key in one round trip (MGET chunks on a single node, per-node GET pipelines on a cluster). */
+  /** GET of every key in one round trip (MGET chunks on a single node, per-master GET pipelines on a cluster). */
   async readMany(keys: string[]): Promise<(string | null)[]> {
     if (keys.length === 0) return [];
     const client = this.client;
@@ -171,22 +204,37 @@ export class StoreWriter {
     let start = 0;
     let reload = false;
     for (;;) {
+      const plan = this.acks?.plan(client) ?? NO_ACKS;
       const pipe = client.pipeline();
+      if (plan.role) pipe.call("ROLE");
       if (reload) pipe.script("LOAD", APPLY_SCRIPT.source);
       for (const call of calls.slice(start)) {
         pipe.evalsha(APPLY_SCRIPT.sha, call.keys.length, ...call.keys, ...call.args);
       }
+      if (plan.wait) pipe.call("WAIT", "1", String(this.acks!.timeoutMs));
       const results = await pipe.exec();
       if (!results) throw new Error("Redis pipeline was discarded");
-      const offset = reload ? 1 : 0;
-      if (reload && results[0]?.[0]) throw results[0][0];
-      const failed = results.findIndex(([err], i) => i >= offset && Boolean(err));
-      if (failed < 0) return;
+      const role = plan.role ? reply(results[0]) : undefined;
+      const wait = plan.wait ? reply(results.at(-1)) : undefined;
+      const first = (plan.role ? 1 : 0) + (reload ? 1 : 0);
+      const end = results.length - (plan.wait ? 1 : 0);
+      if (reload && results[first - 1]?.[0]) throw results[first - 1]![0];
+      let failed = -1;
+      for (let i = first; i < end; i++) {
+        if (results[i]![0]) {
+          failed = i;
+          break;
+        }
+      }
+      if (failed < 0) {
+        await this.acks?.settle(client, plan, role, wait);
+        return;
+      }
       const err = results[failed]![0]!;
       if (isNoScript(err) && !reload) {
         // The server lost its script cache (restart, failover, SCRIPT FLUSH): the calls from this one on did not
         // run. Load the script and send them again, in the same order.
-        start += failed - offset;
+        start += failed - first;
         reload = true;
         continue;
       }
@@ -196,14 +244,40 @@ export class StoreWriter {
   }
 
   private async applyCluster(cluster: Cluster, ops: WriteOp[]): Promise<void> {
-    const groups = groupBySlotOwner(cluster, ops, (op) => op.key);
-    const settled = await Promise.allSettled(groups.map((group) => this.applyClusterGroup(cluster, group, false)));
-    for (const s of settled) if (s.status === "rejected") throw s.reason;
+    const groups = groupByMaster(cluster, ops, (op) => op.key);
+    const redo: WriteOp[] = [];
+    const settled = await Promise.allSettled(
+      groups.map(async ({ node, items }) => {
+        if (!node) {
+          redo.push(...items);
+          return;
+        }
+        redo.push(...(await this.applyOnNode(node, items)));
+      }),
+    );
+    let failure: unknown;
+    for (const s of settled) if (s.status === "rejected") failure ??= s.reason;
+    if (redo.length > 0) {
+      cluster.refreshSlotsCache();
+      await this.applyRedirected(cluster, redo);
+      // Those ops went to whichever master now serves them: confirm every master's replica has what we sent it.
+      const acks = this.acks;
+      if (acks) {
+        const ready = cluster.nodes("master").filter((node) => node.status === "ready");
+        await Promise.all(ready.map((node) => acks.confirm(node)));
+      }
+    }
+    if (failure !== undefined) throw failure;
   }
 
-  private async applyClusterGroup(cluster: Cluster, ops: WriteOp[], reload: boolean): Promise<void> {
-    const pipe = cluster.pipeline();
-    if (reload) pipe.script("LOAD", DEL_IF_EQUALS_SCRIPT.source);
+  /**
+   * One pipeline on one master's connection. Returns the ops to send again through the cluster client: every op
+   * that failed (MOVED, ASK, a closed connection, …) and, to keep the order per key, the later ops on its key.
+   */
+  private async applyOnNode(node: Redis, ops: WriteOp[]): Promise<WriteOp[]> {
+    const plan = this.acks?.plan(node) ?? NO_ACKS;
+    const pipe = node.pipeline();
+    if (plan.role) pipe.call("ROLE");
     for (const op of ops) {
       if (op.op === "set") {
         if (op.ttl !== false && this.ttlMs > 0) pipe.set(op.key, op.value, "PX", this.ttlMs);
@@ -214,37 +288,101 @@ export class StoreWriter {
         pipe.evalsha(DEL_IF_EQUALS_SCRIPT.sha, 1, op.key, op.value);
       }
     }
-    const results = await pipe.exec();
-    if (!results) throw new Error("Redis pipeline was discarded");
-    const offset = reload ? 1 : 0;
-    if (reload && results[0]?.[0]) throw results[0][0];
-    const noScript = results.findIndex(([err], i) => i >= offset && Boolean(err) && isNoScript(err));
-    if (noScript >= 0 && !reload) {
-      // Replaying the suffix in order gives the same final state: SET and DEL are idempotent, and each
-      // compare-and-delete is evaluated again after the ops that precede it.
-      await this.applyClusterGroup(cluster, ops.slice(noScript - offset), true);
-      return;
+    if (plan.wait) pipe.call("WAIT", "1", String(this.acks!.timeoutMs));
+    let results: PipelineResult;
+    try {
+      results = await pipe.exec();
+    } catch {
+      return ops;
     }
-    const failed = results.find(([err], i) => i >= offset && Boolean(err));
-    if (failed) throw failed[0];
+    if (!results) return ops;
+    const offset = plan.role ? 1 : 0;
+    const failedKeys = new Set<string>();
+    const redo: WriteOp[] = [];
+    ops.forEach((op, i) => {
+      const [err] = results[i + offset] ?? [new Error("no reply")];
+      if (err || failedKeys.has(op.key)) {
+        failedKeys.add(op.key);
+        redo.push(op);
+      }
+    });
+    await this.acks?.settle(
+      node,
+      plan,
+      plan.role ? reply(results[0]) : undefined,
+      plan.wait ? reply(results.at(-1)) : undefined,
+    );
+    return redo;
   }
+
+  /** Sends ops one by one through the cluster client (it follows MOVED/ASK), in order per key, keys in parallel. */
+  private async applyRedirected(cluster: Cluster, ops: WriteOp[]): Promise<void> {
+    const byKey = new Map<string, WriteOp[]>();
+    for (const op of ops) {
+      const list = byKey.get(op.key);
+      if (list) list.push(op);
+      else byKey.set(op.key, [op]);
+    }
+    const settled = await Promise.allSettled(
+      [...byKey.values()].map(async (list) => {
+        for (const op of list) {
+          if (op.op === "set") {
+            if (op.ttl !== false && this.ttlMs > 0) await cluster.set(op.key, op.value, "PX", this.ttlMs);
+            else await cluster.set(op.key, op.value);
+          } else if (op.op === "del") {
+            await cluster.del(op.key);
+          } else {
+            await DEL_IF_EQUALS_SCRIPT.run(cluster, [op.key], [op.value]);
+          }
+        }
+      }),
+    );
+    for (const s of settled) if (s.status === "rejected") throw s.reason;
+  }
+}
+
+const NO_ACKS: AckPlan = { role: false, wait: false };
+
+/** A pipeline reply: the value, or the Error. */
+function reply(entry: [Error | null, unknown] | undefined): unknown {
+  if (!entry) return new Error("no reply");
+  return entry[0] ?? entry[1];
 }
 
 async function readManyCluster(cluster: Cluster, keys: string[]): Promise<(string | null)[]> {
   const out: (string | null)[] = new Array(keys.length).fill(null);
   const indexes = keys.map((_, i) => i);
-  const groups = groupBySlotOwner(cluster, indexes, (i) => keys[i]!);
-  const settled = await Promise.allSettled(
-    groups.map(async (group) => {
-      const pipe = cluster.pipeline();
-      for (const i of group) pipe.get(keys[i]!);
-      const results = checkPipeline(await pipe.exec());
-      group.forEach((i, n) => {
-        out[i] = results[n] as string | null;
+  const groups = groupByMaster(cluster, indexes, (i) => keys[i]!);
+  const redo: number[] = [];
+  await Promise.all(
+    groups.map(async ({ node, items }) => {
+      if (!node) {
+        redo.push(...items);
+        return;
+      }
+      const pipe = node.pipeline();
+      for (const i of items) pipe.get(keys[i]!);
+      let results: PipelineResult;
+      try {
+        results = await pipe.exec();
+      } catch {
+        results = null;
+      }
+      items.forEach((i, n) => {
+        const entry = results?.[n];
+        if (!entry || entry[0]) redo.push(i);
+        else out[i] = entry[1] as string | null;
       });
     }),
   );
-  for (const s of settled) if (s.status === "rejected") throw s.reason;
+  if (redo.length > 0) {
+    cluster.refreshSlotsCache();
+    // Redirected or failed reads: one by one through the cluster client, which follows MOVED/ASK.
+    const values = await Promise.all(redo.map((i) => cluster.get(keys[i]!)));
+    redo.forEach((i, n) => {
+      out[i] = values[n] ?? null;
+    });
+  }
   return out;
 }
 

@@ -23,19 +23,27 @@ export class CircuitBreaker extends EventEmitter {
     super();
   }
 
-  /** Resolves when a call may be attempted (immediately while closed). */
-  async waitUntilClosed(signal?: AbortSignal): Promise<void> {
+  /**
+   * Resolves when a call may be attempted (immediately while closed). Resolves true when the caller was let through
+   * as the half-open trial: it must then report success() or failure(), or abandon() the trial if it does not call.
+   */
+  async waitUntilClosed(signal?: AbortSignal): Promise<boolean> {
     for (;;) {
-      if (signal?.aborted) return;
-      if (this.state === "closed") return;
+      if (signal?.aborted) return false;
+      if (this.state === "closed") return false;
       const remaining = this.openedAt + this.timeoutMs - this.now();
       if (this.state === "open" && remaining <= 0) this.transition("half_open");
       if (this.state === "half_open" && !this.trialInFlight) {
         this.trialInFlight = true;
-        return;
+        return true;
       }
       await sleep(this.state === "open" ? Math.max(remaining, 10) : 20, signal);
     }
+  }
+
+  /** The trial let through by waitUntilClosed() will not be attempted (cancelled): let another caller try. */
+  abandon(trial: boolean): void {
+    if (trial) this.trialInFlight = false;
   }
 
   success(): void {

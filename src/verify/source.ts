@@ -12,14 +12,14 @@
  * Requests are retried a few times with backoff; a rejected API key is not retried.
  */
 import WebSocket from "ws";
-import type { Config } from "../config/types.js";
 import { redactUrl } from "../config/load.js";
+import type { Config } from "../config/types.js";
 import { CLIENT_NAME } from "../datastream/protocol.js";
 import { FixtureError, loadFixtureFile, parseFixture } from "../emulator/fixture.js";
+import { parseRetryAfter } from "../loader/rest-client.js";
 import { EntityError, parseFlag } from "../model/entities.js";
 import { restCompanyToEngine, restUserToEngine } from "../model/rest.js";
 import { ENTITY_TYPES, type Fixture } from "../model/wire.js";
-import { parseRetryAfter } from "../loader/rest-client.js";
 import { sleep } from "../util/time.js";
 
 /** The source could not be read; the message is one line. */
@@ -161,9 +161,7 @@ async function restGet(o: ApiSourceOptions, path: string): Promise<unknown> {
       await sleep(delay);
     }
   }
-  throw new SourceError(
-    `cannot read GET ${redactUrl(o.apiUrl)}${path} after ${attempts} attempts: ${last}`,
-  );
+  throw new SourceError(`cannot read GET ${redactUrl(o.apiUrl)}${path} after ${attempts} attempts: ${last}`);
 }
 
 async function listAll<T extends { id: string }>(
@@ -203,7 +201,8 @@ async function listAll<T extends { id: string }>(
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, pages) }, worker));
-    if (skipped > 0) o.warn?.(`${skipped} ${kind} rows could not be read and were left out (the replicator skips them too)`);
+    if (skipped > 0)
+      o.warn?.(`${skipped} ${kind} rows could not be read and were left out (the replicator skips them too)`);
     if (rows.size + skipped === count) break;
     o.warn?.(`${kind}: ${rows.size + skipped} rows listed but the count says ${count}; listing again`);
   }

@@ -109,7 +109,7 @@ export function formatDifferences(diffs: Difference[], max = 15): string {
 export async function waitInSync(
   redis: Redis,
   emulatorUrl: string,
-  { keys = defaultKeys(), expectTtl = false, timeoutMs = 30_000, what = "Redis to equal the emulator" } = {},
+  { keys = defaultKeys(), expectTtl = false, timeoutMs = 60_000, what = "Redis to equal the emulator" } = {},
 ): Promise<void> {
   let last: Difference[] = [];
   try {
@@ -243,7 +243,7 @@ export async function startReplicatorModeSdk(opts: {
         const v = ds.getReplicatorCacheVersion();
         return ds.isReplicatorReady() && !!v && (opts.expectVersion === undefined || v === opts.expectVersion);
       },
-      { timeoutMs: opts.timeoutMs ?? 30_000, what: "the SDK to report the replicator ready with its cache version" },
+      { timeoutMs: opts.timeoutMs ?? 60_000, what: "the SDK to report the replicator ready with its cache version" },
     );
   } catch (err) {
     await close();
@@ -269,6 +269,7 @@ export async function startDirectSdk(emulatorUrl: string, probeFlag: string): Pr
   });
   const ds = internals(client);
   await waitFor(async () => (await ds.getFlag(probeFlag)) !== null, {
+    timeoutMs: 60_000,
     what: "the direct-mode SDK to receive the flags snapshot",
   });
   return client;

@@ -103,7 +103,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         );
       } catch (err) {
         const rep = stack.rep;
-        const shown = last.slice(0, 10).map((d) => `${d.kind} ${d.key} ${d.detail ?? ""}`);
+        const kinds = new Map<string, number>();
+        for (const d of last) kinds.set(d.kind, (kinds.get(d.kind) ?? 0) + 1);
+        const shown = [JSON.stringify(Object.fromEntries(kinds))];
+        for (const kind of ["missing", "stale", "extra"]) {
+          for (const d of last.filter((x) => x.kind === kind).slice(0, 8)) shown.push(`${d.kind} ${d.key} ${d.detail ?? ""}`);
+        }
         const logs = rep ? rep.logs.slice(-25).join("\n") : "";
         let debug = "";
         try {

@@ -122,6 +122,7 @@ async function waitForPing(port: number, args: string[] | undefined): Promise<vo
       maxRetriesPerRequest: 0,
       retryStrategy: () => null,
     });
+    probe.on("error", () => undefined); // connect() rejects with it; no "Unhandled error event" noise
     try {
       await probe.connect();
       await probe.ping();

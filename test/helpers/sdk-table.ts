@@ -118,7 +118,11 @@ export const TABLE: TableRow[] = [
     context: { company: { domain: "tyrell.example" }, user: bob },
     expected: "FFFTFFT TFTFTFF",
   },
-  { name: "wayne + alice", context: { company: { domain: "wayne.example" }, user: alice }, expected: "TFTTFFF FFTFTTT" },
+  {
+    name: "wayne + alice",
+    context: { company: { domain: "wayne.example" }, user: alice },
+    expected: "TFTTFFF FFTFTTT",
+  },
   { name: "bob alone", context: { user: bob }, expected: "FFFFFFF FFTFTFF" },
   { name: "carol alone", context: { user: { email: "carol@globex.example" } }, expected: "FFFFFFF FFFFTFF" },
   { name: "no context", context: {}, expected: "FFFFFFF FFFFTFF" },

@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# schematic-replicator: replicates Schematic flags, companies and users into Redis for the SDKs' replicator mode.
+#
+#   docker build -t schematic-replicator .
+#   docker run --rm -e SCHEMATIC_API_KEY=... -e REDIS_ADDR=redis:6379 -p 8090:8090 schematic-replicator
+#
+# The same image runs the other programs of the package:
+#   docker run --rm --entrypoint node schematic-replicator dist/cli/emulator.js --host 0.0.0.0 --fixture examples/fixture.json
+#   docker run --rm -e REDIS_ADDR=... schematic-replicator verify --source api
+#   docker run --rm -e REDIS_ADDR=... -v "$PWD:/data" schematic-replicator snapshot export /data/snapshot.json
+ARG NODE_IMAGE=node:20-slim
+
+# ---- build: compile TypeScript with the full (dev) dependency set -------------------------------------------------
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+# ---- deps: production dependencies only ----------------------------------------------------------------------------
+FROM ${NODE_IMAGE} AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+
+# ---- runtime: node + production node_modules + dist + examples, as a non-root user --------------------------------
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production \
+    HEALTH_PORT=8090 \
+    LOG_FORMAT=json
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+COPY examples ./examples
+# The node image's unprivileged "node" user, by number so that Kubernetes' runAsNonRoot can verify it.
+USER 1000:1000
+EXPOSE 8090
+# /ready answers 200 only once Redis holds the whole data set; `healthcheck` asks it without curl.
+HEALTHCHECK --interval=10s --timeout=6s --start-period=60s --retries=3 \
+  CMD ["node","dist/cli/replicator.js","healthcheck"]
+ENTRYPOINT ["node","dist/cli/replicator.js"]

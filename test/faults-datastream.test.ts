@@ -1,0 +1,165 @@
+/**
+ * Datastream faults and replicator restarts while changes stream in (issue 4): a close 1012 and a TCP drop (1006)
+ * during a burst, a server `reload`, the replicator stopped with SIGTERM or SIGKILL mid-stream, in both loading
+ * modes. With replay, only the missed changes are applied (no full reload; replays_engaged counts the resume); with
+ * a cursor the server no longer has (a small replay log), or with replay disabled, a full reload. Each case ends with
+ * zero differences against the emulator and the official SDK reading the changed values.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import {
+  background,
+  bulk,
+  churn,
+  markerChange,
+  type Stack,
+  sdkSeesMarker,
+  sleep,
+  startStack,
+  watchReady,
+} from "./helpers/faults.js";
+import { waitFor } from "./helpers/redis.js";
+
+const endsConsistent = async (s: Stack) => {
+  await markerChange(s);
+  await s.waitConsistent(40_000);
+  await sdkSeesMarker(s);
+  assert.equal(await s.debugNumber("messages.dropped"), 0);
+};
+
+/** Drops the connection mid-burst; the replicator must resume from its cursor, not reload. */
+async function dropDuringBurst(s: Stack, how: { code: number } | { drop: true }, tag: string) {
+  const reloads = await s.debugNumber("replay.full_reloads");
+  const replays = await s.debugNumber("replay.replays_engaged");
+  const connections = await s.debugNumber("replay.connections");
+  const ready = watchReady(s.rep);
+  const sending = background(s, churn(3000, { tag, seed: tag.length }), 100, 5);
+  await waitFor(async () => (await s.debugNumber("messages.received")) > 500, { what: "the burst to be flowing" });
+  await s.admin("POST", "/disconnect", how);
+  await sending;
+  await waitFor(async () => (await s.debugNumber("replay.connections")) > connections, { what: "a reconnect" });
+  await endsConsistent(s);
+  await ready.stop();
+  assert.equal(await s.debugNumber("replay.full_reloads"), reloads, "no full reload: the replay covered the gap");
+  assert.ok((await s.debugNumber("replay.replays_engaged")) > replays, "the reconnect resumed from the cursor");
+  assert.deepEqual([...ready.seen], [200], "/ready stayed 200 through the reconnect");
+}
+
+/** Stops the replicator mid-burst, keeps changing, starts a new one: it must resume by replay. */
+async function restartDuringBurst(s: Stack, signal: NodeJS.Signals, tag: string) {
+  const sending = background(s, churn(3000, { tag, seed: 7 + tag.length }), 100, 5);
+  await waitFor(async () => (await s.debugNumber("messages.received")) > 500, { what: "the burst to be flowing" });
+  const old = s.rep;
+  const code = await old.stop(signal);
+  if (signal === "SIGTERM") assert.equal(code, 0, old.logs.slice(-10).join("\n"));
+  await sending;
+  await bulk(s, churn(300, { tag: `${tag}-after`, seed: 3 }));
+  const rep = await s.startReplicator();
+  await rep.waitReady();
+  await endsConsistent(s);
+  const debug = (await rep.debug()).replay as Record<string, number>;
+  assert.equal(debug.full_reloads, 0, "the new process resumed without a full reload");
+  assert.equal(debug.replays_engaged, 1, "the new process resumed from the persisted cursor");
+  assert.ok(rep.logs.some((l) => /resuming the datastream from the replay cursor/.test(l)));
+}
+
+describe("faults: datastream and restarts (sync loading, replay)", () => {
+  let s: Stack;
+  before(async () => {
+    s = await startStack({ env: { USE_ASYNC_LOADING: "false", NUM_WORKERS: "4", BATCH_SIZE: "100" } });
+    await s.rep.waitReady();
+  });
+  after(async () => s?.close());
+
+  test("close 1012 during a burst: resumed by replay, no reload, /ready stays 200", async () => {
+    await dropDuringBurst(s, { code: 1012 }, "c1012");
+  });
+
+  test("TCP drop (1006) during a burst: resumed by replay, no reload, /ready stays 200", async () => {
+    await dropDuringBurst(s, { drop: true }, "c1006");
+  });
+
+  test("a server `reload` message: a full reload, the data stays consistent", async () => {
+    const reloads = await s.debugNumber("replay.full_reloads");
+    const sending = background(s, churn(1000, { tag: "reload", seed: 5 }), 100, 5);
+    await sleep(100);
+    await s.admin("POST", "/reload");
+    await sending;
+    await waitFor(async () => (await s.debugNumber("replay.full_reloads")) > reloads, { what: "a full reload" });
+    await endsConsistent(s);
+  });
+
+  test("replicator stopped with SIGTERM mid-stream: the next one replays only what it missed", async () => {
+    await restartDuringBurst(s, "SIGTERM", "term");
+  });
+
+  test("replicator killed with SIGKILL mid-stream: the next one replays from the persisted cursor", async () => {
+    await restartDuringBurst(s, "SIGKILL", "kill");
+  });
+});
+
+describe("faults: datastream and restarts (async loading, replay)", () => {
+  let s: Stack;
+  before(async () => {
+    s = await startStack({ env: { USE_ASYNC_LOADING: "true", NUM_WORKERS: "2", BATCH_SIZE: "50" } });
+    await s.rep.waitReady();
+  });
+  after(async () => s?.close());
+
+  test("close 1012 during a burst: resumed by replay", async () => {
+    await dropDuringBurst(s, { code: 1012 }, "a1012");
+  });
+
+  test("replicator killed with SIGKILL mid-stream: resumed by replay", async () => {
+    await restartDuringBurst(s, "SIGKILL", "akill");
+  });
+});
+
+describe("faults: cursor the server no longer has, replay disabled", () => {
+  let s: Stack;
+  before(async () => {
+    s = await startStack({ replayLog: 50, env: { NUM_WORKERS: "2" } });
+    await s.rep.waitReady();
+  });
+  after(async () => s?.close());
+
+  test("a reconnect whose cursor fell out of the replay log: full reload", async () => {
+    const reloads = await s.debugNumber("replay.full_reloads");
+    await bulk(s, churn(200, { tag: "pre", seed: 9 }));
+    await s.waitConsistent();
+    // Hold the replicator off the stream (refused upgrades) while more than the log's worth of changes happen.
+    await s.admin("POST", "/faults", { datastream_refuse_status: 503 });
+    await s.admin("POST", "/disconnect", { code: 1012 });
+    await bulk(s, churn(500, { tag: "gap", seed: 10 }));
+    await s.admin("POST", "/faults", {});
+    await waitFor(async () => (await s.debugNumber("replay.full_reloads")) > reloads, {
+      what: "a full reload after the server answered reload",
+    });
+    await endsConsistent(s);
+    assert.ok(s.rep.logs.some((l) => /the server asked for a full reload/.test(l)));
+  });
+
+  test("a restart whose persisted cursor fell out of the replay log: full reload", async () => {
+    await s.rep.stop("SIGTERM");
+    await bulk(s, churn(500, { tag: "gap2", seed: 11 }));
+    const rep = await s.startReplicator();
+    await rep.waitReady();
+    await endsConsistent(s);
+    const replay = (await rep.debug()).replay as Record<string, number>;
+    assert.ok(replay.full_reloads >= 1, "a full reload");
+  });
+
+  test("REPLAY_DISABLED: every reconnect reloads everything, and nothing is lost", async () => {
+    await s.rep.stop("SIGTERM");
+    const rep = await s.startReplicator({ REPLAY_DISABLED: "true" });
+    await rep.waitReady();
+    const reloads = await s.debugNumber("replay.full_reloads");
+    const sending = background(s, churn(1000, { tag: "norep", seed: 12 }), 100, 5);
+    await sleep(200);
+    await s.admin("POST", "/disconnect", { drop: true });
+    await sending;
+    await waitFor(async () => (await s.debugNumber("replay.full_reloads")) > reloads, { what: "a full reload" });
+    await endsConsistent(s);
+    assert.equal(await s.debugNumber("replay.replays_engaged"), 0);
+  });
+});

@@ -1,0 +1,236 @@
+/**
+ * A real Redis Cluster for one test suite: `masters` redis-server processes with `--cluster-enabled yes` (plus one
+ * replica each) on free loopback ports, joined with `redis-cli --cluster create … --cluster-replicas 1
+ * --cluster-yes`. A short `cluster-node-timeout` makes a killed master's replica take over within seconds.
+ * Every process is SIGKILLed when the test process exits (see procs.ts), and `stop()` removes the data directory.
+ */
+import { type ChildProcess, execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Cluster, type RedisOptions } from "ioredis";
+import { command, parseInfo, running, spawnTracked, stopProcess, waitForServer } from "./procs.js";
+import { freePort, waitFor } from "./redis.js";
+
+const run = promisify(execFile);
+
+export interface ClusterNodeProcess {
+  port: number;
+  /** `127.0.0.1:PORT` */
+  addr: string;
+  process: ChildProcess;
+}
+
+export interface ClusterTopologyNode {
+  id: string;
+  addr: string;
+  port: number;
+  role: "master" | "replica";
+  /** The master's id, for a replica. */
+  masterId?: string;
+  failed: boolean;
+  slots: number;
+}
+
+export interface RedisClusterServer {
+  nodes: ClusterNodeProcess[];
+  /** The seed nodes, `127.0.0.1:p1,127.0.0.1:p2,…` (the first masters' addresses). */
+  seeds: string;
+  password?: string;
+  /** A fresh ioredis Cluster client (closed by stop()). */
+  client(): Cluster;
+  /** The cluster as a live node sees it (CLUSTER NODES). */
+  topology(): Promise<ClusterTopologyNode[]>;
+  /** The live masters that serve slots. */
+  masters(): Promise<ClusterTopologyNode[]>;
+  /** Waits until every live node says cluster_state:ok, all slots are served, and each master has a synced replica. */
+  waitHealthy(opts?: { replicas?: boolean; timeoutMs?: number }): Promise<void>;
+  /** SIGKILLs a master and waits until its replica has taken over its slots (returns the new master's address). */
+  killMaster(addr: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export interface StartClusterOptions {
+  masters?: number;
+  /** Sets requirepass and masterauth on every node. */
+  password?: string;
+  /** `cluster-node-timeout` in ms (default 1500). */
+  nodeTimeoutMs?: number;
+  args?: string[];
+}
+
+export async function startCluster(opts: StartClusterOptions = {}): Promise<RedisClusterServer> {
+  const masterCount = opts.masters ?? 3;
+  const dir = mkdtempSync(join(tmpdir(), "redis-cluster-"));
+  const nodes: ClusterNodeProcess[] = [];
+  const clients: Cluster[] = [];
+  const auth: RedisOptions = opts.password ? { password: opts.password } : {};
+  const authArgs = opts.password ? ["--requirepass", opts.password, "--masterauth", opts.password] : [];
+
+  const stop = async () => {
+    for (const c of clients) c.disconnect();
+    await Promise.all(nodes.map((n) => stopProcess(n.process, "SIGKILL")));
+    rmSync(dir, { recursive: true, force: true });
+  };
+
+  try {
+    for (let i = 0; i < masterCount * 2; i++) {
+      const port = await freePort();
+      const child = spawnTracked("redis-server", [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        `nodes-${port}.conf`,
+        "--cluster-node-timeout",
+        String(opts.nodeTimeoutMs ?? 1500),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        dir,
+        ...authArgs,
+        ...(opts.args ?? []),
+      ]);
+      nodes.push({ port, addr: `127.0.0.1:${port}`, process: child });
+    }
+    await Promise.all(nodes.map((n) => waitForServer(n.port, auth)));
+    // redis-cli makes the first `masterCount` addresses masters and gives each a replica from the rest.
+    await run(
+      "redis-cli",
+      [
+        ...(opts.password ? ["-a", opts.password, "--no-auth-warning"] : []),
+        "--cluster",
+        "create",
+        ...nodes.map((n) => n.addr),
+        "--cluster-replicas",
+        "1",
+        "--cluster-yes",
+      ],
+      { timeout: 60_000 },
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+
+  const livePorts = () => nodes.filter((n) => running(n.process)).map((n) => n.port);
+
+  const topology = async (): Promise<ClusterTopologyNode[]> => {
+    let lastErr: unknown;
+    for (const port of livePorts()) {
+      try {
+        return parseClusterNodes(String(await command(port, ["CLUSTER", "NODES"], auth)));
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    throw new Error(`no cluster node answers: ${String(lastErr)}`);
+  };
+
+  const server: RedisClusterServer = {
+    nodes,
+    seeds: nodes
+      .slice(0, masterCount)
+      .map((n) => n.addr)
+      .join(","),
+    password: opts.password,
+    client() {
+      const c = new Cluster(
+        nodes.slice(0, masterCount).map((n) => ({ host: "127.0.0.1", port: n.port })),
+        { redisOptions: { ...auth, maxRetriesPerRequest: 3 }, slotsRefreshTimeout: 2000 },
+      );
+      c.on("error", () => {});
+      c.on("node error", () => {});
+      clients.push(c);
+      return c;
+    },
+    topology,
+    async masters() {
+      return (await topology()).filter((n) => n.role === "master" && !n.failed && n.slots > 0);
+    },
+    async waitHealthy({ replicas = true, timeoutMs = 30_000 } = {}) {
+      await waitFor(
+        async () => {
+          for (const port of livePorts()) {
+            const info = parseInfo(String(await command(port, ["CLUSTER", "INFO"], auth)));
+            if (info.cluster_state !== "ok" || info.cluster_slots_ok !== "16384") return false;
+          }
+          const topo = await topology();
+          const masters = topo.filter((n) => n.role === "master" && !n.failed && n.slots > 0);
+          if (masters.length !== masterCount) return false;
+          if (!replicas) return true;
+          for (const m of masters) {
+            const replica = topo.find((n) => n.masterId === m.id && !n.failed);
+            if (!replica) return false;
+            const info = parseInfo(String(await command(replica.port, ["INFO", "replication"], auth)));
+            if (info.master_link_status !== "up") return false;
+          }
+          return true;
+        },
+        { timeoutMs, intervalMs: 200, what: "the Redis Cluster to be healthy" },
+      );
+    },
+    async killMaster(addr) {
+      const before = await topology();
+      const victim = before.find((n) => n.addr === addr && n.role === "master");
+      if (!victim) throw new Error(`${addr} is not a master`);
+      const replica = before.find((n) => n.masterId === victim.id && !n.failed);
+      if (!replica) throw new Error(`${addr} has no replica to promote`);
+      const proc = nodes.find((n) => n.addr === addr);
+      if (!proc) throw new Error(`${addr} is not one of this cluster's processes`);
+      await stopProcess(proc.process, "SIGKILL");
+      await waitFor(
+        async () => {
+          const topo = await topology();
+          const promoted = topo.find((n) => n.id === replica.id);
+          return promoted?.role === "master" && promoted.slots > 0;
+        },
+        { timeoutMs: 30_000, intervalMs: 100, what: `the replica ${replica.addr} to take over from ${addr}` },
+      );
+      await server.waitHealthy({ replicas: false });
+      return replica.addr;
+    },
+    stop,
+  };
+  try {
+    await server.waitHealthy();
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return server;
+}
+
+/** CLUSTER NODES: `id addr@cport flags master ping pong epoch link slot…` per line. */
+export function parseClusterNodes(text: string): ClusterTopologyNode[] {
+  const out: ClusterTopologyNode[] = [];
+  for (const line of text.split("\n")) {
+    const parts = line.trim().split(" ");
+    if (parts.length < 8) continue;
+    const [id, address, flags, master, , , , , ...slotRanges] = parts as [string, string, string, string, ...string[]];
+    const addr = address.split("@")[0]!;
+    const flagSet = new Set(flags.split(","));
+    let slots = 0;
+    for (const range of slotRanges) {
+      if (range.startsWith("[")) continue; // a slot being migrated or imported
+      const [from, to] = range.split("-").map(Number);
+      slots += (to ?? from!) - from! + 1;
+    }
+    out.push({
+      id,
+      addr,
+      port: Number(addr.split(":").pop()),
+      role: flagSet.has("master") ? "master" : "replica",
+      masterId: master === "-" ? undefined : master,
+      failed: flagSet.has("fail") || flagSet.has("fail?") || flagSet.has("noaddr"),
+      slots,
+    });
+  }
+  return out;
+}

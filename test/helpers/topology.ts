@@ -1,0 +1,275 @@
+/**
+ * Shared pieces of the topology and HA tests (test/topology-*.test.ts, test/ha-*.test.ts):
+ *
+ * - the official TypeScript SDK in replicator mode on any node-redis v4 client (a cluster client from
+ *   `createCluster`, a TLS client), and the end-to-end SDK table of test/e2e-sdk.test.ts run through it;
+ * - bursts of changes through `POST /_emulator/bulk` while a fault happens;
+ * - "Redis equals the emulator" on any ioredis client (Cluster included);
+ * - a replicator run that must fail at start-up, with its exit code and stderr;
+ * - a MONITOR recorder that attributes every data write Redis executes to the replicator connection that sent it.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import sdk from "@schematichq/schematic-typescript-node";
+import { type Cluster, Redis, type RedisOptions } from "ioredis";
+import type { Fixture } from "../../src/model/wire.js";
+import { type Difference, diffRedis } from "../../src/verify/diff.js";
+import {
+  admin,
+  checkSdk,
+  comparable,
+  defaultKeys,
+  emulatorDump,
+  formatDifferences,
+  type SdkClient,
+  type SdkResult,
+  startApiStub,
+  type ApiStub,
+} from "./e2e.js";
+import type { BulkChange } from "./faults.js";
+import { waitFor } from "./redis.js";
+import { allChecks, CONDITION_TYPES, conditionTypes, RULE_TYPES, rulesById } from "./sdk-table.js";
+
+const ENTRY = fileURLToPath(new URL("../../src/cli/replicator.ts", import.meta.url));
+
+// ---- the SDK on any node-redis client ---------------------------------------------------------------------------
+
+/** The part of a node-redis v4 client (single or cluster) the tests need besides what the SDK uses. */
+export interface NodeRedisLike {
+  connect(): Promise<unknown>;
+  quit?(): Promise<unknown>;
+  disconnect(): Promise<unknown>;
+  on(event: "error", listener: (err: Error) => void): unknown;
+}
+
+type SdkRedisClient = NonNullable<
+  NonNullable<ConstructorParameters<typeof sdk.SchematicClient>[0]>["dataStream"]
+>["redisClient"];
+
+interface DataStreamInternals {
+  isReplicatorReady(): boolean;
+  getReplicatorCacheVersion(): string | undefined;
+}
+
+export interface SdkOnRedis {
+  client: SdkClient;
+  stub: ApiStub;
+  close(): Promise<void>;
+}
+
+/**
+ * The official SDK in replicator mode reading through `redis` (connected here; closed by close()), polling
+ * `healthUrl` every 200 ms, its API pointed at a stub that counts and fails every request. Resolves once the SDK
+ * reports the replicator ready with `expectVersion`.
+ */
+export async function startSdkOn(redis: NodeRedisLike, healthUrl: string, expectVersion: string): Promise<SdkOnRedis> {
+  const stub = await startApiStub();
+  redis.on("error", () => undefined);
+  await redis.connect();
+  const client = new sdk.SchematicClient({
+    apiKey: "sch_topology_replicator_mode",
+    basePath: stub.url,
+    eventCaptureBaseURL: stub.captureUrl,
+    logLevel: "error",
+    useDataStream: true,
+    dataStream: {
+      replicatorMode: true,
+      redisClient: redis as unknown as SdkRedisClient,
+      replicatorHealthURL: healthUrl,
+      replicatorHealthCheck: 200,
+    },
+  });
+  const close = async () => {
+    await client.close().catch(() => undefined);
+    await redis.disconnect().catch(() => undefined);
+    await stub.close();
+  };
+  const ds = (client as unknown as { datastreamClient?: DataStreamInternals }).datastreamClient;
+  try {
+    assert.ok(ds, "the SDK started its DataStream client");
+    await waitFor(() => ds.isReplicatorReady() && ds.getReplicatorCacheVersion() === expectVersion, {
+      timeoutMs: 30_000,
+      what: "the SDK to report the replicator ready with its cache version",
+    });
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { client, stub, close };
+}
+
+/**
+ * The end-to-end SDK table (test/helpers/sdk-table.ts), as test/e2e-sdk.test.ts runs it: for every check the
+ * replicator-mode SDK equals the direct-mode SDK and the hand-written value, every company and user context resolves
+ * from Redis, the deciding rules cover every rule type and condition type, and the API is never called.
+ */
+export async function assertSdkTable(viaRedis: SdkOnRedis, direct: SdkClient, fixture: Fixture): Promise<void> {
+  const checks = allChecks();
+  const mismatches: string[] = [];
+  const ruleTypes = new Set<string>();
+  const conditions = new Set<string>();
+  const rules = rulesById(fixture);
+  let trues = 0;
+  for (const c of checks) {
+    const r: SdkResult = await checkSdk(viaRedis.client, c.row.context, c.flag);
+    const d: SdkResult = await checkSdk(direct, c.row.context, c.flag);
+    assert.deepEqual(comparable(r), comparable(d), `${c.name}: replicator mode vs direct mode`);
+    if (r.value !== c.expected) mismatches.push(`${c.name} = ${r.value}, written by hand: ${c.expected}`);
+    if (c.row.context.company) assert.ok(r.companyId, `${c.name}: the company was found in Redis`);
+    if (c.row.context.user) assert.ok(r.userId, `${c.name}: the user was found in Redis`);
+    if (r.value) trues++;
+    if (r.ruleType) ruleTypes.add(r.ruleType);
+    const rule = r.ruleId ? rules.get(r.ruleId) : undefined;
+    if (rule) for (const t of conditionTypes(rule)) conditions.add(t);
+  }
+  assert.deepEqual(mismatches, []);
+  assert.deepEqual(viaRedis.stub.calls, [], "the replicator-mode SDK never called the API");
+  assert.ok(trues >= 50 && checks.length - trues >= 50, `${trues} true of ${checks.length}`);
+  assert.deepEqual([...ruleTypes].sort(), [...RULE_TYPES].sort(), "rule types that decided a check");
+  assert.deepEqual([...conditions].sort(), [...CONDITION_TYPES].sort(), "condition types of deciding rules");
+}
+
+// ---- Redis equals the emulator ------------------------------------------------------------------------------------
+
+/** Polls until diffRedis (any client, Cluster included) finds zero differences against the emulator's dump. */
+export async function waitEqual(
+  db: Redis | Cluster,
+  emulatorUrl: string,
+  { timeoutMs = 40_000, what = "Redis to equal the emulator", logs = () => [] as string[] } = {},
+): Promise<void> {
+  let last: Difference[] = [];
+  try {
+    await waitFor(
+      async () => {
+        const source = await emulatorDump(emulatorUrl);
+        last = (await diffRedis(db, defaultKeys(), source)).differences;
+        return last.length === 0;
+      },
+      { timeoutMs, intervalMs: 250, what },
+    );
+  } catch (err) {
+    throw new Error(
+      `${(err as Error).message}; ${last.length} differences:\n${formatDifferences(last)}\n--- logs ---\n${logs()
+        .slice(-25)
+        .join("\n")}`,
+    );
+  }
+}
+
+/** Sends `changes` through POST /_emulator/bulk in chunks, `pauseMs` apart; resolves with the last stream id. */
+export async function burst(emulatorUrl: string, changes: BulkChange[], chunk = 50, pauseMs = 30): Promise<string> {
+  let last = "";
+  for (let i = 0; i < changes.length; i += chunk) {
+    last = String((await admin(emulatorUrl, "POST", "/bulk", { changes: changes.slice(i, i + chunk) })).stream_id);
+    if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+  }
+  return last;
+}
+
+// ---- a replicator that must fail at start-up ---------------------------------------------------------------------
+
+export interface FailedStart {
+  code: number | null;
+  /** Non-empty stderr lines. */
+  stderr: string[];
+  stdout: string;
+}
+
+/** Runs the replicator with `env` (no defaults added) until it exits (killed after `timeoutMs`). */
+export async function runUntilExit(env: Record<string, string>, timeoutMs = 60_000): Promise<FailedStart> {
+  const child = spawn(process.execPath, ["--import", "tsx", ENTRY], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_FORMAT: "json", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (c: Buffer) => {
+    stdout += c.toString();
+  });
+  child.stderr.on("data", (c: Buffer) => {
+    stderr += c.toString();
+  });
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, stdout, stderr: stderr.split("\n").filter((l) => l.trim() !== "") };
+}
+
+// ---- who writes: MONITOR ------------------------------------------------------------------------------------------
+
+export interface WriteEvent {
+  /** Order in the MONITOR stream (Redis executes commands one at a time). */
+  seq: number;
+  /** Server time (s, from MONITOR). */
+  time: number;
+  /** The client name (CLIENT SETNAME), or its address when it set none. */
+  writer: string;
+  /** `SET key`, `DEL key`, `PEXPIRE key`, … */
+  command: string;
+  key: string;
+}
+
+export interface WriteMonitor {
+  /** Data writes Redis executed (inside scripts or not), lease commands excluded. */
+  writes: WriteEvent[];
+  /** Every client name seen, by address. */
+  names: Map<string, string>;
+  stop(): Promise<void>;
+}
+
+const WRITE_COMMANDS = new Set(["set", "del", "unlink", "pexpire", "expire", "persist", "getdel", "setex", "psetex"]);
+
+/**
+ * Records, through a MONITOR connection, every write command Redis executes on a key other than `leaseKey`,
+ * attributed to the client that sent it: commands a script runs appear as `lua` right after the script's own line
+ * and are attributed to that script's caller. Names come from each connection's CLIENT SETNAME (sent first by
+ * ioredis), so a write is attributed to the replicator whose connection name holds its pid.
+ */
+export async function monitorWrites(port: number, leaseKey: string, options: RedisOptions = {}): Promise<WriteMonitor> {
+  const names = new Map<string, string>();
+  const writes: WriteEvent[] = [];
+  const base = new Redis({ host: "127.0.0.1", port, lazyConnect: true, maxRetriesPerRequest: 1, ...options });
+  base.on("error", () => undefined);
+  await base.connect();
+  // Connections opened before the monitor: their names from CLIENT LIST.
+  for (const line of String(await base.call("CLIENT", "LIST")).split("\n")) {
+    const addr = /\baddr=(\S+)/.exec(line)?.[1];
+    const name = /\bname=(\S*)/.exec(line)?.[1];
+    if (addr && name) names.set(addr, name);
+  }
+  const monitor = await base.monitor();
+  let seq = 0;
+  let caller = "";
+  monitor.on("monitor", (time: string, args: string[], source: string) => {
+    seq++;
+    const cmd = (args[0] ?? "").toLowerCase();
+    if (source !== "lua") {
+      caller = source;
+      if (cmd === "client" && (args[1] ?? "").toLowerCase() === "setname" && args[2]) names.set(source, args[2]);
+    }
+    if (!WRITE_COMMANDS.has(cmd)) return;
+    const key = args[1] ?? "";
+    if (key === leaseKey) return;
+    const from = source === "lua" ? caller : source;
+    writes.push({ seq, time: Number(time), writer: names.get(from) ?? from, command: `${cmd.toUpperCase()} ${key}`, key });
+  });
+  return {
+    writes,
+    names,
+    async stop() {
+      monitor.disconnect();
+      base.disconnect();
+    },
+  };
+}
+
+/**
+ * The writers in the order they wrote, one entry per run of consecutive writes (`[a, b]`: a wrote, then only b).
+ * A writer appearing twice means two instances wrote interleaved.
+ */
+export function writerRuns(writes: WriteEvent[]): string[] {
+  const runs: string[] = [];
+  for (const w of writes) if (runs.at(-1) !== w.writer) runs.push(w.writer);
+  return runs;
+}
