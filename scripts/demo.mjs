@@ -238,9 +238,11 @@ async function main() {
   for (const warning of sdkWarnings) say(`the SDK reported: ${warning}`);
   say("the replicator keeps running: change data with the emulator's admin API and watch Redis follow, e.g.:");
   say(`  curl -X PATCH ${emulatorUrl}/_emulator/companies/comp_soylent -d '{"plan_ids":["plan_pro"]}'`);
-  say(
-    `  redis-cli -u ${redisUrl} GET ${ready.cache_version ? `${process.env.REDIS_KEY_PREFIX || "schematic:"}company:${ready.cache_version}:comp_soylent` : "<key>"}`,
-  );
+  if (redisDir) {
+    // Only for the demo's own Redis: a URL the user named may hold a password.
+    const key = `${process.env.REDIS_KEY_PREFIX || "schematic:"}company:${ready.cache_version}:comp_soylent`;
+    say(`  redis-cli -u ${redisUrl} GET ${key}`);
+  }
   say(`metrics: http://127.0.0.1:${healthPort}/metrics   status: http://127.0.0.1:${healthPort}/debug`);
   say("press Ctrl-C to stop everything.");
 }

@@ -48,7 +48,7 @@ function instructions(text: string): Instruction[] {
 /** The JSON-array flow sequences of docker-compose.yml under `service`, by key (entrypoint, command, test). */
 function composeArrays(text: string, service: string): Record<string, string[]> {
   const lines = text.split(/\r?\n/);
-  const start = lines.findIndex((l) => l === `  ${service}:`);
+  const start = lines.indexOf(`  ${service}:`);
   assert.ok(start >= 0, `service ${service} in docker-compose.yml`);
   const out: Record<string, string[]> = {};
   for (const line of lines.slice(start + 1)) {
@@ -61,7 +61,7 @@ function composeArrays(text: string, service: string): Record<string, string[]> 
 
 function composeEnv(text: string, service: string): Record<string, string> {
   const lines = text.split(/\r?\n/);
-  const start = lines.findIndex((l) => l === `  ${service}:`);
+  const start = lines.indexOf(`  ${service}:`);
   const env: Record<string, string> = {};
   let inEnv = false;
   for (const line of lines.slice(start + 1)) {

@@ -94,6 +94,7 @@ describe("Redis Cluster: three masters with a replica each", () => {
   });
 
   after(async () => {
+    if (process.env.SHOW_LOGS) for (const l of rep?.logs ?? []) if (!l.includes('"level":"info"') || l.includes("lease") || l.includes("writer")) console.log(l.slice(0, 400));
     await sdkR?.close();
     await direct?.close();
     await rep?.stop();

@@ -13,11 +13,14 @@
  * `verify --source api` SCHEMATIC_API_KEY / SCHEMATIC_API_URL. The other commands do not need an API key.
  * Results go to stdout, problems to stderr, each as one line.
  */
-import { rename, writeFile } from "node:fs/promises";
+import { once } from "node:events";
+import { createWriteStream } from "node:fs";
+import { rename } from "node:fs/promises";
 import { ConfigError, loadConfig, parseGoDuration } from "../config/index.js";
 import type { Config } from "../config/types.js";
 import { FixtureError, loadFixtureFile } from "../emulator/fixture.js";
 import { engineVersionKey } from "../model/engine-version.js";
+import type { Fixture } from "../model/wire.js";
 import { exportSnapshot, SnapshotError } from "../snapshot/export.js";
 import { importSnapshot, LeaseBusyError } from "../snapshot/import.js";
 import { createRedis, describeRedis, type RedisClient, RedisStartupError, waitForRedis } from "../store/connect.js";
@@ -78,6 +81,17 @@ function oneLine(s: string): string {
 
 function fail(tool: string, message: string): void {
   process.stderr.write(`schematic-replicator ${tool}: ${oneLine(message)}\n`);
+}
+
+/**
+ * A reader that stops early (`verify | head`) closes the pipe: end quietly with `code` rather than with a stack
+ * trace for the EPIPE.
+ */
+function exitOnClosedStdout(code: number): void {
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(code);
+    throw err;
+  });
 }
 
 /** Resolves once everything written to stdout has been handed to the OS (process.exit follows). */
@@ -171,6 +185,7 @@ export async function runVerify(args: string[]): Promise<number> {
   if (!config) return 2;
   const ctx = await connect(tool, config);
   if (!ctx) return 2;
+  exitOnClosedStdout(1); // only a long list of differences can outlast its reader
   try {
     let source: Awaited<ReturnType<typeof loadSource>>;
     try {
@@ -288,6 +303,7 @@ async function runExport(file: string): Promise<number> {
   if (!ctx) return 1;
   // With the document on stdout, the report goes to stderr.
   const report = (line: string) => (file === "-" ? process.stderr : process.stdout).write(`${line}\n`);
+  exitOnClosedStdout(1); // the document was cut short
   try {
     let result: Awaited<ReturnType<typeof exportSnapshot>>;
     try {
@@ -296,13 +312,17 @@ async function runExport(file: string): Promise<number> {
       fail(tool, err instanceof SnapshotError ? err.message : `reading Redis failed: ${(err as Error).message}`);
       return 1;
     }
-    const text = `${JSON.stringify(result.fixture, null, 2)}\n`;
     try {
       if (file === "-") {
-        process.stdout.write(text);
+        await writeFixture(process.stdout, result.fixture);
       } else {
+        // Written next to the target and renamed into place: a reader never sees half a file.
         const tmp = `${file}.tmp-${process.pid}`;
-        await writeFile(tmp, text, "utf8");
+        const out = createWriteStream(tmp, { encoding: "utf8" });
+        const failed = new Promise<never>((_, reject) => out.once("error", reject));
+        await Promise.race([writeFixture(out, result.fixture), failed]);
+        out.end();
+        await Promise.race([once(out, "finish"), failed]);
         await rename(tmp, file);
       }
     } catch (err) {
@@ -328,6 +348,25 @@ async function runExport(file: string): Promise<number> {
   } finally {
     await close(ctx);
   }
+}
+
+/**
+ * The fixture document, one entity per line (diff-friendly, and never one giant string: an account with many
+ * companies would exceed the longest string V8 can build).
+ */
+async function writeFixture(out: NodeJS.WritableStream, fixture: Fixture): Promise<void> {
+  const write = async (chunk: string) => {
+    if (!out.write(chunk)) await once(out, "drain");
+  };
+  await write("{\n");
+  const sections = ["flags", "companies", "users"] as const;
+  for (const [n, section] of sections.entries()) {
+    const list: unknown[] = fixture[section];
+    await write(`${JSON.stringify(section)}: [`);
+    for (let i = 0; i < list.length; i++) await write(`${i === 0 ? "\n" : ",\n"}${JSON.stringify(list[i])}`);
+    await write(`${list.length > 0 ? "\n" : ""}]${n < sections.length - 1 ? "," : ""}\n`);
+  }
+  await write("}\n");
 }
 
 async function runImport(file: string, waitMs: number | undefined): Promise<number> {

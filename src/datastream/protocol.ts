@@ -9,10 +9,15 @@ export const CLIENT_NAME = "schematic-datastream-replicator";
 /** The three subscriptions a replicator sends on every (re)connect, with the replay cursor when resuming. */
 export function subscribeFrames(replayFrom?: string): string[] {
   return [ENTITY_TYPES.companies, ENTITY_TYPES.users, ENTITY_TYPES.flags].map((entityType) =>
-    JSON.stringify({
-      data: { action: "start", entity_type: entityType, ...(replayFrom ? { replay_from: replayFrom } : {}) },
-    }),
+    subscribeFrame(entityType, replayFrom),
   );
+}
+
+/** One subscription request (also used alone to ask for a fresh flags snapshot on an open connection). */
+export function subscribeFrame(entityType: string, replayFrom?: string): string {
+  return JSON.stringify({
+    data: { action: "start", entity_type: entityType, ...(replayFrom ? { replay_from: replayFrom } : {}) },
+  });
 }
 
 export class FrameError extends Error {}

@@ -23,6 +23,8 @@ export interface LoaderOptions {
   /** Every key in Redis matching a pattern, in batches (on every master). */
   scanKeys(pattern: string): AsyncIterable<string[]>;
   maxPasses?: number;
+  /** An anti-entropy pass: rows are written only where Redis differs from them. */
+  reconcile?: boolean;
   onProgress?(kind: RestKind, loaded: number, total: number): void;
 }
 
@@ -77,7 +79,7 @@ async function loadKind(
         }
         seen.add(entity.id);
         passSeen.add(entity.id);
-        await o.pipeline.enqueueLoad({ kind, id: entity.id, op: "full", data: entity, tracked: [], source: "load", generation });
+        await o.pipeline.enqueueLoad({ kind, id: entity.id, op: "full", data: entity, tracked: [], source: "load", generation, reconcile: o.reconcile });
       }
       progress.add(rows.length);
     };
@@ -133,7 +135,7 @@ async function evictMissing(
         continue;
       }
       evicted++;
-      await o.pipeline.enqueueLoad({ kind, id: rest, op: "delete", data: { id: rest }, tracked: [], source: "load", generation });
+      await o.pipeline.enqueueLoad({ kind, id: rest, op: "delete", data: { id: rest }, tracked: [], source: "load", generation, reconcile: o.reconcile });
     }
     if (strayLookups.length === 0) continue;
     const values = await o.writer.readMany(strayLookups);

@@ -8,7 +8,7 @@ import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter, WriteOp } from "../store/writer.js";
 import type { Logger } from "../util/log.js";
 import { sleep } from "../util/time.js";
-import { entityOps, foldEntity, parseStored } from "./fold.js";
+import { entityOps, foldEntity, parseStored, sameStoredEntity } from "./fold.js";
 import type { Tracked } from "./cursor.js";
 import type { EntityJob, EntityKind } from "./jobs.js";
 import { type RetryContext, StoppedError, withRetry } from "./retry.js";
@@ -168,7 +168,22 @@ export class EntityLane {
     }
     const ids = [...byId.keys()];
     const idKeys = ids.map((id) => (kind === "company" ? keys.companyId(id) : keys.userId(id)));
-    const stored = ids.length ? await withRetry(`reading ${kind} bodies`, retry, () => writer.readMany(idKeys)) : [];
+    // Anti-entropy rows write only what differs: read their lookup keys too (same round trip) to compare.
+    const readKeys = [...idKeys];
+    const idKeySet = new Set(idKeys);
+    const lookupsAt = new Map<string, number>();
+    for (const id of ids) {
+      const jobs = byId.get(id)!;
+      if (!jobs.every((job) => job.reconcile)) continue;
+      const desired = entityOps(keys, kind, id, null, foldEntity(kind, null, jobs));
+      for (const op of desired) {
+        if (op.op === "set" && !lookupsAt.has(op.key) && !idKeySet.has(op.key)) {
+          lookupsAt.set(op.key, readKeys.length);
+          readKeys.push(op.key);
+        }
+      }
+    }
+    const stored = ids.length ? await withRetry(`reading ${kind} bodies`, retry, () => writer.readMany(readKeys)) : [];
 
     const ops: WriteOp[] = [];
     ids.forEach((id, i) => {
@@ -179,7 +194,21 @@ export class EntityLane {
         stats.skipped++;
         this.o.log.warn({ kind, id, op: job.op, reason }, "skipping an invalid change");
       }
-      if (fold.touched) ops.push(...entityOps(keys, kind, id, previous, fold));
+      if (!fold.touched) return;
+      const entityWrites = entityOps(keys, kind, id, previous, fold);
+      if (!jobs.every((job) => job.reconcile)) {
+        ops.push(...entityWrites);
+        return;
+      }
+      const sameBody = previous !== null && fold.next !== null && sameStoredEntity(kind, previous, fold.next);
+      const differing = entityWrites.filter((op) => {
+        if (op.op !== "set") return true;
+        if (op.key === idKeys[i]) return !sameBody;
+        const at = lookupsAt.get(op.key);
+        return at === undefined || stored[at] !== op.value;
+      });
+      stats.repaired += differing.length;
+      ops.push(...differing);
     });
     if (ops.length) await withRetry(`writing ${kind} batch`, retry, () => writer.apply(ops));
 

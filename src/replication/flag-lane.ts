@@ -101,7 +101,7 @@ export class FlagLane {
 
   private async applySnapshot(rawFlags: unknown[]): Promise<void> {
     const { keys, writer, retry, log } = this.o;
-    const ops: WriteOp[] = [];
+    let ops: WriteOp[] = [];
     const written = new Set<string>();
     rawFlags.forEach((raw, i) => {
       const flag = this.parse(raw, `flags snapshot[${i}]`);
@@ -115,12 +115,15 @@ export class FlagLane {
     if (written.size === 0) {
       log.warn({ received: rawFlags.length }, "the flags snapshot is empty; keeping the flags already in Redis");
     } else {
+      // Write only the flags that differ from Redis (a snapshot arrives on every connect and anti-entropy pass).
+      const current = await withRetry("reading flags", retry, () => writer.readMany(ops.map((op) => op.key)));
+      ops = ops.filter((op, i) => op.op !== "set" || current[i] !== op.value);
       const existing = await withRetry("listing flag keys", retry, () => this.o.listFlagKeys());
       for (const key of existing) if (!written.has(key)) ops.push({ op: "del", key });
     }
     if (ops.length) await withRetry("writing the flags snapshot", retry, () => writer.apply(ops));
     this.o.stats.countApplied("flags", "full");
-    log.info({ flags: written.size }, "flags snapshot applied");
+    log.info({ flags: written.size, written: ops.length }, "flags snapshot applied");
     this.o.onSnapshotApplied(written.size);
   }
 
@@ -150,7 +153,7 @@ export class FlagLane {
     if (typeof key === "string" && key) return this.o.keys.flagKeys(key).map((k) => ({ op: "del", key: k }));
     if (typeof id !== "string" || !id) {
       this.o.stats.skipped++;
-      this.o.log.warn("skipping a flag delete without key or id");
+      this.o.log.warn({ reason: "a flag delete names neither key nor id" }, "skipping a flag delete");
       return [];
     }
     const { retry, writer } = this.o;

@@ -3,6 +3,7 @@
  * then turn the results into Redis operations. No I/O here, so every rule is unit-testable.
  */
 import { EntityError, parseCompany, parseUser } from "../model/entities.js";
+import { expectedCompany, expectedUser, sameEntity } from "../model/equivalence.js";
 import { mergeCompany, mergeUser } from "../model/merge.js";
 import type { Company, User } from "../model/wire.js";
 import type { KeyScheme } from "../store/keys.js";
@@ -113,4 +114,14 @@ export function entityOps(
   }
   for (const k of old) ops.push({ op: "delIfEquals", key: k, value: idValue });
   return ops;
+}
+
+/**
+ * Whether two stored forms are the same entity for the SDKs (DESIGN.md §6 "Equivalence": compared as the REST load
+ * produces them, ignoring `account_id`), so a body the stream wrote is not rewritten by an equal REST row.
+ */
+export function sameStoredEntity(kind: EntityKind, a: Entity, b: Entity): boolean {
+  return kind === "company"
+    ? sameEntity(expectedCompany(a as Company), expectedCompany(b as Company))
+    : sameEntity(expectedUser(a as User), expectedUser(b as User));
 }

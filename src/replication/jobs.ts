@@ -16,6 +16,8 @@ export interface EntityJob {
   source: "stream" | "load";
   /** Load generation that produced a `load` job (stale generations are skipped). */
   generation?: number;
+  /** A REST row of an anti-entropy pass: written only where Redis differs from it. */
+  reconcile?: boolean;
   streamTime?: number;
 }
 

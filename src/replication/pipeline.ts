@@ -165,6 +165,10 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       // ahead of its rows. Held back until after them, they would overwrite newer REST data with older states.
       for (const job of this.held ?? []) this.route(job);
       this.held = [];
+      // Stream changes are held from now on, so none can be newer than this load's rows: a window an earlier
+      // (asynchronous or anti-entropy) load left open must not make them yield.
+      this.touched = undefined;
+      this.partials = undefined;
     } else {
       this.touched = new Set();
       this.partials = new Map();

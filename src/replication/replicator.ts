@@ -8,9 +8,10 @@ import { hostname } from "node:os";
 import type { Cluster, Redis } from "ioredis";
 import type { Config } from "../config/types.js";
 import { AuthRejectedError, DatastreamClient } from "../datastream/client.js";
-import { subscribeFrames } from "../datastream/protocol.js";
+import { subscribeFrame, subscribeFrames } from "../datastream/protocol.js";
 import { loadEverything } from "../loader/loader.js";
 import { LoadCancelledError, RestClient } from "../loader/rest-client.js";
+import { ENTITY_TYPES } from "../model/wire.js";
 import { masters } from "../store/connect.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
@@ -353,11 +354,59 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       if (result.deleted > 0) this.d.log.info(result, "removed keys of other cache versions");
     });
     if (c.cacheTtlMs > 0) every(Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl());
-    every(c.reconcileIntervalMs, async () => {
-      if (!this.loaded || this.loading) return;
+    every(c.reconcileIntervalMs, () => this.reconcile());
+  }
+
+  /**
+   * One anti-entropy pass (DESIGN.md §6 "Repair"): restores expiries, asks for a fresh flags snapshot, pages
+   * through REST and rewrites only the keys that differ from it — never an entity the stream changed since the pass
+   * began — then, if the pass was complete, evicts entities missing upstream. It is not a reload: the marker, the
+   * cursor and /ready are untouched, and stream changes keep flowing in either loading mode. A full load started
+   * meanwhile cancels it.
+   */
+  private async reconcile(): Promise<void> {
+    const { pipeline, rest, writer } = this;
+    if (!this.loaded || this.loading || this.role !== "writer" || !pipeline || !rest || !writer) return;
+    const c = this.d.config;
+    const log = this.d.log;
+    const abort = new AbortController();
+    this.loadAbort = abort;
+    this.stats.reconciles++;
+    const repairedBefore = this.stats.repaired;
+    const started = Date.now();
+    try {
       await this.refreshTtl();
-      this.startFullLoad("periodic anti-entropy pass");
-    });
+      this.datastream?.send(subscribeFrame(ENTITY_TYPES.flags));
+      const generation = pipeline.beginLoad("stream-wins");
+      const result = await loadEverything(
+        {
+          rest,
+          pipeline,
+          keys: this.keys,
+          writer,
+          log,
+          pageSize: c.loader.pageSize,
+          concurrent: c.useAsyncLoading,
+          scanKeys: (pattern) => this.scanKeys(pattern),
+          reconcile: true,
+        },
+        generation,
+        abort.signal,
+      );
+      if (abort.signal.aborted) return;
+      pipeline.endLoad();
+      await pipeline.whenLoadApplied();
+      log.info(
+        { ...result, repaired: this.stats.repaired - repairedBefore, ms: Date.now() - started },
+        "anti-entropy pass complete",
+      );
+    } catch (err) {
+      if (err instanceof LoadCancelledError || abort.signal.aborted) return;
+      if (err instanceof LeaseLostError) return this.onPipelineFatal(err);
+      throw err;
+    } finally {
+      if (this.loadAbort === abort) this.loadAbort = undefined;
+    }
   }
 
   private async refreshTtl(): Promise<void> {
@@ -367,6 +416,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
 
   async flushCursor(): Promise<void> {
     const committed = this.pipeline?.cursor.committed;
+    // While a full load runs, Redis is not yet complete up to the cursor: a restart that resumed from it would skip
+    // the rest of the load (the Go original's W4). The cursor is persisted once the load is done.
+    if (this.loading) return;
     if (!this.writer || !committed || committed === this.flushedCursor) return;
     await saveCursor(this.writer, this.d.config.replay.cursorKey, committed);
     this.flushedCursor = committed;

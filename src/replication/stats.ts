@@ -10,6 +10,9 @@ export class ReplicationStats {
   coalesced = 0;
   retried = 0;
   skipped = 0;
+  /** Keys an anti-entropy pass found different from the source and rewrote (or deleted). */
+  repaired = 0;
+  reconciles = 0;
   readonly dropped = 0;
   connections = 0;
   replaysEngaged = 0;

@@ -73,6 +73,7 @@ export function replicatorDebug(r: Replicator): Record<string, unknown> {
       skipped: s?.skipped ?? 0,
       dropped: 0,
     },
+    repair: { reconciles: s.reconciles, repaired: s.repaired },
     queues: p?.queueDepths ?? {},
     breakers: { redis: r.redisBreaker.state, api: r.loaderBreaker.state },
     loaded: r.loaded,

@@ -45,7 +45,8 @@ export async function exportSnapshot(client: RedisClient, keys: KeyScheme): Prom
 
   const flags = new Map<string, Flag>();
   await eachValue(client, reader, keys.scanPattern("flags"), (key, raw) => {
-    const flag = decode(key, raw, skipped, (v) => toWire(v, parseFlag));
+    const value = parseJson(key, raw, skipped);
+    const flag = value === undefined ? undefined : decode(key, value, skipped, (v) => toWire(v, parseFlag));
     if (!flag) return;
     if (!flag.key) {
       skipped.push({ key, reason: "the flag has an empty key" });
@@ -60,18 +61,13 @@ export async function exportSnapshot(client: RedisClient, keys: KeyScheme): Prom
   ): Promise<T[]> => {
     const out = new Map<string, T>();
     await eachValue(client, reader, keys.scanPattern(kind), (key, raw) => {
-      let value: unknown;
-      try {
-        value = JSON.parse(raw);
-      } catch {
-        skipped.push({ key, reason: "the value is not JSON" });
-        return;
-      }
+      const value = parseJson(key, raw, skipped);
+      if (value === undefined) return;
       if (typeof value === "string") {
         lookups++;
         return;
       }
-      const entity = decode(key, raw, skipped, () => toWire(value, parse));
+      const entity = decode(key, value, skipped, (v) => toWire(v, parse));
       if (!entity) return;
       if (key !== keys.entityId(kind, entity.id)) {
         skipped.push({ key, reason: `holds ${kind} ${JSON.stringify(entity.id)}, whose id key is another key` });
@@ -109,14 +105,16 @@ function toWire<T>(value: unknown, parse: (raw: unknown, mode: "wire" | "engine"
   return parse(parse(value, "engine"), "wire");
 }
 
-function decode<T>(key: string, raw: string, skipped: SkippedKey[], convert: (value: unknown) => T): T | undefined {
-  let value: unknown;
+function parseJson(key: string, raw: string, skipped: SkippedKey[]): unknown {
   try {
-    value = JSON.parse(raw);
+    return JSON.parse(raw) as unknown;
   } catch {
     skipped.push({ key, reason: "the value is not JSON" });
     return undefined;
   }
+}
+
+function decode<T>(key: string, value: unknown, skipped: SkippedKey[], convert: (value: unknown) => T): T | undefined {
   try {
     return convert(value);
   } catch (err) {

@@ -76,7 +76,7 @@ export async function loadSource(spec: SourceSpec, opts: LoadSourceOptions = {})
       try {
         return loadFixtureFile(spec.path);
       } catch (err) {
-        if (err instanceof FixtureError) throw new SourceError(`invalid fixture ${err.message}`);
+        if (err instanceof FixtureError) throw new SourceError(`${err.path}: ${err.reason}`);
         throw err;
       }
     case "url":

@@ -385,3 +385,14 @@ export function background(stack: Stack, changes: BulkChange[], chunk = 200, pau
     return last;
   })();
 }
+
+/** The example fixture plus `n` extra companies and users (so a load spans many pages). */
+export function bigFixture(n: number): Fixture {
+  const f = fixture();
+  const tpl = templates(f);
+  for (let i = 0; i < n; i++) {
+    f.companies.push(company(tpl.company, `big-co-${String(i).padStart(4, "0")}`, i % 2 ? "eu" : "us"));
+    f.users.push(user(tpl.user, `big-us-${String(i).padStart(4, "0")}`, i % 2 ? "admin" : "viewer"));
+  }
+  return f;
+}
