@@ -43,7 +43,7 @@ function usage(message) {
   process.stderr.write(
     `${message ? `bench: ${message}\n` : ""}Usage: npm run bench -- [--runs N] [--scenario ${SCENARIOS.join("|")}] [--cluster] [--json-only]\n` +
       "                        [--profile DIR] [--companies N] [--users N] [--rate N] [--duration S] [--root DIR]\n" +
-      "                        [--wait-quiet S]\n",
+      "                        [--wait-quiet S] [--no-ceilings]\n",
   );
   process.exit(2);
 }
@@ -80,6 +80,9 @@ function parseArgs(argv) {
         break;
       case "--cluster":
         o.cluster = true;
+        break;
+      case "--no-ceilings":
+        o.noCeilings = true;
         break;
       case "--json-only":
         o.jsonOnly = true;
@@ -722,7 +725,7 @@ async function main() {
     throw new Error(`unexpected company ids: ${JSON.stringify(lastRow.data?.[0]?.id)}`);
 
   const stream = has("throughput") || has("latency");
-  if (has("ceilings") || has("throughput")) await runCeilings();
+  if (has("ceilings") || (has("throughput") && !opts.noCeilings)) await runCeilings();
   if (has("load") || stream) await runLoad();
   if (!has("load")) delete result.load;
 

@@ -9,8 +9,8 @@
  * - Cleanup of other cache versions reaches every master and keeps everything else.
  * - A resharding during a burst of changes (slots migrating: ASK, then MOVED to a stale slot map) loses nothing,
  *   and the cluster really redirected the replicator.
- * - SIGKILL of the master holding the lease and cursor during a burst, until its replica is promoted, loses
- *   nothing; the SDK then reads a change made after the failover.
+ * - SIGKILL of the master holding the writer lease during a burst, until its replica is promoted, loses nothing;
+ *   the SDK (on a new cluster client) passes the table again and reads a change made after the failover.
  * - Unreachable cluster nodes: exit 1 with one line naming the nodes and the cause.
  */
 import assert from "node:assert/strict";
@@ -94,7 +94,7 @@ describe("Redis Cluster: three masters with a replica each", () => {
   });
 
   after(async () => {
-    if (process.env.SHOW_LOGS) for (const l of rep?.logs ?? []) if (!l.includes('"level":"info"') || l.includes("lease") || l.includes("writer")) console.log(l.slice(0, 400));
+    if (process.env.SHOW_LOGS) (await import("node:fs")).writeFileSync(process.env.SHOW_LOGS, (rep?.logs ?? []).join("\n"));
     await sdkR?.close();
     await direct?.close();
     await rep?.stop();
@@ -102,7 +102,7 @@ describe("Redis Cluster: three masters with a replica each", () => {
     await cluster?.stop();
   });
 
-  test("the replicator loads the fixture into every master; Redis equals the source", async () => {
+  test("the replicator loads the fixture into every master; Redis equals the source", { timeout: 60_000 }, async () => {
     await waitEqual(db, emu.url, { logs });
     const perMaster = await keysPerMaster(keys.scanPattern("company"));
     assert.equal(perMaster.size, 3);
@@ -118,7 +118,7 @@ describe("Redis Cluster: three masters with a replica each", () => {
     );
   });
 
-  test("the official TypeScript SDK reads the cluster through createCluster: the end-to-end table passes", async () => {
+  test("the official TypeScript SDK reads the cluster through createCluster: the end-to-end table passes", { timeout: 60_000 }, async () => {
     const rootNodes = cluster.seeds.split(",").map((addr) => ({ url: `redis://${addr}` }));
     [sdkR, direct] = await Promise.all([
       startSdkOn(createCluster({ rootNodes }), `${rep.url}/ready`, DEFAULT_CACHE_VERSION),
@@ -127,7 +127,7 @@ describe("Redis Cluster: three masters with a replica each", () => {
     await assertSdkTable(sdkR, direct, fixture);
   });
 
-  test("cleanup removes other versions' keys on every master and nothing else", async () => {
+  test("cleanup removes other versions' keys on every master and nothing else", { timeout: 60_000 }, async () => {
     // Keys of an old version, on every master (slots are spread: 60 keys land on all three).
     const old = Array.from({ length: 60 }, (_, i) => `schematic:company:0ldvers1:comp_${i}`);
     const unrelated = "unrelated:company:0ldvers1:x";
@@ -143,7 +143,7 @@ describe("Redis Cluster: three masters with a replica each", () => {
     await waitEqual(db, emu.url, { logs });
   });
 
-  test("a resharding during a burst of changes (ASK, then MOVED) loses nothing", async () => {
+  test("a resharding during a burst of changes (ASK, then MOVED) loses nothing", { timeout: 90_000 }, async () => {
     const before = await redirects();
     const [from, to] = await cluster.masters();
     assert.ok(from && to);
@@ -172,7 +172,7 @@ describe("Redis Cluster: three masters with a replica each", () => {
     await cluster.waitHealthy();
   });
 
-  test("SIGKILL of a master during a burst: its replica takes over and nothing is lost", async () => {
+  test("SIGKILL of a master during a burst: its replica takes over and nothing is lost", { timeout: 120_000 }, async () => {
     // The master that holds the writer lease: the hardest one to lose (the cursor's may be another).
     await new Promise((resolve) => db.refreshSlotsCache(resolve));
     const leaseOwner = db.slots[keySlot(LEASE_KEY)]![0]!;
@@ -185,23 +185,31 @@ describe("Redis Cluster: three masters with a replica each", () => {
     await waitEqual(db, emu.url, { logs, what: `Redis to equal the emulator after ${promoted} took over` });
     assert.equal((await rep.ready()).status, 200);
 
-    // A change after the failover reaches the SDK through its cluster client (which follows the new slot map).
-    assert.ok(sdkR);
+    // The SDK, on a new cluster client (node-redis 4 does not rediscover the slot map when a master dies: commands
+    // for the dead master's slots wait forever, so an application needs a new client), passes the table again.
+    await sdkR?.close();
+    const rootNodes = (await cluster.masters()).map((m) => ({ url: `redis://${m.addr}` }));
+    sdkR = await startSdkOn(createCluster({ rootNodes }), `${rep.url}/ready`, DEFAULT_CACHE_VERSION);
+    assert.ok(direct);
+    await assertSdkTable(sdkR, direct, fixture);
+
+    // A change after the failover reaches the SDK.
     await admin(emu.url, "PATCH", "/companies/comp_acme", {
       traits: [
         region("eu"),
         { trait_definition: { id: "trdf_seats", comparable_type: "int", entity_type: "company" }, value: "35" },
       ],
     });
-    await waitFor(async () => (await checkSdk(sdkR!.client, { company: { domain: "acme.example" } }, "eu-data-residency")).value, {
+    const sdk = sdkR;
+    await waitFor(async () => (await checkSdk(sdk.client, { company: { domain: "acme.example" } }, "eu-data-residency")).value, {
       timeoutMs: 30_000,
       what: "the SDK to read the change made after the failover",
     });
     await waitEqual(db, emu.url, { logs });
-    assert.deepEqual(sdkR.stub.calls, [], "the SDK never called the API");
+    assert.deepEqual(sdk.stub.calls, [], "the SDK never called the API");
   });
 
-  test("unreachable cluster nodes: exit 1 with one line naming them and the cause", async () => {
+  test("unreachable cluster nodes: exit 1 with one line naming them and the cause", { timeout: 60_000 }, async () => {
     const [a, b] = [await freePort(), await freePort()];
     const out = await runUntilExit({
       SCHEMATIC_API_KEY: "k",

@@ -1,7 +1,8 @@
 /**
  * The writer lease (DESIGN.md §6 "Writer lease"; redis-contract.md §5, checklist item 20 as amended): one key,
- * `SET key token NX PX ttl`, renewed every ttl/3 with a compare-and-PEXPIRE script, released with a
- * compare-and-DEL script. An instance that cannot get it stands by and keeps trying forever.
+ * `SET key token NX PX ttl`, renewed every ttl/3 with a compare-and-PEXPIRE script (a renewal that fails, as during
+ * a failover, is tried again every ttl/15 until one succeeds or the tenure ends), released with a compare-and-DEL
+ * script. An instance that cannot get it stands by and keeps trying forever.
  *
  * Safety: {@link WriterLease.holds} is true only while `confirmedAt + ttl − margin > now`, where `confirmedAt` is
  * read BEFORE the command that acquired or renewed the lease was sent and margin = ttl/3. The key cannot have
@@ -61,6 +62,8 @@ export class WriterLease extends EventEmitter<WriterLeaseEvents> {
   private readonly renewIntervalMs: number;
   private readonly retryIntervalMs: number;
   private readonly marginMs: number;
+  /** Delay before the next renewal attempt after one failed (ttl/15, 50 ms at least, at most the period). */
+  private readonly retryAfterFailureMs: number;
   private readonly log: StoreLog | undefined;
 
   private state: LeaseState = "idle";
@@ -87,6 +90,7 @@ export class WriterLease extends EventEmitter<WriterLeaseEvents> {
     this.marginMs = this.ttlMs / 3;
     this.renewIntervalMs = Math.max(1, opts.renewIntervalMs ?? this.ttlMs / 3);
     this.retryIntervalMs = Math.max(1, opts.retryIntervalMs ?? this.ttlMs / 3);
+    this.retryAfterFailureMs = Math.min(this.renewIntervalMs, Math.max(50, this.ttlMs / 15));
     this.log = opts.log;
   }
 
@@ -141,9 +145,9 @@ export class WriterLease extends EventEmitter<WriterLeaseEvents> {
     return await client.get(key);
   }
 
-  private schedule(): void {
+  private schedule(delayMs?: number): void {
     if (this.state === "stopped") return;
-    const delay = this.state === "held" ? this.renewIntervalMs : this.retryIntervalMs;
+    const delay = delayMs ?? (this.state === "held" ? this.renewIntervalMs : this.retryIntervalMs);
     this.tickTimer = setTimeout(() => {
       void this.tick();
       this.schedule();
@@ -198,8 +202,10 @@ export class WriterLease extends EventEmitter<WriterLeaseEvents> {
     try {
       reply = await RENEW.run(this.client, [this.key], [token, this.ttlMs]);
     } catch (err) {
-      // Keep going: the deadline timer ends the tenure if no renewal is confirmed in time.
+      // Keep going: the deadline timer ends the tenure if no renewal is confirmed in time. Until then, try again
+      // soon rather than a whole renewal period later: a failover or a blip of a few seconds must not cost the lease.
       this.log?.warn({ err: errorMessage(err), key: this.key }, "writer lease: renewal failed");
+      if (generation === this.generation && this.state === "held") this.rescheduleTick(this.retryAfterFailureMs);
       return;
     }
     if (generation !== this.generation) return;
@@ -242,9 +248,9 @@ export class WriterLease extends EventEmitter<WriterLeaseEvents> {
     this.emit("lost", { reason });
   }
 
-  private rescheduleTick(): void {
+  private rescheduleTick(delayMs?: number): void {
     if (this.state === "stopped") return;
     clearTimeout(this.tickTimer);
-    this.schedule();
+    this.schedule(delayMs);
   }
 }

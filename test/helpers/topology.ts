@@ -80,9 +80,10 @@ export async function startSdkOn(redis: NodeRedisLike, healthUrl: string, expect
       replicatorHealthCheck: 200,
     },
   });
+  // Bounded: a node-redis cluster client whose master died can leave commands (and so close()) pending forever.
   const close = async () => {
-    await client.close().catch(() => undefined);
-    await redis.disconnect().catch(() => undefined);
+    await within(5000, client.close(), "closing the SDK").catch(() => undefined);
+    await within(5000, redis.disconnect(), "disconnecting the SDK's Redis client").catch(() => undefined);
     await stub.close();
   };
   const ds = (client as unknown as { datastreamClient?: DataStreamInternals }).datastreamClient;
@@ -130,6 +131,21 @@ export async function assertSdkTable(viaRedis: SdkOnRedis, direct: SdkClient, fi
   assert.deepEqual([...conditions].sort(), [...CONDITION_TYPES].sort(), "condition types of deciding rules");
 }
 
+/** `promise`, or a rejection naming `what` after `ms` (for calls that could otherwise hang a test). */
+export async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 // ---- Redis equals the emulator ------------------------------------------------------------------------------------
 
 /** Polls until diffRedis (any client, Cluster included) finds zero differences against the emulator's dump. */
@@ -143,7 +159,7 @@ export async function waitEqual(
     await waitFor(
       async () => {
         const source = await emulatorDump(emulatorUrl);
-        last = (await diffRedis(db, defaultKeys(), source)).differences;
+        last = (await within(15_000, diffRedis(db, defaultKeys(), source), "diffRedis")).differences;
         return last.length === 0;
       },
       { timeoutMs, intervalMs: 250, what },

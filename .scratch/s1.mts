@@ -1,0 +1,13 @@
+import { startSentinelGroup } from "../test/helpers/sentinel.ts";
+const t0 = Date.now();
+const g = await startSentinelGroup({ password: "pw", sentinelPassword: "spw" });
+console.log("started", Date.now() - t0, g.sentinelAddrs, await g.masterPort());
+let t = Date.now();
+console.log("failover ->", await g.failover(), Date.now() - t);
+t = Date.now();
+await g.waitHealthy();
+console.log("healthy again", Date.now() - t);
+t = Date.now();
+console.log("kill ->", await g.killMaster(), Date.now() - t);
+await g.stop();
+process.exit(0);
