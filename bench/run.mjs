@@ -43,7 +43,7 @@ function usage(message) {
   process.stderr.write(
     `${message ? `bench: ${message}\n` : ""}Usage: npm run bench -- [--runs N] [--scenario ${SCENARIOS.join("|")}] [--cluster] [--json-only]\n` +
       "                        [--profile DIR] [--companies N] [--users N] [--rate N] [--duration S] [--root DIR]\n" +
-      "                        [--wait-quiet S] [--no-ceilings]\n",
+      "                        [--wait-quiet S] [--no-ceilings] [--rest-wait S]\n",
   );
   process.exit(2);
 }
@@ -54,6 +54,7 @@ function parseArgs(argv) {
   o.users = 100_000;
   o.rate = 5000;
   o.duration = 20;
+  o.restWait = 60;
   const int = (name, v, min = 1) => {
     if (!/^\d+$/.test(v ?? "") || Number(v) < min) usage(`${name}: expected an integer ≥ ${min}, got ${v}`);
     return Number(v);
@@ -80,6 +81,9 @@ function parseArgs(argv) {
         break;
       case "--cluster":
         o.cluster = true;
+        break;
+      case "--rest-wait":
+        o.restWait = int(arg, next(), 0);
         break;
       case "--no-ceilings":
         o.noCeilings = true;
@@ -367,11 +371,17 @@ async function loadRun(run, measured) {
   const loadPeak = sampler.peak;
   const cpuSeconds = cpuSecondsOf(rep.pid);
   void cpu0;
-  // At rest: no changes for 5 s after /ready; the last sample counts.
-  let rest = 0;
-  for (let i = 0; i < 10; i++) {
-    await sleep(500);
+  // At rest: no changes for --rest-wait seconds after /ready (V8 gives memory back lazily: its memory reducer
+  // runs some tens of seconds after allocation stops); the last sample counts, the curve is kept.
+  const atReady = memoryOf(rep.pid).rss;
+  const heapAtReady = await heapOf(rep);
+  const curve = [mb(atReady)];
+  let rest = atReady;
+  const restWait = measured ? opts.restWait : 0;
+  for (let i = 1; i <= restWait; i++) {
+    await sleep(1000);
     rest = memoryOf(rep.pid).rss;
+    if (i % 10 === 0 || i === restWait) curve.push(mb(rest));
   }
   const heap = await heapOf(rep);
   const keys = await redis.eachNode((c) => c.dbsize());
@@ -387,6 +397,9 @@ async function loadRun(run, measured) {
     redis_used_memory_bytes: await redis.usedMemory(),
     other_load_cores: other,
     heap,
+    heap_at_ready: heapAtReady,
+    rss_at_ready_bytes: atReady,
+    rss_curve_mb: curve,
   };
   // Give the writer one stream change so that it persists a replay cursor: the next replicator resumes from it
   // instead of loading everything again.
@@ -406,7 +419,7 @@ async function runLoad() {
   const list = [];
   for (let r = 1; r <= runs; r++) {
     await quiet();
-    list.push(await loadRun(r, true));
+    list.push(await loadRun(r, has("load")));
   }
   const s = summarise(list.map((x) => x.seconds));
   peaks.load = Math.max(...list.map((x) => x.peak_rss_bytes));
@@ -426,6 +439,9 @@ async function runLoad() {
       peak_rss_mb: mb(x.peak_rss_bytes),
       other_load_cores: round(x.other_load_cores, 2),
       heap_at_rest_mb: x.heap,
+      rss_at_ready_mb: mb(x.rss_at_ready_bytes),
+      heap_at_ready_mb: x.heap_at_ready,
+      rss_every_10s_mb: x.rss_curve_mb,
     })),
   };
 }

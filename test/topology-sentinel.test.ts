@@ -61,11 +61,12 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
       startSentinelGroup({ password: PASSWORD, sentinelPassword: SENTINEL_PASSWORD, servers: 3 }),
       startEmulator({ fixture }),
     ]);
-    rep = await startReplicator(testEnv({ SCHEMATIC_API_URL: emu.url, ...sentinelEnv(), WRITER_LOCK_TTL: "6s" }));
+    rep = await startReplicator(testEnv({ SCHEMATIC_API_URL: emu.url, ...sentinelEnv(), WRITER_LOCK_TTL: process.env.LTTL ?? "6s" }));
     await rep.waitReady();
   });
 
   after(async () => {
+    if (process.env.SHOW_LOGS) (await import("node:fs")).writeFileSync(process.env.SHOW_LOGS, (rep?.logs ?? []).join("\n"));
     await sdkR?.close();
     await direct?.close();
     await rep?.stop();

@@ -68,8 +68,10 @@ export class DatastreamClient {
     this.abort.abort();
     const ws = this.ws;
     if (ws) {
+      // A socket still connecting has no receiver yet: resume() would throw (and close() aborts the handshake).
+      const open = ws.readyState === WebSocket.OPEN;
       ws.close(1000, "replicator shutting down");
-      ws.resume();
+      if (open) ws.resume();
       const cut = setTimeout(() => ws.terminate(), CLOSE_GRACE_MS);
       cut.unref();
       await this.loop;

@@ -148,6 +148,60 @@ export function masters(client: RedisClient): Redis[] {
   return isCluster(client) ? client.nodes("master") : [client];
 }
 
+const lastMasterCheck = new WeakMap<Redis, number>();
+
+/**
+ * Sentinel only: asks every sentinel which server is the master and, when a majority names another server than the
+ * one `client` is connected to, makes the client reconnect (ioredis then asks the sentinels again). After a
+ * failover ioredis reconnects on the first `+switch-master` it hears, and may land on the old master again when the
+ * sentinel it asks has not heard of the switch yet; the old master keeps taking writes until the sentinels
+ * reconfigure it, seconds later. Called when writes stop being acknowledged by the replicas (acks.ts); at most once
+ * a second. Resolves true when it made the client reconnect.
+ */
+export async function followSentinelMaster(client: Redis, log?: StoreLog): Promise<boolean> {
+  const o = client.options;
+  if (!o.sentinels?.length || !o.name) return false;
+  const now = performance.now();
+  if (now - (lastMasterCheck.get(client) ?? Number.NEGATIVE_INFINITY) < 1000) return false;
+  lastMasterCheck.set(client, now);
+  const answers = await Promise.all(
+    o.sentinels.map(async (sentinel) => {
+      const probe = new Redis({
+        host: sentinel.host,
+        port: sentinel.port,
+        username: o.sentinelUsername,
+        password: o.sentinelPassword,
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+        connectTimeout: 1000,
+        commandTimeout: 1000,
+        ...(o.enableTLSForSentinelMode && o.sentinelTLS ? { tls: o.sentinelTLS } : {}),
+      });
+      probe.on("error", () => {});
+      try {
+        await probe.connect();
+        const reply = (await probe.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", o.name as string)) as string[] | null;
+        return reply ? `${reply[0]}:${reply[1]}` : undefined;
+      } catch {
+        return undefined;
+      } finally {
+        probe.disconnect();
+      }
+    }),
+  );
+  const votes = new Map<string, number>();
+  for (const a of answers) if (a) votes.set(a, (votes.get(a) ?? 0) + 1);
+  const majority = Math.floor(o.sentinels.length / 2) + 1;
+  const master = [...votes].find(([, n]) => n >= majority)?.[0];
+  const stream = (client as unknown as { stream?: { remoteAddress?: string; remotePort?: number } }).stream;
+  const current = stream?.remoteAddress ? `${stream.remoteAddress}:${stream.remotePort}` : undefined;
+  if (!master || !current || master === current) return false;
+  log?.warn({ from: current, to: master }, "the sentinels name another Redis master: reconnecting to it");
+  client.disconnect(true);
+  return true;
+}
+
 /** Start-up failure: `message` is one line naming the cause. */
 export class RedisStartupError extends Error {
   override readonly name = "RedisStartupError";

@@ -8,7 +8,9 @@
  * read BEFORE the command that acquired or renewed the lease was sent and margin = ttl/3. The key cannot have
  * expired before `confirmedAt + ttl`, so a writer that stops when holds() turns false stops at least `margin`
  * before anyone else could acquire it (given clock-rate drift and pauses below the margin). On a single node and
- * Sentinel the writes are additionally fenced by the token (see StoreWriter).
+ * Sentinel the writes are additionally fenced by the token (see StoreWriter). On Sentinel and Cluster an acquisition or
+ * renewal counts only once the master's replicas acknowledged it (acks.ts), so a lease taken or renewed on a master
+ * that a failover is replacing does not count.
  *
  * Events: "acquired" `(token)`; "lost" `({ reason })` with reason "taken" (the renewal found another owner or no
  * key) or "unconfirmed" (no renewal confirmed in time). After "lost" the instance is a standby again and keeps
@@ -18,7 +20,9 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { RedisClient } from "./connect.js";
 import { errorMessage, type StoreLog } from "./log.js";
+import type { ReplicaAcks } from "./acks.js";
 import { LuaScript } from "./script.js";
+import { durably, NotReplicatedError, replicaAcks } from "./writer.js";
 
 const RENEW = new LuaScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -65,6 +69,8 @@ export class WriterLease extends EventEmitter<WriterLeaseEvents> {
   /** Delay before the next renewal attempt after one failed (ttl/15, 50 ms at least, at most the period). */
   private readonly retryAfterFailureMs: number;
   private readonly log: StoreLog | undefined;
+  /** Sentinel and Cluster: acquisitions and renewals count only once the replicas have them (see acks.ts). */
+  private readonly acks: ReplicaAcks | undefined;
 
   private state: LeaseState = "idle";
   private currentToken: string | undefined;
@@ -92,6 +98,7 @@ export class WriterLease extends EventEmitter<WriterLeaseEvents> {
     this.retryIntervalMs = Math.max(1, opts.retryIntervalMs ?? this.ttlMs / 3);
     this.retryAfterFailureMs = Math.min(this.renewIntervalMs, Math.max(50, this.ttlMs / 15));
     this.log = opts.log;
+    this.acks = replicaAcks(client, undefined, opts.log);
   }
 
   get status(): LeaseState {
@@ -170,10 +177,13 @@ export class WriterLease extends EventEmitter<WriterLeaseEvents> {
     const generation = this.generation;
     const token = `${this.owner}-${randomBytes(16).toString("hex")}`;
     const sentAt = this.now();
-    let reply: string | null;
+    let reply: unknown;
     try {
-      reply = await this.client.set(this.key, token, "PX", this.ttlMs, "NX");
+      [reply] = await durably(this.client, this.key, (p) => p.set(this.key, token, "PX", this.ttlMs, "NX"), this.acks);
+      if (reply instanceof Error) throw reply;
     } catch (err) {
+      // Not acknowledged by the replicas: the key may be set on a master about to be replaced. Take it back.
+      if (err instanceof NotReplicatedError) RELEASE.run(this.client, [this.key], [token]).catch(() => {});
       this.log?.debug({ err: errorMessage(err), key: this.key }, "writer lease: acquisition attempt failed");
       return;
     }
@@ -200,7 +210,13 @@ export class WriterLease extends EventEmitter<WriterLeaseEvents> {
     const sentAt = this.now();
     let reply: unknown;
     try {
-      reply = await RENEW.run(this.client, [this.key], [token, this.ttlMs]);
+      [reply] = await durably(
+        this.client,
+        this.key,
+        (p) => p.eval(RENEW.source, 1, this.key, token, this.ttlMs),
+        this.acks,
+      );
+      if (reply instanceof Error) throw reply;
     } catch (err) {
       // Keep going: the deadline timer ends the tenure if no renewal is confirmed in time. Until then, try again
       // soon rather than a whole renewal period later: a failover or a blip of a few seconds must not cost the lease.

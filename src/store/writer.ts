@@ -17,14 +17,14 @@
  * Sentinel and Cluster: a batch also waits for a replica's acknowledgement (see acks.ts), so a failover cannot
  * lose a write the caller was told succeeded.
  */
-import type { Cluster, Redis } from "ioredis";
-import { type AckOptions, type AckPlan, NotReplicatedError, ReplicaAcks } from "./acks.js";
+import type { ChainableCommander, Cluster, Redis } from "ioredis";
+import { ACK_GRACE_MS, type AckOptions, type AckPlan, NotReplicatedError, ReplicaAcks } from "./acks.js";
 import { groupByMaster } from "./cluster.js";
-import { isCluster, type RedisClient } from "./connect.js";
+import { followSentinelMaster, isCluster, type RedisClient } from "./connect.js";
 import type { StoreLog } from "./log.js";
 import { isNoScript, LuaScript } from "./script.js";
 
-export { NotReplicatedError };
+export { ACK_GRACE_MS, NotReplicatedError };
 
 export type WriteOp =
   /** `ttl: false`: never expires, whatever the writer's TTL (control keys: marker, cursor). */
@@ -48,15 +48,13 @@ export interface StoreWriterOptions {
   /** Largest payload of one script call in bytes (default 8 MiB). */
   maxBytesPerCall?: number;
   /**
-   * Replica acknowledgements (acks.ts). Default: on for Sentinel and Cluster (WAIT timeout half the command
-   * timeout, 100 ms to 2 s; grace 15 s), off for a single node; `false`: off.
+   * Replica acknowledgements (acks.ts). Default: on for Sentinel and Cluster (see {@link replicaAcks}), off for a
+   * single node; `false`: off.
    */
   acks?: Partial<AckOptions> | false;
   log?: StoreLog;
 }
 
-/** Default grace of replica acknowledgements: how long writes insist on a replica that went away. */
-export const ACK_GRACE_MS = 15_000;
 
 /** The batch was refused because this instance does not hold the writer lease (nothing was written). */
 export class LeaseLostError extends Error {
@@ -130,18 +128,7 @@ export class StoreWriter {
     this.lease = opts.lease;
     this.maxOps = Math.max(1, opts.maxOpsPerCall ?? 1000);
     this.maxBytes = Math.max(1, opts.maxBytesPerCall ?? 8 * 1024 * 1024);
-    const failover = isCluster(client) || (client.options.sentinels?.length ?? 0) > 0;
-    if (opts.acks !== false && (failover || opts.acks)) {
-      const commandTimeout = isCluster(client)
-        ? client.options.redisOptions?.commandTimeout
-        : (client as Redis).options.commandTimeout;
-      this.acks = new ReplicaAcks({
-        timeoutMs: Math.min(2000, Math.max(100, (commandTimeout ?? 2000) / 2)),
-        graceMs: ACK_GRACE_MS,
-        log: opts.log,
-        ...(opts.acks || {}),
-      });
-    }
+    this.acks = opts.acks === false ? undefined : replicaAcks(client, opts.acks, opts.log);
   }
 
   /** GET of every key in one round trip (MGET chunks on a single node, per-master GET pipelines on a cluster). */
@@ -206,18 +193,18 @@ export class StoreWriter {
     for (;;) {
       const plan = this.acks?.plan(client) ?? NO_ACKS;
       const pipe = client.pipeline();
-      if (plan.role) pipe.call("ROLE");
+      this.acks?.begin(pipe, plan);
       if (reload) pipe.script("LOAD", APPLY_SCRIPT.source);
       for (const call of calls.slice(start)) {
         pipe.evalsha(APPLY_SCRIPT.sha, call.keys.length, ...call.keys, ...call.args);
       }
-      if (plan.wait) pipe.call("WAIT", "1", String(this.acks!.timeoutMs));
+      this.acks?.end(pipe, plan);
       const results = await pipe.exec();
       if (!results) throw new Error("Redis pipeline was discarded");
       const role = plan.role ? reply(results[0]) : undefined;
-      const wait = plan.wait ? reply(results.at(-1)) : undefined;
+      const wait = plan.want > 0 ? reply(results.at(-1)) : undefined;
       const first = (plan.role ? 1 : 0) + (reload ? 1 : 0);
-      const end = results.length - (plan.wait ? 1 : 0);
+      const end = results.length - (plan.want > 0 ? 1 : 0);
       if (reload && results[first - 1]?.[0]) throw results[first - 1]![0];
       let failed = -1;
       for (let i = first; i < end; i++) {
@@ -277,7 +264,7 @@ export class StoreWriter {
   private async applyOnNode(node: Redis, ops: WriteOp[]): Promise<WriteOp[]> {
     const plan = this.acks?.plan(node) ?? NO_ACKS;
     const pipe = node.pipeline();
-    if (plan.role) pipe.call("ROLE");
+    this.acks?.begin(pipe, plan);
     for (const op of ops) {
       if (op.op === "set") {
         if (op.ttl !== false && this.ttlMs > 0) pipe.set(op.key, op.value, "PX", this.ttlMs);
@@ -288,7 +275,7 @@ export class StoreWriter {
         pipe.evalsha(DEL_IF_EQUALS_SCRIPT.sha, 1, op.key, op.value);
       }
     }
-    if (plan.wait) pipe.call("WAIT", "1", String(this.acks!.timeoutMs));
+    this.acks?.end(pipe, plan);
     let results: PipelineResult;
     try {
       results = await pipe.exec();
@@ -310,7 +297,7 @@ export class StoreWriter {
       node,
       plan,
       plan.role ? reply(results[0]) : undefined,
-      plan.wait ? reply(results.at(-1)) : undefined,
+      plan.want > 0 ? reply(results.at(-1)) : undefined,
     );
     return redo;
   }
@@ -341,7 +328,66 @@ export class StoreWriter {
   }
 }
 
-const NO_ACKS: AckPlan = { role: false, wait: false };
+const NO_ACKS: AckPlan = { role: false, want: 0, timeoutMs: 0 };
+
+/**
+ * The replica acknowledgements a client needs (acks.ts): on for Sentinel and Cluster, where a replica can be
+ * promoted (WAIT timeout a third of the command timeout, 100 ms to 1 s; grace {@link ACK_GRACE_MS}), off for a single
+ * node unless `opts` asks for them.
+ */
+export function replicaAcks(
+  client: RedisClient,
+  opts?: Partial<AckOptions>,
+  log?: StoreLog,
+): ReplicaAcks | undefined {
+  const failover = isCluster(client) || (client.options.sentinels?.length ?? 0) > 0;
+  if (process.env.NO_ACKS || (!failover && !opts)) return undefined;
+  const commandTimeout = isCluster(client)
+    ? client.options.redisOptions?.commandTimeout
+    : (client as Redis).options.commandTimeout;
+  return new ReplicaAcks(client, {
+    timeoutMs: Math.min(1000, Math.max(100, (commandTimeout ?? 2000) / 3)),
+    graceMs: ACK_GRACE_MS,
+    log,
+    // Through Sentinel, unacknowledged writes may mean we are talking to a master a failover replaced.
+    onShortfall: isCluster(client) ? undefined : () => void followSentinelMaster(client as Redis, log).catch(() => {}),
+    ...opts,
+  });
+}
+
+/**
+ * Runs single-key commands on `key`'s master in one round trip, durably (with replica acknowledgements where
+ * {@link replicaAcks} applies): `build` adds them to the pipeline; resolves with their replies (an Error where one
+ * failed); throws {@link NotReplicatedError} when the replicas did not acknowledge. For the lease.
+ */
+export async function durably(
+  client: RedisClient,
+  key: string,
+  build: (pipe: ChainableCommander) => void,
+  acks: ReplicaAcks | undefined = replicaAcks(client),
+): Promise<unknown[]> {
+  let node: Redis | undefined;
+  if (isCluster(client)) node = groupByMaster(client, [key], (k) => k)[0]?.node;
+  else node = client;
+  if (!node || !acks) {
+    // Unknown slot owner (no slot map yet): through the cluster client, without acknowledgements.
+    const pipe = client.pipeline();
+    build(pipe);
+    return ((await pipe.exec()) ?? []).map(([err, value]) => err ?? value);
+  }
+  const plan = acks.plan(node);
+  const pipe = node.pipeline();
+  acks.begin(pipe, plan);
+  build(pipe);
+  acks.end(pipe, plan);
+  const results = await pipe.exec();
+  if (!results) throw new Error("Redis pipeline was discarded");
+  const replies = results.map(([err, value]) => err ?? value);
+  const from = plan.role ? 1 : 0;
+  const to = replies.length - (plan.want > 0 ? 1 : 0);
+  await acks.settle(node, plan, plan.role ? replies[0] : undefined, plan.want > 0 ? replies.at(-1) : undefined);
+  return replies.slice(from, to);
+}
 
 /** A pipeline reply: the value, or the Error. */
 function reply(entry: [Error | null, unknown] | undefined): unknown {

@@ -4,8 +4,10 @@
  * the emulator's dump (zero differences) and the official TypeScript SDK in replicator mode reading a changed value.
  */
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import sdk from "@schematichq/schematic-typescript-node";
 import type { Redis } from "ioredis";
@@ -110,6 +112,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
           for (const d of last.filter((x) => x.kind === kind).slice(0, 8)) shown.push(`${d.kind} ${d.key} ${d.detail ?? ""}`);
         }
         const logs = rep ? rep.logs.slice(-25).join("\n") : "";
+        // FAULTS_LOG_DIR=dir keeps the whole replicator log of a failed check, for post-mortems.
+        if (rep && process.env.FAULTS_LOG_DIR) {
+          writeFileSync(join(process.env.FAULTS_LOG_DIR, `replicator-${rep.process.pid}.log`), rep.logs.join("\n"));
+        }
         let debug = "";
         try {
           debug = JSON.stringify(await rep?.debug());

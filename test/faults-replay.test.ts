@@ -1,0 +1,121 @@
+/**
+ * The replay cursor under out-of-order arrival (issue 4). On a resume the server answers each subscription with its
+ * own backlog: all company changes after the cursor, then all user changes after it, so user changes older than the
+ * newest company change arrive after it. The persisted cursor must never pass a change that is not applied yet —
+ * received late, still queued, or not received at all — or a crash right then loses it for good (the Go original
+ * has this hole). Unit tests of ReplayCursor, then the whole replicator killed at the worst moment.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { ReplayCursor } from "../src/replication/cursor.js";
+import {
+  type BulkChange,
+  bulk,
+  company,
+  markerChange,
+  type Stack,
+  sdkSeesMarker,
+  startStack,
+  templates,
+  user,
+} from "./helpers/faults.js";
+import { waitFor } from "./helpers/redis.js";
+
+describe("replay cursor: a low-water mark in stream order", () => {
+  test("a change older than one already tracked holds the cursor back until it is applied", () => {
+    const cursor = new ReplayCursor("100-0");
+    const c2 = cursor.track("102-0");
+    const c4 = cursor.track("104-0");
+    cursor.complete(c2);
+    cursor.complete(c4);
+    assert.equal(cursor.committed, "104-0");
+    const u5 = cursor.track("105-0");
+    const c6 = cursor.track("106-0");
+    // The users backlog: older than 106, arriving after it.
+    const u3 = cursor.track("103-0");
+    assert.ok(u3, "an older id arriving late is tracked, not ignored");
+    cursor.complete(c6);
+    assert.equal(cursor.committed, "104-0", "105 is still pending");
+    cursor.complete(u5);
+    assert.equal(cursor.committed, "106-0");
+    assert.equal(cursor.track("103-0"), undefined, "ids at or below the cursor are re-deliveries");
+    cursor.complete(u3);
+  });
+
+  test("an id older than the cursor but never tracked stays ignored; duplicates are ignored", () => {
+    const cursor = new ReplayCursor();
+    const a = cursor.track("200-0");
+    assert.equal(cursor.track("200-0"), undefined);
+    const b = cursor.track("150-0");
+    assert.ok(b);
+    cursor.complete(a);
+    assert.equal(cursor.committed, undefined, "150 is older and pending");
+    cursor.complete(b);
+    assert.equal(cursor.committed, "200-0");
+  });
+
+  test("while held (a session's backlogs are arriving), completions do not move the cursor", () => {
+    const cursor = new ReplayCursor("100-0");
+    cursor.hold();
+    cursor.complete(cursor.track("110-0"));
+    assert.equal(cursor.committed, "100-0", "a later backlog may still bring older changes");
+    const late = cursor.track("105-0");
+    cursor.release();
+    assert.equal(cursor.committed, "100-0");
+    cursor.complete(late);
+    assert.equal(cursor.committed, "110-0");
+  });
+});
+
+describe("faults: killed right after a resume whose user backlog is still being applied", () => {
+  let s: Stack;
+  before(async () => {
+    s = await startStack({ env: { NUM_WORKERS: "2" } });
+    await s.rep.waitReady();
+  });
+  after(async () => s?.close());
+
+  test("the persisted cursor never passes an unapplied change: nothing is lost after the kill", async () => {
+    assert.equal(await s.rep.stop("SIGTERM"), 0);
+    // Company and user changes interleaved in stream order; the last one a company change whose id we know.
+    const tpl = templates();
+    const changes: BulkChange[] = [];
+    for (let i = 0; i < 1200; i++) {
+      changes.push({ method: "PUT", path: `/companies/ooo-co-${i}`, body: company(tpl.company, `ooo-co-${i}`, "eu") });
+      changes.push({ method: "PUT", path: `/users/ooo-us-${i}`, body: user(tpl.user, `ooo-us-${i}`, "admin") });
+    }
+    await bulk(s, changes);
+    const last = (await s.admin<{ stream_id: string }>("PUT", "/companies/ooo-co-last", company(tpl.company, "ooo-co-last", "eu")))
+      .stream_id;
+
+    // A slow replicator: the company backlog is applied long before the user backlog is.
+    const slow = await s.startReplicator({
+      NUM_WORKERS: "1",
+      BATCH_SIZE: "1",
+      COMPANY_CHANNEL_SIZE: "4",
+      USER_CHANNEL_SIZE: "4",
+      REPLAY_FLUSH_INTERVAL: "50ms",
+    });
+    // Kill it the moment its persisted cursor reaches the last change (or it finished the backlog).
+    await waitFor(async () => (await s.client.get("schematic:datastream:replay_cursor")) === last, {
+      what: "the persisted cursor to reach the last change",
+      intervalMs: 5,
+      timeoutMs: 60_000,
+    }).catch(async (err) => {
+      const cursor = await s.client.get("schematic:datastream:replay_cursor");
+      throw new Error(`${(err as Error).message}: cursor ${cursor}, last ${last}, ${JSON.stringify(await slow.debug())}\n${slow.logs.slice(-15).join("\n")}`);
+    });
+    slow.process.kill("SIGKILL");
+    await slow.exited;
+    // Whatever the cursor covers must be in Redis already (a restart will not replay it).
+    const users = await s.client.mget(Array.from({ length: 1200 }, (_, i) => `schematic:user:4b54a537:ooo-us-${i}`));
+    const missing = users.filter((u) => u === null).length;
+    assert.equal(missing, 0, `${missing} user changes at or below the persisted cursor are not in Redis`);
+
+    const rep = await s.startReplicator();
+    await rep.waitReady();
+    await markerChange(s);
+    await s.waitConsistent();
+    await sdkSeesMarker(s);
+  });
+});
