@@ -1,18 +1,21 @@
 // Ceiling 1: the benchmark feed into a bare WebSocket client that parses each message and does nothing else.
-// Usage (by bench/run.mjs): node bench/ceiling-ws.mjs WS_URL COUNT TAG
-// Prints "subscribed" once the Companies subscription is answered, then one JSON line when COUNT company frames
-// carrying TAG have arrived: {"last_ns": "...", "count": N, "cpu_s": x}.
+// Usage (by bench/run.mjs): node bench/ceiling-ws.mjs WS_URL COUNT TAG [WARM_TAG WARM_COUNT]
+// Prints "subscribed" once the Companies subscription is answered, "warmed" once WARM_COUNT frames carrying
+// WARM_TAG have been parsed (a warm-up, so that the client runs optimised code like the long-lived replicator),
+// then one JSON line when COUNT company frames carrying TAG have arrived: {"last_ns": "...", "count": N, "cpu_s": x}.
 import WebSocket from "ws";
 
-const [url, countText, tag] = process.argv.slice(2);
+const [url, countText, tag, warmTag, warmText] = process.argv.slice(2);
 const count = Number(countText);
+const warmCount = Number(warmText ?? 0);
+let warmed = 0;
 const ws = new WebSocket(url, {
   headers: { "X-Schematic-Api-Key": "bench-key", "X-Schematic-Datastream-Mode": "replicator" },
   perMessageDeflate: false,
   maxPayload: 256 * 1024 * 1024,
 });
 let seen = 0;
-const cpu0 = process.cpuUsage();
+let cpu0 = process.cpuUsage();
 ws.on("open", () => {
   ws.send(JSON.stringify({ data: { action: "start", entity_type: "rulesengine.Companies" } }));
 });
@@ -22,7 +25,12 @@ ws.on("message", (data) => {
     process.stdout.write("subscribed\n");
     return;
   }
+  if (warmCount > 0 && msg.data?.environment_id === warmTag && ++warmed === warmCount) {
+    process.stdout.write("warmed\n");
+    return;
+  }
   if (msg.entity_type !== "rulesengine.Company" || msg.data?.environment_id !== tag) return;
+  if (seen === 0) cpu0 = process.cpuUsage();
   if (++seen === count) {
     const last = process.hrtime.bigint();
     const cpu = process.cpuUsage(cpu0);

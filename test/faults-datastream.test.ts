@@ -162,4 +162,26 @@ describe("faults: cursor the server no longer has, replay disabled", () => {
     await endsConsistent(s);
     assert.equal(await s.debugNumber("replay.replays_engaged"), 0);
   });
+
+  test("a datastream outage longer than READY_GRACE_PERIOD: /ready 503 until the stream is back", async () => {
+    await s.rep.stop("SIGTERM");
+    const rep = await s.startReplicator({ READY_GRACE_PERIOD: "1s" });
+    await rep.waitReady();
+    await s.admin("POST", "/faults", { datastream_refuse_status: 503 });
+    await s.admin("POST", "/disconnect", { code: 1012 });
+    const stale = await waitFor(
+      async () => {
+        const r = await rep.ready();
+        return r.status === 503 ? r.body : undefined;
+      },
+      { what: "/ready 503 once the grace period is over" },
+    );
+    assert.equal(stale.ready, false);
+    assert.equal(typeof stale.stale_since, "string");
+    assert.equal((await rep.health()).status, 200, "/health stays 200 (the process is alive)");
+    await bulk(s, churn(300, { tag: "grace", seed: 13 }));
+    await s.admin("POST", "/faults", {});
+    await rep.waitReady();
+    await endsConsistent(s);
+  });
 });

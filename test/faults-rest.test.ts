@@ -56,8 +56,8 @@ for (const mode of ["sync", "async"] as const) {
       await sdkSeesMarker(s);
     };
 
-    test("5xx on 40% of REST requests, with changes streaming during the load", async () => {
-      const { rep, ready } = await coldStart({ rest_error_rate: 0.4, rest_error_status: 503, seed: 4 });
+    test("5xx on 30% of REST requests, with changes streaming during the load", async () => {
+      const { rep, ready } = await coldStart({ rest_error_rate: 0.3, rest_error_status: 503, seed: 4 });
       const sending = background(s, churn(1500, { tag: `${mode}5xx`, seed: 21, entities: 300 }), 50, 20);
       // Changes to entities the load is paging through right now (PUT, PATCH, DELETE of fixture rows).
       const racing = background(s, racingChanges(s, mode), 10, 30);
@@ -73,7 +73,7 @@ for (const mode of ["sync", "async"] as const) {
     });
 
     test("429 with Retry-After: the retry waits at least that long", async () => {
-      const { rep, ready } = await coldStart({ rest_fail_next: 5, rest_error_status: 429, rest_retry_after_s: 1 });
+      const { rep, ready } = await coldStart({ rest_fail_next: 3, rest_error_status: 429, rest_retry_after_s: 1 });
       await rep.waitReady();
       await endsConsistent();
       await ready.stop();

@@ -68,6 +68,9 @@ describe("faults: SIGTERM during a burst", () => {
     assert.ok(stopped?.cursor, "the final cursor is logged");
     assert.equal(await s.client.get("schematic:datastream:replay_cursor"), stopped.cursor);
     assert.ok(!logsMatching(old, /shutdown timeout reached/).length, "the drain finished in time");
+    const counts = stopped.messages as Record<string, number>;
+    assert.equal(counts.dropped, 0, "the final log line counts messages; none dropped");
+    assert.ok((counts.received ?? 0) >= receivedAtSignal && (counts.applied ?? 0) > 0, JSON.stringify(counts));
 
     const rep = await s.startReplicator();
     await rep.waitReady();
@@ -97,6 +100,7 @@ describe("faults: SIGTERM during a burst", () => {
       process.kill(redisPid, "SIGCONT");
     }
     assert.equal(code, 0, rep.logs.slice(-10).join("\n"));
+    assert.equal(logsMatching(rep, /shutdown timeout reached/).length, 1, "the drain gave up at SHUTDOWN_TIMEOUT");
     await sending;
     const next = await s.startReplicator();
     await next.waitReady();

@@ -10,7 +10,7 @@
  * - SIGKILL of the master during a burst: a replica is promoted and nothing is lost; the SDK reads a later change.
  * - A batch is reported written only once a replica has it (a stopped replica holds it back; a replica gone for
  *   longer than the grace no longer does).
- * - Wrong password, unknown master name: exit 1 with one line naming the cause.
+ * - Wrong password, wrong sentinel password, unknown master name: exit 1 with one line naming the cause.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -61,7 +61,7 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
       startSentinelGroup({ password: PASSWORD, sentinelPassword: SENTINEL_PASSWORD, servers: 3 }),
       startEmulator({ fixture }),
     ]);
-    rep = await startReplicator(testEnv({ SCHEMATIC_API_URL: emu.url, ...sentinelEnv(), WRITER_LOCK_TTL: process.env.LTTL ?? "6s" }));
+    rep = await startReplicator(testEnv({ SCHEMATIC_API_URL: emu.url, ...sentinelEnv(), WRITER_LOCK_TTL: "6s" }));
     await rep.waitReady();
   });
 
@@ -122,9 +122,20 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
     assert.deepEqual(sdk.stub.calls, [], "the SDK never called the API");
   });
 
-  test("bad settings: wrong password, unknown master name: exit 1 with one line naming the cause", { timeout: 60_000 }, async () => {
-    const base = { SCHEMATIC_API_KEY: "k", SCHEMATIC_API_URL: emu.url, REDIS_MAX_RETRIES: "1" };
-    const wrongPassword = await runUntilExit({ ...base, ...sentinelEnv(), REDIS_PASSWORD: "nope" });
+  test("bad settings: wrong password, wrong sentinel password, unknown master name: exit 1, one line naming the cause", { timeout: 60_000 }, async () => {
+    const base = {
+      SCHEMATIC_API_KEY: "k",
+      SCHEMATIC_API_URL: emu.url,
+      REDIS_MAX_RETRIES: "1",
+      REDIS_DIAL_TIMEOUT: "1s",
+      REDIS_READ_TIMEOUT: "1s",
+      REDIS_WRITE_TIMEOUT: "1s",
+    };
+    const [wrongPassword, unknownMaster, wrongSentinelPassword] = await Promise.all([
+      runUntilExit({ ...base, ...sentinelEnv(), REDIS_PASSWORD: "nope" }),
+      runUntilExit({ ...base, ...sentinelEnv(), REDIS_SENTINEL_MASTER: "nosuchmaster" }),
+      runUntilExit({ ...base, ...sentinelEnv(), REDIS_SENTINEL_PASSWORD: "nope" }),
+    ]);
     assert.equal(wrongPassword.code, 1, wrongPassword.stdout);
     assert.equal(wrongPassword.stderr.length, 1, wrongPassword.stderr.join("\n"));
     assert.match(
@@ -132,15 +143,16 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
       /^schematic-replicator: Redis rejected the password \(WRONGPASS .*\) at Sentinel master "mymaster" \(sentinels 127\.0\.0\.1:\d+,/,
     );
 
-    const unknownMaster = await runUntilExit({ ...base, ...sentinelEnv(), REDIS_SENTINEL_MASTER: "nosuchmaster" });
     assert.equal(unknownMaster.code, 1, unknownMaster.stdout);
     assert.equal(unknownMaster.stderr.length, 1, unknownMaster.stderr.join("\n"));
     assert.match(unknownMaster.stderr[0]!, /^schematic-replicator: Redis Sentinel \(127\.0\.0\.1:\d+,.*\) does not know master "nosuchmaster"/);
 
-    const wrongSentinelPassword = await runUntilExit({ ...base, ...sentinelEnv(), REDIS_SENTINEL_PASSWORD: "nope" });
     assert.equal(wrongSentinelPassword.code, 1, wrongSentinelPassword.stdout);
     assert.equal(wrongSentinelPassword.stderr.length, 1, wrongSentinelPassword.stderr.join("\n"));
-    assert.match(wrongSentinelPassword.stderr[0]!, /^schematic-replicator: .*(WRONGPASS|password)/i);
+    assert.match(
+      wrongSentinelPassword.stderr[0]!,
+      /^schematic-replicator: Redis Sentinel rejected REDIS_SENTINEL_PASSWORD \(WRONGPASS .*\) at sentinels 127\.0\.0\.1:\d+,/,
+    );
   });
 
   test("a batch counts as written only once a replica has it", { timeout: 60_000 }, async () => {

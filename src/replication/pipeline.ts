@@ -45,6 +45,8 @@ export interface PipelineEvents {
 }
 
 const ENTITY_OPS = new Set(["full", "partial", "delete"]);
+/** Longest wait for the answers to a session's subscriptions before the replay cursor may move again. */
+const SESSION_START_LIMIT_MS = 60_000;
 
 export class Pipeline extends EventEmitter<PipelineEvents> {
   /** Counters (owned by the replicator when given, so they outlive one writer tenure). */
@@ -68,6 +70,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   private paused = false;
   private loadOutstanding = 0;
   private progressWaiters: (() => void)[] = [];
+  private sessionTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: PipelineOptions) {
     super();
@@ -117,6 +120,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
 
   /** Stops the lanes after the batch in flight; queued work stays unapplied (and the cursor short of it). */
   async stop(): Promise<void> {
+    clearTimeout(this.sessionTimer);
     this.abort.abort();
     await Promise.all(this.allLanes().map((lane) => lane.stop()));
     this.onProgress();
@@ -224,6 +228,28 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
 
   // ---- datastream ----------------------------------------------------------------------------------------
 
+  /**
+   * A datastream session opened and is about to subscribe: until the answers are in (the flags snapshot, answering
+   * the last subscription), a company or user backlog may still bring changes older than some already applied, so
+   * the cursor stays put (see ReplayCursor). A server that never answers the flags subscription cannot freeze it
+   * for good: after SESSION_START_LIMIT_MS it moves again.
+   */
+  beginSession(): void {
+    this.cursor.hold();
+    clearTimeout(this.sessionTimer);
+    this.sessionTimer = setTimeout(() => {
+      this.o.log.warn({ ms: SESSION_START_LIMIT_MS }, "no flags snapshot since the datastream connected");
+      this.endSessionStart();
+    }, SESSION_START_LIMIT_MS);
+    this.sessionTimer.unref();
+  }
+
+  private endSessionStart(): void {
+    clearTimeout(this.sessionTimer);
+    this.sessionTimer = undefined;
+    this.cursor.release();
+  }
+
   handleFrame(text: string): void {
     let msg: ReturnType<typeof parseFrame>;
     try {
@@ -246,6 +272,8 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       this.stats.countReceived("other", "error");
       const data = (msg.data ?? {}) as { error?: unknown };
       this.o.log.warn({ entityType, error: data.error }, "the datastream reported an error");
+      // The flags subscription was answered (with an error): the session's backlogs are all in.
+      if (entityType === ENTITY_TYPES.flags) this.endSessionStart();
       return;
     }
 
@@ -290,6 +318,8 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
         }
         this.flags.push({ type: "snapshot", flags: msg.data });
         if (tracked) this.cursor.complete(tracked);
+        // The answer to the session's last subscription: the company and user backlogs are all in.
+        this.endSessionStart();
         break;
       case ENTITY_TYPES.flag:
         this.stats.countReceived("flag", messageType);

@@ -28,6 +28,9 @@ import { ReplicationStats } from "./stats.js";
 
 export type Role = "writer" | "standby";
 
+/** How often the message counters are logged (when they changed), as the Go original does. */
+const MESSAGE_LOG_INTERVAL_MS = 30_000;
+
 export interface ReplicatorDeps {
   config: Config;
   redis: Redis | Cluster;
@@ -239,6 +242,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const c = this.d.config;
     pipeline.stats.connections++;
     this.sessionFlagsApplied = false;
+    // Until the answers to the subscriptions are in (the flags snapshot comes last), a backlog may still bring
+    // changes older than those already applied: the cursor stays put meanwhile.
+    pipeline.beginSession();
     const replayFrom = c.replay.disabled || this.needFullLoad ? undefined : pipeline.cursor.committed;
     // Without a cursor we cannot know what a reconnect missed: load everything again (subscribed first).
     const fullLoad = this.needFullLoad || !replayFrom;
@@ -355,6 +361,25 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     });
     if (c.cacheTtlMs > 0) every(Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl());
     every(c.reconcileIntervalMs, () => this.reconcile());
+    let logged = -1;
+    every(MESSAGE_LOG_INTERVAL_MS, async () => {
+      if (this.stats.received === logged) return;
+      logged = this.stats.received;
+      this.d.log.info({ messages: this.messageCounts() }, "message metrics");
+    });
+  }
+
+  /** The message counters of /debug, for the logs. */
+  messageCounts(): Record<string, number> {
+    const s = this.stats;
+    return {
+      received: s.received,
+      applied: s.applied,
+      coalesced: s.coalesced,
+      retried: s.retried,
+      skipped: s.skipped,
+      dropped: s.dropped,
+    };
   }
 
   /**
@@ -510,7 +535,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     }
     await this.lease?.release().catch(() => undefined);
     this.lease?.stop();
-    log.info({ cursor: this.pipeline?.cursor.committed }, "replicator stopped");
+    log.info({ cursor: this.pipeline?.cursor.committed, messages: this.messageCounts() }, "replicator stopped");
   }
 }
 

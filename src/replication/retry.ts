@@ -32,8 +32,8 @@ export async function withRetry<T>(what: string, ctx: RetryContext, call: () => 
       return result;
     } catch (err) {
       if (err instanceof LeaseLostError) {
-        // Redis answered (and refused the write): it is healthy, whatever this writer's role is now.
-        ctx.breaker.success();
+        // Not a Redis failure (the writer must stop): no outcome to report, but never keep the half-open trial.
+        ctx.breaker.abandon(trial);
         throw err;
       }
       ctx.breaker.failure();

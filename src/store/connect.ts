@@ -14,7 +14,8 @@
  * Connections are lazy: nothing is dialled until the first command, normally {@link waitForRedis}'s PING.
  * After start-up the client reconnects forever (capped backoff); commands fail after `maxRetries` reconnects.
  */
-import type { ConnectionOptions } from "node:tls";
+import { connect as netConnect, type Socket } from "node:net";
+import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
 import type { RedisConfig, RedisTlsConfig } from "../config/types.js";
 import { errorMessage, type StoreLog } from "./log.js";
@@ -238,6 +239,17 @@ function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified 
     .replace(/^All sentinels are unreachable\. Retrying from scratch after \d+ms\. Last error: (.*)$/, "$1")
     .trim();
   const code = (err as { code?: unknown } | null)?.code;
+  const topo = cfg.topology;
+  const sentinelAuth =
+    topo.kind === "sentinel" &&
+    (/^All sentinels are unreachable/.test(errorMessage(err)) || (err as { sentinel?: boolean } | null)?.sentinel);
+  if (sentinelAuth && /^(WRONGPASS|NOAUTH)\b|invalid username-password|invalid password/i.test(raw)) {
+    const sentinels = topo.sentinels.map((n) => `${n.host}:${n.port}`).join(",");
+    const what = /^NOAUTH\b/.test(raw)
+      ? "Redis Sentinel requires a password (set REDIS_SENTINEL_PASSWORD)"
+      : "Redis Sentinel rejected REDIS_SENTINEL_PASSWORD";
+    return { kind: "auth", permanent: true, message: `${what} (${raw}) at sentinels ${sentinels}` };
+  }
   if (/^(WRONGPASS|NOAUTH|NOPERM)\b|invalid username-password|invalid password/i.test(raw)) {
     const what = /^NOAUTH\b/.test(raw)
       ? "Redis requires a password"
@@ -250,7 +262,18 @@ function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified 
     (typeof code === "string" && (TLS_CODES.has(code) || code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_"))) ||
     /certificate|ssl routines|\btls\b/i.test(raw)
   ) {
-    return { kind: "tls", permanent: true, message: `TLS handshake with Redis at ${where} failed: ${raw}` };
+    // OpenSSL's "…:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:…" → the reason alone.
+    const reason = /SSL routines:[^:]*:([^:]+)/.exec(raw)?.[1]?.trim() ?? raw;
+    const hint = /certificate required/i.test(reason)
+      ? " (the server requires a client certificate: set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE)"
+      : /unknown ca|bad certificate|certificate unknown/i.test(reason)
+        ? " (the server does not accept the client certificate: is it signed by a CA the server trusts?)"
+        : /self.signed|unable to (verify|get)|issuer/i.test(reason)
+          ? " (REDIS_TLS_CA_FILE must hold the CA that signed the server's certificate)"
+          : /altnames|does not match/i.test(reason)
+            ? " (REDIS_TLS_SERVER_NAME, or the address, must be a name the server's certificate holds)"
+            : "";
+    return { kind: "tls", permanent: true, message: `TLS handshake with Redis at ${where} failed: ${reason}${hint}` };
   }
   if ((err as { name?: unknown } | null)?.name === "ReplyError") {
     // A bad database index cannot heal by waiting; CLUSTERDOWN, MASTERDOWN, LOADING and the like can.
@@ -268,7 +291,7 @@ function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified 
     };
   }
   let note = tries;
-  if (!cfg.tls && /ECONNRESET/.test(raw)) note += "; if this Redis expects TLS, set REDIS_TLS=true";
+  if (!cfg.tls && (/ECONNRESET/.test(raw) || code === "ECONNRESET")) note += "; if this Redis expects TLS, set REDIS_TLS=true";
   if (cfg.tls && /ECONNRESET|ETIMEDOUT|timed out/.test(raw)) note += "; is TLS enabled on that port?";
   return { kind: "unreachable", permanent: false, message: `Redis at ${where} is unreachable: ${raw} (${note})` };
 }
@@ -296,8 +319,12 @@ function isGeneric(err: unknown): boolean {
  */
 async function diagnose(cfg: RedisConfig): Promise<unknown> {
   const topo = cfg.topology;
-  if (topo.kind === "single") return undefined;
   const tls = tlsOptions(cfg.tls);
+  if (topo.kind === "single") {
+    return tls
+      ? await probeTls(topo.host, topo.port, tls, cfg.dialTimeoutMs)
+      : await probePlain(topo.host, topo.port, cfg.dialTimeoutMs);
+  }
   const auth =
     topo.kind === "cluster" ? { username: cfg.username, password: cfg.password } : { password: topo.sentinelPassword };
   const nodes = topo.kind === "cluster" ? topo.nodes : topo.sentinels;
@@ -323,12 +350,58 @@ async function diagnose(cfg: RedisConfig): Promise<unknown> {
       await probe.ping();
       if (topo.kind === "sentinel") return undefined; // a sentinel answers: the cause is what it said
     } catch (err) {
-      first ??= pickCause(err, eventError);
+      const cause = pickCause(err, eventError);
+      // A sentinel's own refusal (its password) must not read as the data nodes'.
+      if (topo.kind === "sentinel" && cause instanceof Error) Object.assign(cause, { sentinel: true });
+      first ??= cause;
     } finally {
       probe.disconnect();
     }
   }
+  // Over TLS a refused client certificate shows only as a reset connection: a raw handshake names the alert.
+  if (tls && (first === undefined || isGeneric(first) || /ECONNRESET|socket hang up/.test(errorMessage(first)))) {
+    const alert = await probeTls(nodes[0]!.host, nodes[0]!.port, tls, cfg.dialTimeoutMs);
+    if (alert) return topo.kind === "sentinel" ? Object.assign(alert, { sentinel: true }) : alert;
+  }
   return first;
+}
+
+/**
+ * A raw TLS connection that sends PING and reads the answer: resolves with the TLS error (a handshake failure, or
+ * the alert a server sends after the handshake when it wants a client certificate), or undefined.
+ */
+async function probeTls(host: string, port: number, tls: ConnectionOptions, timeoutMs: number): Promise<Error | undefined> {
+  const socket = tlsConnect({ host, port, ...tls }, () => socket.write("PING\r\n"));
+  return await probe(socket, timeoutMs, () => undefined);
+}
+
+/** A raw plain-text PING: a server that closes the connection without a word is most likely a TLS port. */
+async function probePlain(host: string, port: number, timeoutMs: number): Promise<Error | undefined> {
+  const socket = netConnect({ host, port }, () => socket.write("PING\r\n"));
+  return await probe(socket, timeoutMs, () =>
+    Object.assign(new Error("the server closed the connection without answering PING"), { code: "ECONNRESET" }),
+  );
+}
+
+async function probe(socket: Socket, timeoutMs: number, onSilentClose: () => Error | undefined): Promise<Error | undefined> {
+  return await new Promise((resolve) => {
+    let settled = false;
+    const done = (err: Error | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(err);
+    };
+    const timer = setTimeout(() => done(undefined), Math.max(timeoutMs, 1000));
+    socket.on("data", () => done(undefined));
+    socket.on("error", (err) => {
+      if (/ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|EAI_AGAIN/.test(err.message)) done(undefined);
+      else if (/ECONNRESET/.test(err.message)) done(onSilentClose() ?? err);
+      else done(err);
+    });
+    socket.on("close", () => done(onSilentClose()));
+  });
 }
 
 /**
@@ -368,7 +441,11 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
         commandError = err;
       }
       let cause = pickCause(commandError, eventError);
-      if (isGeneric(cause) || /All sentinels are unreachable/.test(errorMessage(cause))) {
+      if (
+        isGeneric(cause) ||
+        /All sentinels are unreachable/.test(errorMessage(cause)) ||
+        (cfg.tls && /ECONNRESET|socket hang up/.test(errorMessage(cause)))
+      ) {
         cause = (await diagnose(cfg)) ?? cause;
       }
       const c = classify(cause, cfg, attempt);

@@ -341,7 +341,7 @@ export function replicaAcks(
   log?: StoreLog,
 ): ReplicaAcks | undefined {
   const failover = isCluster(client) || (client.options.sentinels?.length ?? 0) > 0;
-  if (process.env.NO_ACKS || (!failover && !opts)) return undefined;
+  if (!failover && !opts) return undefined;
   const commandTimeout = isCluster(client)
     ? client.options.redisOptions?.commandTimeout
     : (client as Redis).options.commandTimeout;

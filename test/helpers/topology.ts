@@ -6,10 +6,12 @@
  * - bursts of changes through `POST /_emulator/bulk` while a fault happens;
  * - "Redis equals the emulator" on any ioredis client (Cluster included);
  * - a replicator run that must fail at start-up, with its exit code and stderr;
- * - a MONITOR recorder that attributes every data write Redis executes to the replicator connection that sent it.
+ * - a MONITOR recorder that attributes every data write Redis executes to the replicator connection that sent it;
+ * - a TCP proxy that freezes one replicator's connection to Redis (a partition of that instance only).
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import sdk from "@schematichq/schematic-typescript-node";
 import { type Cluster, Redis, type RedisOptions } from "ioredis";
@@ -229,6 +231,8 @@ export interface WriteEvent {
 export interface WriteMonitor {
   /** Data writes Redis executed (inside scripts or not), lease commands excluded. */
   writes: WriteEvent[];
+  /** Every command clients sent (not those scripts ran), as `{ seq, writer, command: "EVALSHA" }`. */
+  commands: { seq: number; writer: string; command: string }[];
   /** Every client name seen, by address. */
   names: Map<string, string>;
   stop(): Promise<void>;
@@ -245,6 +249,7 @@ const WRITE_COMMANDS = new Set(["set", "del", "unlink", "pexpire", "expire", "pe
 export async function monitorWrites(port: number, leaseKey: string, options: RedisOptions = {}): Promise<WriteMonitor> {
   const names = new Map<string, string>();
   const writes: WriteEvent[] = [];
+  const commands: WriteMonitor["commands"] = [];
   const base = new Redis({ host: "127.0.0.1", port, lazyConnect: true, maxRetriesPerRequest: 1, ...options });
   base.on("error", () => undefined);
   await base.connect();
@@ -263,6 +268,7 @@ export async function monitorWrites(port: number, leaseKey: string, options: Red
     if (source !== "lua") {
       caller = source;
       if (cmd === "client" && (args[1] ?? "").toLowerCase() === "setname" && args[2]) names.set(source, args[2]);
+      commands.push({ seq, writer: names.get(source) ?? source, command: cmd.toUpperCase() });
     }
     if (!WRITE_COMMANDS.has(cmd)) return;
     const key = args[1] ?? "";
@@ -272,6 +278,7 @@ export async function monitorWrites(port: number, leaseKey: string, options: Red
   });
   return {
     writes,
+    commands,
     names,
     async stop() {
       monitor.disconnect();
@@ -288,4 +295,50 @@ export function writerRuns(writes: WriteEvent[]): string[] {
   const runs: string[] = [];
   for (const w of writes) if (runs.at(-1) !== w.writer) runs.push(w.writer);
   return runs;
+}
+
+// ---- a TCP proxy that can freeze one replicator's connection -------------------------------------------------------
+
+export interface FreezableProxy {
+  port: number;
+  /** Stops forwarding in both directions (connections stay open: a network partition, not a reset). */
+  freeze(): void;
+  thaw(): void;
+  close(): Promise<void>;
+}
+
+/** A loopback TCP proxy to `targetPort`, for cutting one client off from Redis without touching the others. */
+export async function startFreezableProxy(targetPort: number): Promise<FreezableProxy> {
+  const sockets = new Set<Socket>();
+  let frozen = false;
+  const server: Server = createServer((downstream) => {
+    const upstream = connect(targetPort, "127.0.0.1");
+    for (const s of [downstream, upstream]) {
+      sockets.add(s);
+      s.on("error", () => s.destroy());
+      s.on("close", () => sockets.delete(s));
+      if (frozen) s.pause();
+    }
+    downstream.pipe(upstream);
+    upstream.pipe(downstream);
+    downstream.on("close", () => upstream.destroy());
+    upstream.on("close", () => downstream.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    port,
+    freeze() {
+      frozen = true;
+      for (const s of sockets) s.pause();
+    },
+    thaw() {
+      frozen = false;
+      for (const s of sockets) s.resume();
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }
