@@ -68,7 +68,9 @@ describe("three replicators on one Redis: one writes, a standby takes over when 
     await redis?.stop();
   });
 
-  test("one writer, two standbys: only the writer writes; every /ready tells the truth and carries its role", { timeout: 60_000 }, async () => {
+  test("one writer, two standbys: only the writer writes; every /ready tells the truth and carries its role", {
+    timeout: 60_000,
+  }, async () => {
     const [first, ...standbys] = reps as [ReplicatorProcess, ...ReplicatorProcess[]];
     assert.equal(await roleOf(first), "writer");
     for (const s of standbys) {
@@ -86,11 +88,12 @@ describe("three replicators on one Redis: one writes, a standby takes over when 
       const d = (await s.debug()) as unknown as DebugView;
       assert.equal(d.messages.received, 0, "a standby opens no datastream");
     }
-
   });
 
   for (const round of [1, 2]) {
-    test(`SIGKILL of the writer during a burst (${round === 1 ? "three" : "two"} instances): a standby takes over, nothing is lost`, { timeout: 90_000 }, async (t) => {
+    test(`SIGKILL of the writer during a burst (${round === 1 ? "three" : "two"} instances): a standby takes over, nothing is lost`, {
+      timeout: 90_000,
+    }, async (t) => {
       const writer = await waitFor(writerNow, { what: "exactly one writer" });
       const writerName = nameOf(writer);
       const before = monitor.writes.length;

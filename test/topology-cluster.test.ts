@@ -5,8 +5,10 @@
  * official TypeScript SDK reading through a node-redis cluster client (`createCluster`).
  *
  * - The keyspace equals the fixture (diffRedis over every master) and is spread over all three masters; the SDK
- *   table of test/e2e-sdk.test.ts passes unchanged through the cluster client.
- * - Cleanup of other cache versions reaches every master and keeps everything else.
+ *   table of test/e2e-sdk.test.ts passes unchanged through the cluster client (and through the Go SDK's cluster
+ *   client, skipped naming the cause when the Go module proxy does not serve the SDK).
+ * - Cleanup of other cache versions reaches every master and keeps everything else; a flags snapshot deletes the
+ *   flags missing from it on every master.
  * - A resharding during a burst of changes (slots migrating: ASK, then MOVED to a stale slot map) loses nothing,
  *   and the cluster really redirected the replicator.
  * - SIGKILL of the master holding the writer lease during a burst, until its replica is promoted, loses nothing;
@@ -24,11 +26,22 @@ import { loadFixtureFile, type RunningEmulator, startEmulator } from "../src/emu
 import type { Fixture } from "../src/model/wire.js";
 import { keySlot } from "../src/store/cluster.js";
 import { type RedisClusterServer, startCluster } from "./helpers/cluster.js";
-import { admin, checkSdk, DEFAULT_CACHE_VERSION, defaultKeys, jsonLogs, type SdkClient, startDirectSdk } from "./helpers/e2e.js";
+import {
+  admin,
+  checkSdk,
+  DEFAULT_CACHE_VERSION,
+  defaultKeys,
+  jsonLogs,
+  type SdkClient,
+  startApiStub,
+  startDirectSdk,
+} from "./helpers/e2e.js";
 import { churn, region } from "./helpers/faults.js";
+import { buildGoChecker, GoSdkUnavailableError, runGoChecks } from "./helpers/go-sdk.js";
 import { parseInfo } from "./helpers/procs.js";
 import { freePort, waitFor } from "./helpers/redis.js";
 import { type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
+import { allChecks } from "./helpers/sdk-table.js";
 import { assertSdkTable, burst, runUntilExit, type SdkOnRedis, startSdkOn, waitEqual } from "./helpers/topology.js";
 
 const run = promisify(execFile);
@@ -94,7 +107,6 @@ describe("Redis Cluster: three masters with a replica each", () => {
   });
 
   after(async () => {
-    if (process.env.SHOW_LOGS) (await import("node:fs")).writeFileSync(process.env.SHOW_LOGS, (rep?.logs ?? []).join("\n"));
     await sdkR?.close();
     await direct?.close();
     await rep?.stop();
@@ -118,13 +130,61 @@ describe("Redis Cluster: three masters with a replica each", () => {
     );
   });
 
-  test("the official TypeScript SDK reads the cluster through createCluster: the end-to-end table passes", { timeout: 60_000 }, async () => {
+  test("the official TypeScript SDK reads the cluster through createCluster: the end-to-end table passes", {
+    timeout: 60_000,
+  }, async () => {
     const rootNodes = cluster.seeds.split(",").map((addr) => ({ url: `redis://${addr}` }));
     [sdkR, direct] = await Promise.all([
       startSdkOn(createCluster({ rootNodes }), `${rep.url}/ready`, DEFAULT_CACHE_VERSION),
       startDirectSdk(emu.url, "legacy-export"),
     ]);
     await assertSdkTable(sdkR, direct, fixture);
+  });
+
+  test("the Go SDK reads the cluster through its cluster client: the same table", { timeout: 600_000 }, async (t) => {
+    let bin: string;
+    try {
+      bin = await buildGoChecker();
+    } catch (err) {
+      if (err instanceof GoSdkUnavailableError) {
+        const cause = err.message.split("\n").find((l) => /403|404|410/.test(l)) ?? err.message.split("\n")[0];
+        t.skip(
+          `Go SDK unavailable: the Go module proxy refuses github.com/schematichq/schematic-go (${cause?.trim()})`,
+        );
+        return;
+      }
+      throw err;
+    }
+    const stub = await startApiStub();
+    try {
+      const checks = allChecks();
+      const out = await runGoChecks(bin, {
+        redis_addr: "",
+        redis_cluster_addrs: cluster.seeds.split(","),
+        health_url: `${rep.url}/ready`,
+        api_url: stub.url,
+        wait: "ready",
+        checks: checks.map((c) => ({
+          name: c.name,
+          flag: c.flag,
+          company: c.row.context.company ?? null,
+          user: c.row.context.user ?? null,
+        })),
+      });
+      assert.equal(out.cache_version, DEFAULT_CACHE_VERSION);
+      const problems: string[] = [];
+      out.results.forEach((r, i) => {
+        const c = checks[i]!;
+        if (r.error || r.api_calls?.length) problems.push(`${c.name}: ${r.error} ${r.api_calls?.join(", ") ?? ""}`);
+        if (r.value !== c.expected) problems.push(`${c.name}: Go says ${r.value}, written by hand: ${c.expected}`);
+        if (c.row.context.company && !r.company_id) problems.push(`${c.name}: Go did not find the company`);
+      });
+      assert.equal(out.results.length, checks.length);
+      assert.deepEqual(problems, []);
+      assert.deepEqual(stub.calls, [], "the Go SDK never called the API");
+    } finally {
+      await stub.close();
+    }
   });
 
   test("cleanup removes other versions' keys on every master and nothing else", { timeout: 60_000 }, async () => {
@@ -135,11 +195,27 @@ describe("Redis Cluster: three masters with a replica each", () => {
     await db.set(unrelated, "keep");
     const owners = new Set(old.map((k) => db.slots[keySlot(k)]?.[0]));
     assert.equal(owners.size, 3, "the old keys sit on all three masters");
-    await waitFor(async () => [...(await keysPerMaster("schematic:company:0ldvers1:*")).values()].every((l) => l.length === 0), {
-      timeoutMs: 20_000,
-      what: "cleanup to remove the old version's keys from every master",
-    });
+    await waitFor(
+      async () => [...(await keysPerMaster("schematic:company:0ldvers1:*")).values()].every((l) => l.length === 0),
+      {
+        timeoutMs: 20_000,
+        what: "cleanup to remove the old version's keys from every master",
+      },
+    );
     assert.equal(await db.get(unrelated), "keep");
+    await waitEqual(db, emu.url, { logs });
+  });
+
+  test("a flags snapshot removes flags missing from it on every master", { timeout: 60_000 }, async () => {
+    // Flag keys nobody publishes, on all three masters: the next snapshot (after a reconnect) must find them all.
+    const ghosts = Array.from({ length: 30 }, (_, i) => keys.flag(`ghost-flag-${i}`));
+    for (const k of ghosts) await db.set(k, JSON.stringify({ id: "x", key: "x", rules: [], default_value: true }));
+    assert.equal(new Set(ghosts.map((k) => db.slots[keySlot(k)]?.[0])).size, 3, "ghost flags on all three masters");
+    await admin(emu.url, "POST", "/disconnect", { code: 1012 });
+    await waitFor(async () => (await Promise.all(ghosts.map((k) => db.exists(k)))).every((n) => n === 0), {
+      timeoutMs: 20_000,
+      what: "the next flags snapshot to delete the flags missing from it on every master",
+    });
     await waitEqual(db, emu.url, { logs });
   });
 
@@ -172,7 +248,9 @@ describe("Redis Cluster: three masters with a replica each", () => {
     await cluster.waitHealthy();
   });
 
-  test("SIGKILL of a master during a burst: its replica takes over and nothing is lost", { timeout: 120_000 }, async () => {
+  test("SIGKILL of a master during a burst: its replica takes over and nothing is lost", {
+    timeout: 120_000,
+  }, async () => {
     // The master that holds the writer lease: the hardest one to lose (the cursor's may be another).
     await new Promise((resolve) => db.refreshSlotsCache(resolve));
     const leaseOwner = db.slots[keySlot(LEASE_KEY)]![0]!;
@@ -201,10 +279,13 @@ describe("Redis Cluster: three masters with a replica each", () => {
       ],
     });
     const sdk = sdkR;
-    await waitFor(async () => (await checkSdk(sdk.client, { company: { domain: "acme.example" } }, "eu-data-residency")).value, {
-      timeoutMs: 30_000,
-      what: "the SDK to read the change made after the failover",
-    });
+    await waitFor(
+      async () => (await checkSdk(sdk.client, { company: { domain: "acme.example" } }, "eu-data-residency")).value,
+      {
+        timeoutMs: 30_000,
+        what: "the SDK to read the change made after the failover",
+      },
+    );
     await waitEqual(db, emu.url, { logs });
     assert.deepEqual(sdk.stub.calls, [], "the SDK never called the API");
   });
@@ -222,7 +303,9 @@ describe("Redis Cluster: three masters with a replica each", () => {
     assert.equal(out.stderr.length, 1, out.stderr.join("\n"));
     assert.match(
       out.stderr[0]!,
-      new RegExp(`^schematic-replicator: Redis at cluster 127\\.0\\.0\\.1:${a},127\\.0\\.0\\.1:${b} is unreachable: .*ECONNREFUSED`),
+      new RegExp(
+        `^schematic-replicator: Redis at cluster 127\\.0\\.0\\.1:${a},127\\.0\\.0\\.1:${b} is unreachable: .*ECONNREFUSED`,
+      ),
     );
   });
 });

@@ -66,7 +66,6 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
   });
 
   after(async () => {
-    if (process.env.SHOW_LOGS) (await import("node:fs")).writeFileSync(process.env.SHOW_LOGS, (rep?.logs ?? []).join("\n"));
     await sdkR?.close();
     await direct?.close();
     await rep?.stop();
@@ -83,7 +82,9 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
     await assertSdkTable(sdkR, direct, fixture);
   });
 
-  test("SENTINEL FAILOVER during a burst: writes follow the new master, nothing is lost", { timeout: 90_000 }, async () => {
+  test("SENTINEL FAILOVER during a burst: writes follow the new master, nothing is lost", {
+    timeout: 90_000,
+  }, async () => {
     const old = await group.masterPort();
     const sending = burst(emu.url, churn(900, { tag: "sfailover", seed: 3, entities: 150 }), 25, 40);
     await new Promise((r) => setTimeout(r, 400));
@@ -100,7 +101,10 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
     await new Promise((r) => setTimeout(r, 400));
     const promoted = await group.killMaster();
     await sending;
-    await waitEqual(await master(), emu.url, { logs, what: `the promoted master (port ${promoted}) to equal the emulator` });
+    await waitEqual(await master(), emu.url, {
+      logs,
+      what: `the promoted master (port ${promoted}) to equal the emulator`,
+    });
     await waitFor(async () => (await rep.ready()).status === 200, { what: "/ready 200 after the failover" });
 
     // The SDK, on the master the sentinels now name, passes the table and reads a change made after the failover.
@@ -115,14 +119,19 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
       ],
     });
     const sdk = sdkR;
-    await waitFor(async () => (await checkSdk(sdk.client, { company: { domain: "acme.example" } }, "eu-data-residency")).value, {
-      timeoutMs: 30_000,
-      what: "the SDK to read the change made after the failover",
-    });
+    await waitFor(
+      async () => (await checkSdk(sdk.client, { company: { domain: "acme.example" } }, "eu-data-residency")).value,
+      {
+        timeoutMs: 30_000,
+        what: "the SDK to read the change made after the failover",
+      },
+    );
     assert.deepEqual(sdk.stub.calls, [], "the SDK never called the API");
   });
 
-  test("bad settings: wrong password, wrong sentinel password, unknown master name: exit 1, one line naming the cause", { timeout: 60_000 }, async () => {
+  test("bad settings: wrong password, wrong sentinel password, unknown master name: exit 1, one line naming the cause", {
+    timeout: 60_000,
+  }, async () => {
     const base = {
       SCHEMATIC_API_KEY: "k",
       SCHEMATIC_API_URL: emu.url,
@@ -145,7 +154,10 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
 
     assert.equal(unknownMaster.code, 1, unknownMaster.stdout);
     assert.equal(unknownMaster.stderr.length, 1, unknownMaster.stderr.join("\n"));
-    assert.match(unknownMaster.stderr[0]!, /^schematic-replicator: Redis Sentinel \(127\.0\.0\.1:\d+,.*\) does not know master "nosuchmaster"/);
+    assert.match(
+      unknownMaster.stderr[0]!,
+      /^schematic-replicator: Redis Sentinel \(127\.0\.0\.1:\d+,.*\) does not know master "nosuchmaster"/,
+    );
 
     assert.equal(wrongSentinelPassword.code, 1, wrongSentinelPassword.stdout);
     assert.equal(wrongSentinelPassword.stderr.length, 1, wrongSentinelPassword.stderr.join("\n"));
@@ -184,7 +196,9 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
       await writer.apply([{ op: "set", key: "acks:probe", value: "1" }]);
 
       const masterPort = await group.masterPort();
-      const replicaPort = ((await command(masterPort, ["ROLE"], { password: PASSWORD })) as [string, number, string[][]])[2][0]![1];
+      const replicaPort = (
+        (await command(masterPort, ["ROLE"], { password: PASSWORD })) as [string, number, string[][]]
+      )[2][0]![1];
       const replica = group.servers.find((s) => s.port === Number(replicaPort));
       assert.ok(replica, "the master's replica is one of the group's servers");
 

@@ -1,6 +1,7 @@
 /**
  * TLS and ACL, end to end with real processes: a redis-server listening only on a TLS port, requiring a client
- * certificate from a CA the test makes with openssl, with an ACL user; the emulator (examples/fixture.json); the
+ * certificate from a CA the test makes with openssl, with an ACL user limited to the replicator's keys and no
+ * dangerous commands (the README's recommendation); the emulator (examples/fixture.json); the
  * replicator with REDIS_TLS, REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE, REDIS_TLS_SERVER_NAME,
  * REDIS_USERNAME and REDIS_PASSWORD; the official TypeScript SDK over TLS too.
  *
@@ -26,7 +27,9 @@ import { assertSdkTable, runUntilExit, type SdkOnRedis, startSdkOn, waitEqual } 
 
 const FIXTURE_FILE = fileURLToPath(new URL("../examples/fixture.json", import.meta.url));
 
-describe("TLS with a private CA, client certificates and an ACL user", { skip: haveOpenssl ? false : "openssl not installed" }, () => {
+describe("TLS with a private CA, client certificates and an ACL user", {
+  skip: haveOpenssl ? false : "openssl not installed",
+}, () => {
   const fixture: Fixture = loadFixtureFile(FIXTURE_FILE);
   let server: TlsRedisServer;
   let db: Redis;
@@ -65,14 +68,16 @@ describe("TLS with a private CA, client certificates and an ACL user", { skip: h
     await server?.stop();
   });
 
-  test("the replicator loads the fixture over TLS as the ACL user; the SDK table passes over TLS", { timeout: 60_000 }, async () => {
+  test("the replicator loads the fixture over TLS as the ACL user; the SDK table passes over TLS", {
+    timeout: 60_000,
+  }, async () => {
     await waitEqual(db, emu.url, { logs });
     const ready = await rep.ready();
     assert.equal(ready.status, 200);
     assert.equal(ready.body.role, "writer");
     // The server has no plain-text port and requires a client certificate: every connection is TLS with one. The
     // replicator's connection is there, authenticated as the ACL user.
-    const clients = String(await db.call("CLIENT", "LIST"));
+    const clients = String(await server.adminClient().call("CLIENT", "LIST"));
     assert.match(clients, new RegExp(`name=schematic-replicator:\\S+-${rep.process.pid} .*user=${server.user}\\b`));
 
     const redis = createClient({
@@ -95,7 +100,9 @@ describe("TLS with a private CA, client certificates and an ACL user", { skip: h
     await assertSdkTable(sdkR, direct, fixture);
   });
 
-  test("the README's form works too: a rediss:// URL naming the user, the password from a file", { timeout: 60_000 }, async () => {
+  test("the README's form works too: a rediss:// URL naming the user, the password from a file", {
+    timeout: 60_000,
+  }, async () => {
     const passwordFile = join(server.certs.dir, "redis-password");
     writeFileSync(passwordFile, `${server.userPassword}\n`);
     second = await startReplicator(
@@ -134,18 +141,20 @@ describe("TLS with a private CA, client certificates and an ACL user", { skip: h
       [
         "wrong CA",
         tlsEnv({ REDIS_TLS_CA_FILE: server.certs.otherCaFile }),
-        new RegExp(`^schematic-replicator: TLS handshake with Redis at 127\\.0\\.0\\.1:${server.port} failed: .*certificate`),
+        new RegExp(
+          `^schematic-replicator: TLS handshake with Redis at 127\\.0\\.0\\.1:${server.port} failed: .*certificate`,
+        ),
       ],
       [
         "a client certificate from another CA",
         tlsEnv({ REDIS_TLS_CERT_FILE: server.certs.otherCaFile, REDIS_TLS_KEY_FILE: server.certs.otherCaKeyFile }),
-        new RegExp(`^schematic-replicator: TLS handshake with Redis at 127\\.0\\.0\\.1:${server.port} failed: .*unknown ca`),
+        new RegExp(
+          `^schematic-replicator: TLS handshake with Redis at 127\\.0\\.0\\.1:${server.port} failed: .*unknown ca`,
+        ),
       ],
       [
         "plain text to the TLS port",
-        Object.fromEntries(
-          Object.entries(tlsEnv()).filter(([k]) => !k.startsWith("REDIS_TLS")),
-        ),
+        Object.fromEntries(Object.entries(tlsEnv()).filter(([k]) => !k.startsWith("REDIS_TLS"))),
         /^schematic-replicator: Redis at .* is unreachable: .*if this Redis expects TLS, set REDIS_TLS=true\)$/,
       ],
       [

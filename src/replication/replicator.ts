@@ -105,8 +105,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       return;
     }
     this.lease = new WriterLease(this.d.redis, { key: c.writerLock.key, ttlMs: c.writerLock.ttlMs, owner: this.writerId });
-    this.lease.on("acquired", () => this.serialise(() => this.becomeWriter()));
-    this.lease.on("lost", () => this.serialise(() => this.becomeStandby("the writer lease was lost")));
+    this.lease.on("acquired", () => { this.d.log.info("DBG lease acquired"); this.serialise(() => this.becomeWriter()); });
+    this.lease.on("lost", (i) => { this.d.log.info({i}, "DBG lease lost"); this.serialise(() => this.becomeStandby("the writer lease was lost")); });
     this.d.log.info({ key: c.writerLock.key }, "waiting for the writer lease");
     this.lease.start();
   }
@@ -215,9 +215,12 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.loadAbort?.abort();
+    this.d.log.info("DBG stopWriting: datastream.stop");
     await this.datastream?.stop();
+    this.d.log.info("DBG stopWriting: pipeline.clear/stop");
     this.pipeline?.clear();
     await this.pipeline?.stop();
+    this.d.log.info("DBG stopWriting: done");
     this.datastream = undefined;
     this.pipeline = undefined;
     this.loaded = false;

@@ -95,7 +95,11 @@ export class ReplicaAcks {
   plan(node: Redis): AckPlan {
     const s = this.state(node);
     if (s.disabled) return { role: false, want: 0, timeoutMs: 0 };
-    return { role: true, want: this.wanted(s), timeoutMs: s.short ? Math.min(SHORT_WAIT_MS, this.timeoutMs) : this.timeoutMs };
+    return {
+      role: true,
+      want: this.wanted(s),
+      timeoutMs: s.short ? Math.min(SHORT_WAIT_MS, this.timeoutMs) : this.timeoutMs,
+    };
   }
 
   /** Adds ROLE (first) to a pipeline being built. */

@@ -291,7 +291,8 @@ function classify(err: unknown, cfg: RedisConfig, attempts: number): Classified 
     };
   }
   let note = tries;
-  if (!cfg.tls && (/ECONNRESET/.test(raw) || code === "ECONNRESET")) note += "; if this Redis expects TLS, set REDIS_TLS=true";
+  if (!cfg.tls && (/ECONNRESET/.test(raw) || code === "ECONNRESET"))
+    note += "; if this Redis expects TLS, set REDIS_TLS=true";
   if (cfg.tls && /ECONNRESET|ETIMEDOUT|timed out/.test(raw)) note += "; is TLS enabled on that port?";
   return { kind: "unreachable", permanent: false, message: `Redis at ${where} is unreachable: ${raw} (${note})` };
 }
@@ -370,7 +371,12 @@ async function diagnose(cfg: RedisConfig): Promise<unknown> {
  * A raw TLS connection that sends PING and reads the answer: resolves with the TLS error (a handshake failure, or
  * the alert a server sends after the handshake when it wants a client certificate), or undefined.
  */
-async function probeTls(host: string, port: number, tls: ConnectionOptions, timeoutMs: number): Promise<Error | undefined> {
+async function probeTls(
+  host: string,
+  port: number,
+  tls: ConnectionOptions,
+  timeoutMs: number,
+): Promise<Error | undefined> {
   const socket = tlsConnect({ host, port, ...tls }, () => socket.write("PING\r\n"));
   return await probe(socket, timeoutMs, () => undefined);
 }
@@ -383,7 +389,11 @@ async function probePlain(host: string, port: number, timeoutMs: number): Promis
   );
 }
 
-async function probe(socket: Socket, timeoutMs: number, onSilentClose: () => Error | undefined): Promise<Error | undefined> {
+async function probe(
+  socket: Socket,
+  timeoutMs: number,
+  onSilentClose: () => Error | undefined,
+): Promise<Error | undefined> {
   return await new Promise((resolve) => {
     let settled = false;
     const done = (err: Error | undefined) => {

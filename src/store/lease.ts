@@ -18,9 +18,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
+import type { ReplicaAcks } from "./acks.js";
 import type { RedisClient } from "./connect.js";
 import { errorMessage, type StoreLog } from "./log.js";
-import type { ReplicaAcks } from "./acks.js";
 import { LuaScript } from "./script.js";
 import { durably, NotReplicatedError, replicaAcks } from "./writer.js";
 

@@ -55,7 +55,6 @@ export interface StoreWriterOptions {
   log?: StoreLog;
 }
 
-
 /** The batch was refused because this instance does not hold the writer lease (nothing was written). */
 export class LeaseLostError extends Error {
   override readonly name = "LeaseLostError";
@@ -335,11 +334,7 @@ const NO_ACKS: AckPlan = { role: false, want: 0, timeoutMs: 0 };
  * promoted (WAIT timeout a third of the command timeout, 100 ms to 1 s; grace {@link ACK_GRACE_MS}), off for a single
  * node unless `opts` asks for them.
  */
-export function replicaAcks(
-  client: RedisClient,
-  opts?: Partial<AckOptions>,
-  log?: StoreLog,
-): ReplicaAcks | undefined {
+export function replicaAcks(client: RedisClient, opts?: Partial<AckOptions>, log?: StoreLog): ReplicaAcks | undefined {
   const failover = isCluster(client) || (client.options.sentinels?.length ?? 0) > 0;
   if (!failover && !opts) return undefined;
   const commandTimeout = isCluster(client)
@@ -385,8 +380,19 @@ export async function durably(
   const replies = results.map(([err, value]) => err ?? value);
   const from = plan.role ? 1 : 0;
   const to = replies.length - (plan.want > 0 ? 1 : 0);
+  const own = replies.slice(from, to);
+  if (isCluster(client) && own.some((r) => r instanceof Error && /^(MOVED|ASK) /.test(r.message))) {
+    // The slot moved (a failover or a resharding): through the cluster client, which follows the redirect.
+    client.refreshSlotsCache();
+    const pipe = client.pipeline();
+    build(pipe);
+    const again = ((await pipe.exec()) ?? []).map(([err, value]) => err ?? value);
+    const ready = client.nodes("master").filter((n) => n.status === "ready");
+    await Promise.all(ready.map((n) => acks.confirm(n)));
+    return again;
+  }
   await acks.settle(node, plan, plan.role ? replies[0] : undefined, plan.want > 0 ? replies.at(-1) : undefined);
-  return replies.slice(from, to);
+  return own;
 }
 
 /** A pipeline reply: the value, or the Error. */

@@ -3,7 +3,7 @@
  * {@link spawnTracked}, so that every one of them is SIGKILLed when the test process exits, even after a failure
  * or a crash of the test itself. Each helper also stops its processes in its own `stop()`.
  */
-import { type ChildProcess, spawn, type SpawnOptions } from "node:child_process";
+import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process";
 import { Redis, type RedisOptions } from "ioredis";
 
 const live = new Set<ChildProcess>();
@@ -42,7 +42,11 @@ export function running(child: ChildProcess): boolean {
 }
 
 /** Sends `signal` (SIGTERM by default) and resolves once the process is gone (SIGKILL after `graceMs`). */
-export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM", graceMs = 5000): Promise<void> {
+export async function stopProcess(
+  child: ChildProcess,
+  signal: NodeJS.Signals = "SIGTERM",
+  graceMs = 5000,
+): Promise<void> {
   if (!running(child)) return;
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   child.kill(signal);
@@ -79,7 +83,11 @@ export async function command(port: number, args: (string | number)[], options: 
 }
 
 /** Polls PING until the server on `port` answers (10 s). */
-export async function waitForServer(port: number, options: RedisOptions = {}, what = `redis on port ${port}`): Promise<void> {
+export async function waitForServer(
+  port: number,
+  options: RedisOptions = {},
+  what = `redis on port ${port}`,
+): Promise<void> {
   const deadline = Date.now() + 10_000;
   for (;;) {
     try {

@@ -29,7 +29,8 @@ export function testEnv(overrides: Record<string, string>): Record<string, strin
     SCHEMATIC_API_KEY: "test-api-key",
     LOG_LEVEL: "info",
     LOG_FORMAT: "json",
-    WRITER_LOCK_TTL: "1500ms",
+    // Long enough that a busy CI machine never stalls a writer out of its lease; HA tests shorten it.
+    WRITER_LOCK_TTL: "4s",
     REPLAY_FLUSH_INTERVAL: "200ms",
     MARKER_CHECK_INTERVAL: "300ms",
     DATASTREAM_MAX_RECONNECT_DELAY: "300ms",

@@ -167,7 +167,9 @@ export async function startSentinelGroup(opts: StartSentinelOptions = {}): Promi
           `sentinel failover-timeout ${masterName} 10000`,
           `sentinel parallel-syncs ${masterName} 1`,
           ...(opts.password ? [`sentinel auth-pass ${masterName} ${opts.password}`] : []),
-          ...(opts.sentinelPassword ? [`requirepass ${opts.sentinelPassword}`, `sentinel sentinel-pass ${opts.sentinelPassword}`] : []),
+          ...(opts.sentinelPassword
+            ? [`requirepass ${opts.sentinelPassword}`, `sentinel sentinel-pass ${opts.sentinelPassword}`]
+            : []),
           "",
         ].join("\n"),
       );

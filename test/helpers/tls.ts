@@ -1,7 +1,8 @@
 /**
  * TLS for the topology tests: a private CA made with openssl (plus a second, unrelated CA for "wrong CA" cases), a
  * server certificate for `localhost` / 127.0.0.1 and a client certificate, and a redis-server that listens only on a
- * TLS port, requires client certificates and has an ACL user besides a password-protected default user.
+ * TLS port, requires client certificates and has an ACL user limited to what the replicator needs
+ * ({@link REPLICATOR_ACL}) besides a password-protected default user.
  * Every process is SIGKILLed when the test process exits (see procs.ts); `stop()` removes the directory.
  */
 import type { ChildProcess } from "node:child_process";
@@ -12,6 +13,9 @@ import { join } from "node:path";
 import { Redis, type RedisOptions } from "ioredis";
 import { spawnTracked, stopProcess, waitForServer } from "./procs.js";
 import { freePort } from "./redis.js";
+
+/** ACL rules for the replicator's user, after `user NAME on >PASSWORD`. */
+export const REPLICATOR_ACL = ["~schematic:*", "resetchannels", "+@all", "-@dangerous", "+info", "+role"];
 
 export const haveOpenssl = spawnSync("openssl", ["version"]).status === 0;
 
@@ -33,7 +37,15 @@ export interface Certificates {
 /** Makes the certificates in `dir` (EC P-256, valid two days). */
 export function makeCertificates(dir: string): Certificates {
   const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
-  const key = (name: string) => ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", name];
+  const key = (name: string) => [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    name,
+  ];
   for (const ca of ["ca", "other-ca"]) {
     run("req", "-x509", ...key(`${ca}.key`), "-out", `${ca}.crt`, "-days", "2", "-subj", `/CN=Test ${ca}`);
   }
@@ -90,6 +102,8 @@ export interface TlsRedisServer {
   tlsOptions(extra?: RedisOptions): RedisOptions;
   /** A fresh ioredis client over TLS as the ACL user (closed by stop()). */
   client(): Redis;
+  /** A fresh ioredis client over TLS as the default user, allowed everything (closed by stop()). */
+  adminClient(): Redis;
   stop(): Promise<void>;
 }
 
@@ -135,13 +149,13 @@ export async function startTlsRedis(opts: StartTlsRedisOptions = {}): Promise<Tl
       dir,
       "--requirepass",
       adminPassword,
+      // The least the replicator needs (the README recommends it): its own keys, no dangerous commands but INFO
+      // (ioredis' ready check) and ROLE (replica acknowledgements on Sentinel and Cluster).
       "--user",
       user,
       "on",
       `>${userPassword}`,
-      "~*",
-      "&*",
-      "+@all",
+      ...REPLICATOR_ACL,
     ]);
     const tlsOptions = (extra: RedisOptions = {}): RedisOptions => ({
       host: "127.0.0.1",
@@ -163,6 +177,15 @@ export async function startTlsRedis(opts: StartTlsRedisOptions = {}): Promise<Tl
       tlsOptions,
       client() {
         const c = new Redis({ ...tlsOptions(), maxRetriesPerRequest: 3 });
+        c.on("error", () => {});
+        clients.push(c);
+        return c;
+      },
+      adminClient() {
+        const c = new Redis({
+          ...tlsOptions({ username: "default", password: adminPassword }),
+          maxRetriesPerRequest: 3,
+        });
         c.on("error", () => {});
         clients.push(c);
         return c;

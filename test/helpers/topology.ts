@@ -18,6 +18,7 @@ import { type Cluster, Redis, type RedisOptions } from "ioredis";
 import type { Fixture } from "../../src/model/wire.js";
 import { type Difference, diffRedis } from "../../src/verify/diff.js";
 import {
+  type ApiStub,
   admin,
   checkSdk,
   comparable,
@@ -27,7 +28,6 @@ import {
   type SdkClient,
   type SdkResult,
   startApiStub,
-  type ApiStub,
 } from "./e2e.js";
 import type { BulkChange } from "./faults.js";
 import { waitFor } from "./redis.js";
@@ -274,7 +274,13 @@ export async function monitorWrites(port: number, leaseKey: string, options: Red
     const key = args[1] ?? "";
     if (key === leaseKey) return;
     const from = source === "lua" ? caller : source;
-    writes.push({ seq, time: Number(time), writer: names.get(from) ?? from, command: `${cmd.toUpperCase()} ${key}`, key });
+    writes.push({
+      seq,
+      time: Number(time),
+      writer: names.get(from) ?? from,
+      command: `${cmd.toUpperCase()} ${key}`,
+      key,
+    });
   });
   return {
     writes,
