@@ -11,21 +11,13 @@ import {
   background,
   bulk,
   churn,
-  markerChange,
+  endsConsistent,
   type Stack,
-  sdkSeesMarker,
   sleep,
   startStack,
   watchReady,
 } from "./helpers/faults.js";
 import { waitFor } from "./helpers/redis.js";
-
-const endsConsistent = async (s: Stack) => {
-  await markerChange(s);
-  await s.waitConsistent(40_000);
-  await sdkSeesMarker(s);
-  assert.equal(await s.debugNumber("messages.dropped"), 0);
-};
 
 /** Drops the connection mid-burst; the replicator must resume from its cursor, not reload. */
 async function dropDuringBurst(s: Stack, how: { code: number } | { drop: true }, tag: string) {
@@ -112,76 +104,5 @@ describe("faults: datastream and restarts (async loading, replay)", () => {
 
   test("replicator killed with SIGKILL mid-stream: resumed by replay", async () => {
     await restartDuringBurst(s, "SIGKILL", "akill");
-  });
-});
-
-describe("faults: cursor the server no longer has, replay disabled", () => {
-  let s: Stack;
-  before(async () => {
-    s = await startStack({ replayLog: 50, env: { NUM_WORKERS: "2" } });
-    await s.rep.waitReady();
-  });
-  after(async () => s?.close());
-
-  test("a reconnect whose cursor fell out of the replay log: full reload", async () => {
-    const reloads = await s.debugNumber("replay.full_reloads");
-    await bulk(s, churn(200, { tag: "pre", seed: 9 }));
-    await s.waitConsistent();
-    // Hold the replicator off the stream (refused upgrades) while more than the log's worth of changes happen.
-    await s.admin("POST", "/faults", { datastream_refuse_status: 503 });
-    await s.admin("POST", "/disconnect", { code: 1012 });
-    await bulk(s, churn(500, { tag: "gap", seed: 10 }));
-    await s.admin("POST", "/faults", {});
-    await waitFor(async () => (await s.debugNumber("replay.full_reloads")) > reloads, {
-      what: "a full reload after the server answered reload",
-    });
-    await endsConsistent(s);
-    assert.ok(s.rep.logs.some((l) => /the server asked for a full reload/.test(l)));
-  });
-
-  test("a restart whose persisted cursor fell out of the replay log: full reload", async () => {
-    await s.rep.stop("SIGTERM");
-    await bulk(s, churn(500, { tag: "gap2", seed: 11 }));
-    const rep = await s.startReplicator();
-    await rep.waitReady();
-    await endsConsistent(s);
-    const replay = (await rep.debug()).replay as Record<string, number>;
-    assert.ok((replay.full_reloads ?? 0) >= 1, "a full reload");
-  });
-
-  test("REPLAY_DISABLED: every reconnect reloads everything, and nothing is lost", async () => {
-    await s.rep.stop("SIGTERM");
-    const rep = await s.startReplicator({ REPLAY_DISABLED: "true" });
-    await rep.waitReady();
-    const reloads = await s.debugNumber("replay.full_reloads");
-    const sending = background(s, churn(1000, { tag: "norep", seed: 12 }), 100, 5);
-    await sleep(200);
-    await s.admin("POST", "/disconnect", { drop: true });
-    await sending;
-    await waitFor(async () => (await s.debugNumber("replay.full_reloads")) > reloads, { what: "a full reload" });
-    await endsConsistent(s);
-    assert.equal(await s.debugNumber("replay.replays_engaged"), 0);
-  });
-
-  test("a datastream outage longer than READY_GRACE_PERIOD: /ready 503 until the stream is back", async () => {
-    await s.rep.stop("SIGTERM");
-    const rep = await s.startReplicator({ READY_GRACE_PERIOD: "1s" });
-    await rep.waitReady();
-    await s.admin("POST", "/faults", { datastream_refuse_status: 503 });
-    await s.admin("POST", "/disconnect", { code: 1012 });
-    const stale = await waitFor(
-      async () => {
-        const r = await rep.ready();
-        return r.status === 503 ? r.body : undefined;
-      },
-      { what: "/ready 503 once the grace period is over" },
-    );
-    assert.equal(stale.ready, false);
-    assert.equal(typeof stale.stale_since, "string");
-    assert.equal((await rep.health()).status, 200, "/health stays 200 (the process is alive)");
-    await bulk(s, churn(300, { tag: "grace", seed: 13 }));
-    await s.admin("POST", "/faults", {});
-    await rep.waitReady();
-    await endsConsistent(s);
   });
 });

@@ -51,7 +51,9 @@ describe("faults: a flood larger than all queues", () => {
       sampling = false;
       await sampler;
     }
-    t.diagnostic(`RSS baseline ${Math.round(baseline / MB)} MB, peak ${Math.round(peakRss / MB)} MB; peak queue depth ${peakDepth}`);
+    t.diagnostic(
+      `RSS baseline ${Math.round(baseline / MB)} MB, peak ${Math.round(peakRss / MB)} MB; peak queue depth ${peakDepth}`,
+    );
     assert.ok(peakRss < 400 * MB, `RSS peaked at ${Math.round(peakRss / MB)} MB`);
     // 2 lanes of 8 per kind: a full lane pauses the socket; frames already parsed from one read still land.
     assert.ok(peakDepth < 2 * 8 + 200, `queues stayed bounded (peak ${peakDepth})`);

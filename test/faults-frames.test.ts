@@ -15,9 +15,15 @@ const BAD_FRAMES: [string, string][] = [
   ["not JSON", "{not json"],
   ["a JSON array", "[1,2,3]"],
   ["no entity_type", JSON.stringify({ message_type: "full", data: {} })],
-  ["stream_id of the wrong type", JSON.stringify({ entity_type: "rulesengine.Company", message_type: "full", stream_id: 5 })],
+  [
+    "stream_id of the wrong type",
+    JSON.stringify({ entity_type: "rulesengine.Company", message_type: "full", stream_id: 5 }),
+  ],
   ["unknown entity type", envelope("rulesengine.Widget", "full", { id: "w1" })],
-  ["unknown message type", envelope("rulesengine.Company", "upsert", { id: "comp_globex" }, { entity_id: "comp_globex" })],
+  [
+    "unknown message type",
+    envelope("rulesengine.Company", "upsert", { id: "comp_globex" }, { entity_id: "comp_globex" }),
+  ],
   ["company without an id", envelope("rulesengine.Company", "full", { keys: { domain: "x.example" } })],
   [
     "company full whose entity_id differs from data.id",
@@ -38,11 +44,23 @@ const BAD_FRAMES: [string, string][] = [
   ],
   [
     "invalid user (keys not an object)",
-    envelope("rulesengine.User", "full", { id: "user_001", account_id: "a", environment_id: "e", keys: 5 }, { entity_id: "user_001" }),
+    envelope(
+      "rulesengine.User",
+      "full",
+      { id: "user_001", account_id: "a", environment_id: "e", keys: 5 },
+      { entity_id: "user_001" },
+    ),
   ],
   [
     "invalid flag (default_value not a boolean)",
-    envelope("rulesengine.Flag", "full", { id: "f", account_id: "a", environment_id: "e", key: "dashboards", rules: [], default_value: "yes" }),
+    envelope("rulesengine.Flag", "full", {
+      id: "f",
+      account_id: "a",
+      environment_id: "e",
+      key: "dashboards",
+      rules: [],
+      default_value: "yes",
+    }),
   ],
   ["flags snapshot that is not a list", envelope("rulesengine.Flags", "full", { flags: "nope" })],
   ["flag delete without key or id", envelope("rulesengine.Flag", "delete", {})],

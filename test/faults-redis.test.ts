@@ -62,7 +62,10 @@ describe("faults: Redis", () => {
     await endsConsistent();
     await ready.stop();
     assert.ok(ready.seen.has(503), `/ready reported the gap (saw ${[...ready.seen]})`);
-    assert.ok(s.rep.logs.some((l) => /readiness marker is gone|lease/.test(l)), "the replicator noticed the loss");
+    assert.ok(
+      s.rep.logs.some((l) => /readiness marker is gone|lease/.test(l)),
+      "the replicator noticed the loss",
+    );
   });
 
   test("FLUSHALL in the middle of a stream: the marker vanishes, /ready is 503 until the keyspace is rebuilt", async () => {
@@ -110,6 +113,36 @@ describe("faults: Redis", () => {
       s.rep.logs.some((l) => /"breaker":"redis"/.test(l) && /"state":"open"/.test(l)),
       "the breaker opened",
     );
+  });
+
+  test("writes refused by the lease fence while the lease is still renewed: retried, no stand-down", async () => {
+    const lockKey = "schematic:datastream:writer_lock";
+    const retried = await s.debugNumber("messages.retried");
+    const sending = background(s, churn(2000, { tag: "fence", seed: 15, entities: 300 }), 100, 0);
+    await waitFor(async () => (await s.debugNumber("messages.received")) > 200, { what: "the burst to be flowing" });
+    // A foreign token for a moment (shorter than a renewal period): the fenced writes in that window are refused.
+    for (let i = 0; i < 5; i++) {
+      const token = await s.client.get(lockKey);
+      assert.ok(token, "the writer holds the lease");
+      await s.client.eval(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], 'intruder', 'KEEPTTL') end",
+        1,
+        lockKey,
+        token,
+      );
+      await sleep(40);
+      await s.client.eval(
+        "if redis.call('GET', KEYS[1]) == 'intruder' then redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL') end",
+        1,
+        lockKey,
+        token,
+      );
+      await sleep(150);
+    }
+    await sending;
+    await endsConsistent();
+    assert.equal((await s.rep.debug()).role, "writer");
+    assert.ok((await s.debugNumber("messages.retried")) > retried, "refused writes were retried");
   });
 
   test("Redis slowed down (SIGSTOP/SIGCONT cycles and DEBUG SLEEP) during a stream: nothing lost", async () => {

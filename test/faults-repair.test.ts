@@ -61,7 +61,10 @@ describe("faults: anti-entropy repairs only what differs", () => {
     erin.traits = [];
     await c.set(erinKey, JSON.stringify(erin));
     // 4. An entity that does not exist upstream.
-    await c.set(KEYS.companyId("comp_ghost"), (await c.get(KEYS.companyId("comp_globex")))!.replace(/comp_globex/g, "comp_ghost"));
+    await c.set(
+      KEYS.companyId("comp_ghost"),
+      (await c.get(KEYS.companyId("comp_globex")))!.replace(/comp_globex/g, "comp_ghost"),
+    );
     await c.set(KEYS.companyLookups("domain", "ghost.example")[0]!, JSON.stringify("comp_ghost"));
 
     // Stream changes keep flowing during the passes and must win over the passes' REST rows.

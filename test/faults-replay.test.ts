@@ -3,18 +3,22 @@
  * own backlog: all company changes after the cursor, then all user changes after it, so user changes older than the
  * newest company change arrive after it. The persisted cursor must never pass a change that is not applied yet —
  * received late, still queued, or not received at all — or a crash right then loses it for good (the Go original
- * has this hole). Unit tests of ReplayCursor, then the whole replicator killed at the worst moment.
+ * has this hole). Unit tests of ReplayCursor, then the whole replicator killed at the worst moment. Also: a cursor
+ * the server no longer has (a small replay log) or replay disabled means a full reload, and a datastream outage
+ * longer than READY_GRACE_PERIOD turns /ready 503.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { ReplayCursor } from "../src/replication/cursor.js";
 import {
   type BulkChange,
+  background,
   bulk,
+  churn,
   company,
-  markerChange,
+  endsConsistent,
   type Stack,
-  sdkSeesMarker,
+  sleep,
   startStack,
   templates,
   user,
@@ -88,8 +92,9 @@ describe("faults: killed right after a resume whose user backlog is still being 
       changes.push({ method: "PUT", path: `/users/ooo-us-${i}`, body: user(tpl.user, `ooo-us-${i}`, "admin") });
     }
     await bulk(s, changes);
-    const last = (await s.admin<{ stream_id: string }>("PUT", "/companies/ooo-co-last", company(tpl.company, "ooo-co-last", "eu")))
-      .stream_id;
+    const last = (
+      await s.admin<{ stream_id: string }>("PUT", "/companies/ooo-co-last", company(tpl.company, "ooo-co-last", "eu"))
+    ).stream_id;
 
     // A slow replicator: the company backlog is applied long before the user backlog is.
     const slow = await s.startReplicator({
@@ -106,7 +111,9 @@ describe("faults: killed right after a resume whose user backlog is still being 
       timeoutMs: 60_000,
     }).catch(async (err) => {
       const cursor = await s.client.get("schematic:datastream:replay_cursor");
-      throw new Error(`${(err as Error).message}: cursor ${cursor}, last ${last}, ${JSON.stringify(await slow.debug())}\n${slow.logs.slice(-15).join("\n")}`);
+      throw new Error(
+        `${(err as Error).message}: cursor ${cursor}, last ${last}, ${JSON.stringify(await slow.debug())}\n${slow.logs.slice(-15).join("\n")}`,
+      );
     });
     slow.process.kill("SIGKILL");
     await slow.exited;
@@ -117,8 +124,77 @@ describe("faults: killed right after a resume whose user backlog is still being 
 
     const rep = await s.startReplicator();
     await rep.waitReady();
-    await markerChange(s);
+    await endsConsistent(s);
+  });
+});
+
+describe("faults: cursor the server no longer has, replay disabled", () => {
+  let s: Stack;
+  before(async () => {
+    s = await startStack({ replayLog: 50, env: { NUM_WORKERS: "2" } });
+    await s.rep.waitReady();
+  });
+  after(async () => s?.close());
+
+  test("a reconnect whose cursor fell out of the replay log: full reload", async () => {
+    const reloads = await s.debugNumber("replay.full_reloads");
+    await bulk(s, churn(200, { tag: "pre", seed: 9 }));
     await s.waitConsistent();
-    await sdkSeesMarker(s);
+    // Hold the replicator off the stream (refused upgrades) while more than the log's worth of changes happen.
+    await s.admin("POST", "/faults", { datastream_refuse_status: 503 });
+    await s.admin("POST", "/disconnect", { code: 1012 });
+    await bulk(s, churn(500, { tag: "gap", seed: 10 }));
+    await s.admin("POST", "/faults", {});
+    await waitFor(async () => (await s.debugNumber("replay.full_reloads")) > reloads, {
+      what: "a full reload after the server answered reload",
+    });
+    await endsConsistent(s);
+    assert.ok(s.rep.logs.some((l) => /the server asked for a full reload/.test(l)));
+  });
+
+  test("a restart whose persisted cursor fell out of the replay log: full reload", async () => {
+    await s.rep.stop("SIGTERM");
+    await bulk(s, churn(500, { tag: "gap2", seed: 11 }));
+    const rep = await s.startReplicator();
+    await rep.waitReady();
+    await endsConsistent(s);
+    const replay = (await rep.debug()).replay as Record<string, number>;
+    assert.ok((replay.full_reloads ?? 0) >= 1, "a full reload");
+  });
+
+  test("REPLAY_DISABLED: every reconnect reloads everything, and nothing is lost", async () => {
+    await s.rep.stop("SIGTERM");
+    const rep = await s.startReplicator({ REPLAY_DISABLED: "true" });
+    await rep.waitReady();
+    const reloads = await s.debugNumber("replay.full_reloads");
+    const sending = background(s, churn(1000, { tag: "norep", seed: 12 }), 100, 5);
+    await sleep(200);
+    await s.admin("POST", "/disconnect", { drop: true });
+    await sending;
+    await waitFor(async () => (await s.debugNumber("replay.full_reloads")) > reloads, { what: "a full reload" });
+    await endsConsistent(s);
+    assert.equal(await s.debugNumber("replay.replays_engaged"), 0);
+  });
+
+  test("a datastream outage longer than READY_GRACE_PERIOD: /ready 503 until the stream is back", async () => {
+    await s.rep.stop("SIGTERM");
+    const rep = await s.startReplicator({ READY_GRACE_PERIOD: "1s" });
+    await rep.waitReady();
+    await s.admin("POST", "/faults", { datastream_refuse_status: 503 });
+    await s.admin("POST", "/disconnect", { code: 1012 });
+    const stale = await waitFor(
+      async () => {
+        const r = await rep.ready();
+        return r.status === 503 ? r.body : undefined;
+      },
+      { what: "/ready 503 once the grace period is over" },
+    );
+    assert.equal(stale.ready, false);
+    assert.equal(typeof stale.stale_since, "string");
+    assert.equal((await rep.health()).status, 200, "/health stays 200 (the process is alive)");
+    await bulk(s, churn(300, { tag: "grace", seed: 13 }));
+    await s.admin("POST", "/faults", {});
+    await rep.waitReady();
+    await endsConsistent(s);
   });
 });

@@ -87,9 +87,12 @@ for (const mode of ["sync", "async"] as const) {
 
     test("REST slower than API_TIMEOUT for a while: timed-out pages are retried", async () => {
       const { rep, ready } = await coldStart({ rest_latency_ms: 1200, rest_fail_paths: ["/users"] });
-      await waitFor(() => logsMatching(rep, /REST request failed; retrying/).some((l) => String(l.path).startsWith("/users")), {
-        what: "a /users page to time out",
-      });
+      await waitFor(
+        () => logsMatching(rep, /REST request failed; retrying/).some((l) => String(l.path).startsWith("/users")),
+        {
+          what: "a /users page to time out",
+        },
+      );
       assert.equal((await rep.ready()).status, 503, "not ready while /users pages time out");
       await s.admin("POST", "/faults", {});
       await rep.waitReady();
@@ -130,7 +133,14 @@ function racingChanges(s: Stack, mode: string) {
       out.push({
         method: "PATCH",
         path: `/companies/${id}`,
-        body: { traits: [{ trait_definition: { id: "trdf_region", comparable_type: "string", entity_type: "company" }, value: `${mode}-raced` }] },
+        body: {
+          traits: [
+            {
+              trait_definition: { id: "trdf_region", comparable_type: "string", entity_type: "company" },
+              value: `${mode}-raced`,
+            },
+          ],
+        },
       });
     out.push({ method: "DELETE", path: `/users/${uid}` });
   }

@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import {
-  background,
   type BulkChange,
+  background,
   company,
   logsMatching,
   markerChange,
@@ -41,7 +41,9 @@ async function presentPrefix(s: Stack, tag: string, n: number): Promise<{ count:
 describe("faults: SIGTERM during a burst", () => {
   let s: Stack;
   before(async () => {
-    s = await startStack({ env: { NUM_WORKERS: "2", BATCH_SIZE: "5", REDIS_READ_TIMEOUT: "500ms", REDIS_WRITE_TIMEOUT: "500ms" } });
+    s = await startStack({
+      env: { NUM_WORKERS: "2", BATCH_SIZE: "5", REDIS_READ_TIMEOUT: "500ms", REDIS_WRITE_TIMEOUT: "500ms" },
+    });
     await s.rep.waitReady();
   });
   after(async () => s?.close());
@@ -62,7 +64,10 @@ describe("faults: SIGTERM during a burst", () => {
     // What the process received before the signal is all in Redis, in stream order (a prefix, no gap).
     const present = await presentPrefix(s, "term", N);
     assert.ok(present.contiguous, "the companies in Redis are a prefix of the stream");
-    assert.ok(present.count >= receivedAtSignal, `${present.count} applied >= ${receivedAtSignal} received at the signal`);
+    assert.ok(
+      present.count >= receivedAtSignal,
+      `${present.count} applied >= ${receivedAtSignal} received at the signal`,
+    );
     // The cursor was flushed at exit: Redis holds exactly what the last log line says.
     const stopped = logsMatching(old, /replicator stopped/).at(-1);
     assert.ok(stopped?.cursor, "the final cursor is logged");

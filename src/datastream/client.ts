@@ -117,10 +117,14 @@ export class DatastreamClient {
       }
       // A connection that lived a while resets the backoff; dial failures and instant closes back off.
       failures = outcome.opened && Date.now() - openedAt > 5000 ? 0 : failures + 1;
-      const delay = outcome.opened && failures <= 1 ? 0 : backoffDelay(failures, minDelay, this.opts.maxReconnectDelayMs);
+      const delay =
+        outcome.opened && failures <= 1 ? 0 : backoffDelay(failures, minDelay, this.opts.maxReconnectDelayMs);
       this.reconnects++;
       if (delay > 0) {
-        this.log.warn({ attempt: failures, delayMs: delay, error: outcome.error }, "datastream reconnecting after a delay");
+        this.log.warn(
+          { attempt: failures, delayMs: delay, error: outcome.error },
+          "datastream reconnecting after a delay",
+        );
       }
       await sleep(delay, this.abort.signal);
     }
@@ -198,7 +202,10 @@ export class DatastreamClient {
         const reason = reasonBuf.toString();
         if (opened) this.handlers.onClose({ session, code, reason });
         if (code === 4001) {
-          finish({ opened, fatal: new AuthRejectedError(`the datastream rejected the API key (close 4001 ${reason})`) });
+          finish({
+            opened,
+            fatal: new AuthRejectedError(`the datastream rejected the API key (close 4001 ${reason})`),
+          });
           return;
         }
         if (opened && !this.stopped) this.log.warn({ code, reason }, "datastream closed");

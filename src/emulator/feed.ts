@@ -132,11 +132,12 @@ export async function runFeed(state: EmulatorState, hub: DatastreamHub, spec: Fe
   } else {
     // Built as it goes (each change may carry the time it is pushed): the serialised entity is split around its
     // environment_id value up front, so a push is two concatenations.
-    const parts = new Array<[string, string]>(count);
+    const parts = new Array<[Company | User, string, string]>(count);
     for (let i = 0; i < count; i++) {
-      const json = JSON.stringify({ ...entityAt(i), environment_id: MARK });
+      const entity = entityAt(i);
+      const json = JSON.stringify({ ...entity, environment_id: MARK });
       const at = json.indexOf(MARK);
-      parts[i] = [json.slice(0, at), json.slice(at + MARK.length)];
+      parts[i] = [entity, json.slice(0, at), json.slice(at + MARK.length)];
     }
     const tag = jsonInner(spec.tag);
     const push = (i: number): void => {
@@ -147,10 +148,10 @@ export async function runFeed(state: EmulatorState, hub: DatastreamHub, spec: Fe
         value = `${spec.tag}@${ns}`;
         inner = `${tag}@${ns}`;
       }
-      const base = entityAt(i);
-      table.put({ ...base, environment_id: value });
-      const [before, after] = parts[i]!;
-      last = hub.publishJson(spec.kind, "full", base.id, before + inner + after);
+      // The state holds exactly what is pushed: the entity as it was when the feed started, re-tagged.
+      const [entity, before, after] = parts[i]!;
+      table.put({ ...entity, environment_id: value });
+      last = hub.publishJson(spec.kind, "full", entity.id, before + inner + after);
     };
     prepareMs = performance.now() - t0;
     started = process.hrtime.bigint();

@@ -79,7 +79,16 @@ async function loadKind(
         }
         seen.add(entity.id);
         passSeen.add(entity.id);
-        await o.pipeline.enqueueLoad({ kind, id: entity.id, op: "full", data: entity, tracked: [], source: "load", generation, reconcile: o.reconcile });
+        await o.pipeline.enqueueLoad({
+          kind,
+          id: entity.id,
+          op: "full",
+          data: entity,
+          tracked: [],
+          source: "load",
+          generation,
+          reconcile: o.reconcile,
+        });
       }
       progress.add(rows.length);
     };
@@ -101,7 +110,10 @@ async function loadKind(
       }
     }
     if (seen.size === expected || passSeen.size === expected) break;
-    o.log.warn({ kind: restKind, seen: seen.size, count: expected, pass }, "rows seen differ from the count; paging again");
+    o.log.warn(
+      { kind: restKind, seen: seen.size, count: expected, pass },
+      "rows seen differ from the count; paging again",
+    );
     if (pass === maxPasses) {
       o.log.warn({ kind: restKind }, "the load did not converge; nothing will be evicted this time");
       return { seen: seen.size, complete: false, evicted: 0 };
@@ -135,7 +147,16 @@ async function evictMissing(
         continue;
       }
       evicted++;
-      await o.pipeline.enqueueLoad({ kind, id: rest, op: "delete", data: { id: rest }, tracked: [], source: "load", generation, reconcile: o.reconcile });
+      await o.pipeline.enqueueLoad({
+        kind,
+        id: rest,
+        op: "delete",
+        data: { id: rest },
+        tracked: [],
+        source: "load",
+        generation,
+        reconcile: o.reconcile,
+      });
     }
     if (strayLookups.length === 0) continue;
     const values = await o.writer.readMany(strayLookups);
@@ -179,7 +200,10 @@ class Progress {
     this.loaded += n;
     this.report?.(this.kind as RestKind, this.loaded, this.total);
     if (this.loaded >= this.nextLog || this.loaded >= this.total) {
-      this.log.info({ kind: this.kind, loaded: this.loaded, total: this.total }, `loaded ${this.loaded}/${this.total} ${this.kind}`);
+      this.log.info(
+        { kind: this.kind, loaded: this.loaded, total: this.total },
+        `loaded ${this.loaded}/${this.total} ${this.kind}`,
+      );
       this.nextLog = this.loaded + Math.max(1, Math.ceil(this.total / 10));
     }
   }

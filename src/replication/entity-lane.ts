@@ -8,8 +8,8 @@ import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter, WriteOp } from "../store/writer.js";
 import type { Logger } from "../util/log.js";
 import { sleep } from "../util/time.js";
-import { entityOps, foldEntity, parseStored, sameStoredEntity } from "./fold.js";
 import type { Tracked } from "./cursor.js";
+import { entityOps, foldEntity, parseStored, sameStoredEntity } from "./fold.js";
 import type { EntityJob, EntityKind } from "./jobs.js";
 import { type RetryContext, StoppedError, withRetry } from "./retry.js";
 import type { ReplicationStats } from "./stats.js";
@@ -154,7 +154,9 @@ export class EntityLane {
 
   private async applyBatch(batch: EntityJob[]): Promise<void> {
     const { kind, keys, writer, stats, retry } = this.o;
-    const live = batch.filter((job) => job.source === "stream" || !this.o.supersededByStream(kind, job.id, job.generation));
+    const live = batch.filter(
+      (job) => job.source === "stream" || !this.o.supersededByStream(kind, job.id, job.generation),
+    );
     const byId = new Map<string, EntityJob[]>();
     for (const job of live) {
       const list = byId.get(job.id) ?? [];

@@ -105,7 +105,7 @@ export class FlagLane {
     const written = new Set<string>();
     rawFlags.forEach((raw, i) => {
       const flag = this.parse(raw, `flags snapshot[${i}]`);
-      if (!flag || !flag.key) return;
+      if (!flag?.key) return;
       const value = JSON.stringify(flag);
       for (const key of keys.flagKeys(flag.key)) {
         written.add(key);

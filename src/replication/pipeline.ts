@@ -5,7 +5,7 @@
  * and the backpressure that pauses the socket when queues are full instead of dropping anything.
  */
 import { EventEmitter } from "node:events";
-import { FrameError, parseFrame, streamIdTime } from "../datastream/protocol.js";
+import { type FrameError, parseFrame, streamIdTime } from "../datastream/protocol.js";
 import { ENTITY_TYPES } from "../model/wire.js";
 import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter } from "../store/writer.js";
@@ -287,10 +287,12 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
         const data = msg.data as { id?: unknown } | null | undefined;
         const id = msg.entity_id ?? (typeof data?.id === "string" ? data.id : undefined);
         if (!id || !ENTITY_OPS.has(messageType)) {
-          return this.skip(tracked, { entityType, messageType }, id ? "unknown message type" : "no entity id");
+          this.skip(tracked, { entityType, messageType }, id ? "unknown message type" : "no entity id");
+          return;
         }
         if (messageType === "full" && data?.id !== id) {
-          return this.skip(tracked, { entityType, id }, "entity_id does not match data.id");
+          this.skip(tracked, { entityType, id }, "entity_id does not match data.id");
+          return;
         }
         const job: EntityJob = {
           kind,
@@ -314,7 +316,8 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       case ENTITY_TYPES.flags:
         this.stats.countReceived("flags", messageType);
         if (messageType !== "full" || !Array.isArray(msg.data)) {
-          return this.skip(tracked, { entityType, messageType }, "a flags snapshot must be a full array");
+          this.skip(tracked, { entityType, messageType }, "a flags snapshot must be a full array");
+          return;
         }
         this.flags.push({ type: "snapshot", flags: msg.data });
         if (tracked) this.cursor.complete(tracked);
@@ -328,7 +331,8 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
         } else if (messageType === "delete") {
           this.flags.push({ type: "delete", data: msg.data, tracked, streamTime });
         } else {
-          return this.skip(tracked, { entityType, messageType }, "unknown message type");
+          this.skip(tracked, { entityType, messageType }, "unknown message type");
+          return;
         }
         break;
       case ENTITY_TYPES.companies:
@@ -339,7 +343,8 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
         break;
       default:
         this.stats.countReceived("other", "unknown");
-        return this.skip(tracked, { entityType, messageType }, "unknown entity type");
+        this.skip(tracked, { entityType, messageType }, "unknown entity type");
+        return;
     }
     this.updateFlow();
   }

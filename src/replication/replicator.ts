@@ -23,7 +23,7 @@ import { CircuitBreaker } from "../util/breaker.js";
 import type { Logger } from "../util/log.js";
 import { nowIso } from "../util/time.js";
 import { Pipeline } from "./pipeline.js";
-import { StoppedError } from "./retry.js";
+import { StoppedError, withRetry } from "./retry.js";
 import { ReplicationStats } from "./stats.js";
 
 export type Role = "writer" | "standby";
@@ -100,13 +100,19 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   start(): void {
     const c = this.d.config;
     if (c.writerLock.disabled) {
-      this.d.log.warn("the writer lease is disabled (WRITER_LOCK_DISABLED): make sure only one replicator writes to this Redis");
+      this.d.log.warn(
+        "the writer lease is disabled (WRITER_LOCK_DISABLED): make sure only one replicator writes to this Redis",
+      );
       this.serialise(() => this.becomeWriter());
       return;
     }
-    this.lease = new WriterLease(this.d.redis, { key: c.writerLock.key, ttlMs: c.writerLock.ttlMs, owner: this.writerId });
-    this.lease.on("acquired", () => { this.d.log.info("DBG lease acquired"); this.serialise(() => this.becomeWriter()); });
-    this.lease.on("lost", (i) => { this.d.log.info({i}, "DBG lease lost"); this.serialise(() => this.becomeStandby("the writer lease was lost")); });
+    this.lease = new WriterLease(this.d.redis, {
+      key: c.writerLock.key,
+      ttlMs: c.writerLock.ttlMs,
+      owner: this.writerId,
+    });
+    this.lease.on("acquired", () => this.serialise(() => this.becomeWriter()));
+    this.lease.on("lost", () => this.serialise(() => this.becomeStandby("the writer lease was lost")));
     this.d.log.info({ key: c.writerLock.key }, "waiting for the writer lease");
     this.lease.start();
   }
@@ -215,12 +221,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.loadAbort?.abort();
-    this.d.log.info("DBG stopWriting: datastream.stop");
     await this.datastream?.stop();
-    this.d.log.info("DBG stopWriting: pipeline.clear/stop");
     this.pipeline?.clear();
     await this.pipeline?.stop();
-    this.d.log.info("DBG stopWriting: done");
     this.datastream = undefined;
     this.pipeline = undefined;
     this.loaded = false;
@@ -229,7 +232,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
 
   private onPipelineFatal(err: unknown): void {
     if (err instanceof LeaseLostError) {
-      this.serialise(() => this.becomeStandby("a write was refused: another instance holds the lease"));
+      // The lease alone decides the role (see retry.ts): step down only if it agrees it is gone; its "lost" event
+      // follows anyway. Stepping down while it still renews would leave nobody writing.
+      if (!this.holdsLease) this.serialise(() => this.becomeStandby("a write was refused: the lease is not held"));
       return;
     }
     if (err instanceof StoppedError) return;
@@ -292,7 +297,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const started = Date.now();
     this.d.log.info({ reason, mode: c.useAsyncLoading ? "async" : "sync" }, "starting a full load");
     const run = async () => {
-      if (this.dataLoss) await this.updateMarker({ state: "reloading" });
+      // Marker writes are retried like the pipeline's (a Redis hiccup must not restart the whole load).
+      const retry = { breaker: this.redisBreaker, stats: this.stats, log: this.d.log, signal: abort.signal };
+      if (this.dataLoss) await withRetry("writing the marker", retry, () => this.updateMarker({ state: "reloading" }));
       const result = await loadEverything(
         {
           rest,
@@ -315,13 +322,22 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       await pipeline.whenLoadApplied();
       while (!this.sessionFlagsApplied && !abort.signal.aborted) await new Promise((r) => setTimeout(r, 20));
       if (abort.signal.aborted) return;
+      // The marker first: the marker check (running once loaded) must never find it missing after a load.
+      const loadedAt = nowIso();
+      await withRetry("writing the marker", retry, () => this.updateMarker({ state: "loaded", loaded_at: loadedAt }));
+      if (abort.signal.aborted) return;
       this.needFullLoad = false;
       this.dataLoss = false;
       this.loaded = true;
       this.loading = false;
-      await this.updateMarker({ state: "loaded", loaded_at: nowIso() });
       this.d.log.info(
-        { companies: result.companies, users: result.users, evicted: result.evicted, complete: result.complete, ms: Date.now() - started },
+        {
+          companies: result.companies,
+          users: result.users,
+          evicted: result.evicted,
+          complete: result.complete,
+          ms: Date.now() - started,
+        },
         "full load complete: Redis holds the whole data set",
       );
       this.emit("loaded");
@@ -329,7 +345,6 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     run().catch((err) => {
       if (err instanceof LoadCancelledError || abort.signal.aborted) return;
       if (err instanceof AuthRejectedError) return this.emit("fatal", err);
-      if (err instanceof LeaseLostError) return this.onPipelineFatal(err);
       this.d.log.error({ err: (err as Error).message }, "the full load failed; it will be retried");
       setTimeout(() => {
         if (this.loadAbort === abort && !this.stopping) this.startFullLoad("retrying a failed load");
@@ -430,7 +445,6 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       );
     } catch (err) {
       if (err instanceof LoadCancelledError || abort.signal.aborted) return;
-      if (err instanceof LeaseLostError) return this.onPipelineFatal(err);
       throw err;
     } finally {
       if (this.loadAbort === abort) this.loadAbort = undefined;

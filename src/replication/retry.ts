@@ -1,7 +1,13 @@
 /**
  * Redis calls from the pipeline never give up: a failed read or write waits for the circuit breaker and tries
  * again, so a Redis outage stalls the pipeline (and, through backpressure, the socket) instead of losing changes.
- * A lost lease is the one error that is not retried: the writer must stop.
+ *
+ * A write refused for want of the lease (LeaseLostError: fenced by the server, or not sent because the lease could
+ * not be confirmed in time) is retried too, without counting against the breaker: whether this instance is still
+ * the writer is the lease's decision alone. If the lease is really gone, the lease reports it within a renewal
+ * period and the pipeline is stopped (its queued work is replayed by the next writer); if the refusal was a timing
+ * artefact (a renewal confirmed just late), the retry goes through. Stepping down on the write error itself would
+ * leave the replicator standing by while its lease, still renewed, keeps every other instance out.
  */
 import { LeaseLostError } from "../store/writer.js";
 import type { CircuitBreaker } from "../util/breaker.js";
@@ -32,11 +38,11 @@ export async function withRetry<T>(what: string, ctx: RetryContext, call: () => 
       return result;
     } catch (err) {
       if (err instanceof LeaseLostError) {
-        // Not a Redis failure (the writer must stop): no outcome to report, but never keep the half-open trial.
+        // Not a Redis failure: no outcome to report, but never keep the half-open trial.
         ctx.breaker.abandon(trial);
-        throw err;
+      } else {
+        ctx.breaker.failure();
       }
-      ctx.breaker.failure();
       ctx.stats.retried++;
       const delay = backoffDelay(attempt, 50, 2000);
       if (attempt === 1 || attempt % 20 === 0) {

@@ -16,7 +16,8 @@ export async function replicatorStatus(r: Replicator, now = Date.now()): Promise
   const probe = async () => {
     await r.redis.ping();
     const marker = await readMarker(r.redis, r.keys);
-    const liveWriter = c.writerLock.disabled || (isWriter ? r.holdsLease : await WriterLease.liveWriter(r.redis, c.writerLock.key));
+    const liveWriter =
+      c.writerLock.disabled || (isWriter ? r.holdsLease : await WriterLease.liveWriter(r.redis, c.writerLock.key));
     return { marker, liveWriter };
   };
   let result: Awaited<ReturnType<typeof probe>> | undefined;

@@ -109,7 +109,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         for (const d of last) kinds.set(d.kind, (kinds.get(d.kind) ?? 0) + 1);
         const shown = [JSON.stringify(Object.fromEntries(kinds))];
         for (const kind of ["missing", "stale", "extra"]) {
-          for (const d of last.filter((x) => x.kind === kind).slice(0, 8)) shown.push(`${d.kind} ${d.key} ${d.detail ?? ""}`);
+          for (const d of last.filter((x) => x.kind === kind).slice(0, 8))
+            shown.push(`${d.kind} ${d.key} ${d.detail ?? ""}`);
         }
         const logs = rep ? rep.logs.slice(-25).join("\n") : "";
         // FAULTS_LOG_DIR=dir keeps the whole replicator log of a failed check, for post-mortems.
@@ -179,7 +180,9 @@ export function user(tpl: User, id: string, role: string): User {
     ...structuredClone(tpl),
     id,
     keys: { email: `${id}@example.test` },
-    traits: [{ trait_definition: { id: "trdf_role", comparable_type: "string", entity_type: "user" }, value: role }] as Trait[],
+    traits: [
+      { trait_definition: { id: "trdf_role", comparable_type: "string", entity_type: "user" }, value: role },
+    ] as Trait[],
   };
 }
 
@@ -208,7 +211,8 @@ export function churn(n: number, opts: { entities?: number; seed?: number; tag?:
       out.push({ method: "PUT", path: `/companies/${cid}`, body: company(tpl.company, cid, regionValue) });
       exists.add(cid);
     } else if (r < 0.55) {
-      if (exists.has(cid)) out.push({ method: "PATCH", path: `/companies/${cid}`, body: { traits: [region(regionValue)] } });
+      if (exists.has(cid))
+        out.push({ method: "PATCH", path: `/companies/${cid}`, body: { traits: [region(regionValue)] } });
       else {
         out.push({ method: "PUT", path: `/companies/${cid}`, body: company(tpl.company, cid, regionValue) });
         exists.add(cid);
@@ -219,7 +223,11 @@ export function churn(n: number, opts: { entities?: number; seed?: number; tag?:
         exists.delete(cid);
       }
     } else if (r < 0.9) {
-      out.push({ method: "PUT", path: `/users/${uid}`, body: user(tpl.user, uid, regionValue === "eu" ? "admin" : "viewer") });
+      out.push({
+        method: "PUT",
+        path: `/users/${uid}`,
+        body: user(tpl.user, uid, regionValue === "eu" ? "admin" : "viewer"),
+      });
       exists.add(uid);
     } else if (r < 0.95) {
       if (exists.has(uid)) {
@@ -312,10 +320,13 @@ export async function sdkSeesMarker(stack: Stack, rep: ReplicatorProcess = stack
     const ds = (client as unknown as { datastreamClient?: { isConnected(): boolean } }).datastreamClient;
     assert.ok(ds, "the SDK started its datastream client");
     await waitFor(() => ds.isConnected(), { what: "the SDK to see the replicator ready" });
-    const probe = await waitFor(async () => {
-      const r = await check({}, "fault-probe");
-      return r.value === true ? r : undefined;
-    }, { what: "the SDK to read fault-probe = true", timeoutMs: 10_000 });
+    const probe = await waitFor(
+      async () => {
+        const r = await check({}, "fault-probe");
+        return r.value === true ? r : undefined;
+      },
+      { what: "the SDK to read fault-probe = true", timeoutMs: 10_000 },
+    );
     assert.equal(probe.err, undefined, probe.reason);
     assert.doesNotMatch(probe.reason, /RULES_ENGINE/, probe.reason);
     const eu = await check({ company: { domain: "acme.example" } }, "eu-data-residency");
@@ -385,7 +396,8 @@ export function background(stack: Stack, changes: BulkChange[], chunk = 200, pau
   return (async () => {
     let last = "";
     for (let i = 0; i < changes.length; i += chunk) {
-      last = (await stack.admin<{ stream_id: string }>("POST", "/bulk", { changes: changes.slice(i, i + chunk) })).stream_id;
+      last = (await stack.admin<{ stream_id: string }>("POST", "/bulk", { changes: changes.slice(i, i + chunk) }))
+        .stream_id;
       if (pauseMs > 0) await sleep(pauseMs);
     }
     return last;
@@ -401,4 +413,12 @@ export function bigFixture(n: number): Fixture {
     f.users.push(user(tpl.user, `big-us-${String(i).padStart(4, "0")}`, i % 2 ? "admin" : "viewer"));
   }
   return f;
+}
+
+/** How every fault test ends: the marker change, zero differences, the SDK reading it, nothing dropped. */
+export async function endsConsistent(stack: Stack, timeoutMs = 40_000): Promise<void> {
+  await markerChange(stack);
+  await stack.waitConsistent(timeoutMs);
+  await sdkSeesMarker(stack);
+  assert.equal(await stack.debugNumber("messages.dropped"), 0);
 }
