@@ -162,6 +162,42 @@ describe("faults: cursor the server no longer has, replay disabled", () => {
     assert.ok((replay.full_reloads ?? 0) >= 1, "a full reload");
   });
 
+  test("killed during the reload a lost cursor forced: the restart reloads again, it does not resume", async () => {
+    await s.rep.stop("SIGTERM");
+    const rep = await s.startReplicator({
+      USE_ASYNC_LOADING: "true",
+      ASYNC_LOADER_PAGE_SIZE: "10",
+      ASYNC_LOADER_MAX_CONCURRENT_REQUESTS: "1",
+    });
+    await rep.waitReady();
+    const first = (await s.admin<{ stream_id: string }>("PATCH", "/companies/comp_globex", { traits: [] })).stream_id;
+    await waitFor(async () => (await s.client.get("schematic:datastream:replay_cursor")) === first, {
+      what: "a persisted cursor",
+    });
+    // Off the stream while more than the replay log's worth of changes happen: the reconnect gets `reload`.
+    await s.admin("POST", "/faults", { datastream_refuse_status: 503 });
+    await s.admin("POST", "/disconnect", { code: 1012 });
+    await bulk(s, churn(300, { tag: "w4", seed: 14 }));
+    await s.admin("POST", "/faults", { rest_latency_ms: 150 });
+    await waitFor(() => rep.logs.some((l) => /the server asked for a full reload/.test(l)), { what: "the reload" });
+    // Stream changes applied during the (slow) reload move the in-memory cursor.
+    await bulk(s, churn(100, { tag: "w4live", seed: 15 }));
+    await waitFor(async () => ((await rep.debug()).replay as Record<string, string>).cursor !== "", {
+      what: "the cursor to move during the reload",
+    });
+    await sleep(600);
+    assert.equal(((await rep.debug()) as Record<string, unknown>).loading, true, "still loading");
+    rep.process.kill("SIGKILL");
+    await rep.exited;
+    // Persisted now, that cursor would make the next replicator resume and never finish the reload.
+    assert.equal(await s.client.get("schematic:datastream:replay_cursor"), null, "no cursor persisted mid-reload");
+    await s.admin("POST", "/faults", {});
+    const next = await s.startReplicator();
+    await next.waitReady();
+    await endsConsistent(s);
+    assert.ok((((await next.debug()).replay as Record<string, number>).full_reloads ?? 0) >= 1);
+  });
+
   test("REPLAY_DISABLED: every reconnect reloads everything, and nothing is lost", async () => {
     await s.rep.stop("SIGTERM");
     const rep = await s.startReplicator({ REPLAY_DISABLED: "true" });

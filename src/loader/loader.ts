@@ -100,8 +100,9 @@ async function loadKind(
           await handlePage(await o.rest.page(restKind, o.pageSize, offset, signal));
         }
       };
-      // The RestClient bounds the requests in flight; a few extra workers keep it saturated.
-      await Promise.all(Array.from({ length: Math.min(pages, 64) }, worker));
+      // One page worker per request slot: a page is fetched only when a worker is free to enqueue it, so at most
+      // `maxConcurrent` pages are held in memory while they wait for lane capacity.
+      await Promise.all(Array.from({ length: Math.min(pages, o.rest.maxConcurrent) }, worker));
     } else {
       for (let offset = 0; ; offset += o.pageSize) {
         const rows = await o.rest.page(restKind, o.pageSize, offset, signal);

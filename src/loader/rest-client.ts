@@ -33,6 +33,11 @@ export class RestClient {
 
   constructor(private readonly o: RestClientOptions) {}
 
+  /** Requests allowed in flight at once. */
+  get maxConcurrent(): number {
+    return this.o.maxConcurrent;
+  }
+
   async count(kind: RestKind, signal: AbortSignal): Promise<number> {
     const body = (await this.get(`/${kind}/count`, signal)) as { data?: { count?: unknown } };
     const count = body?.data?.count;
