@@ -15,7 +15,9 @@ function find(dir) {
 }
 
 if (spawnSync("redis-server", ["--version"]).status !== 0) {
-  console.error("redis-server is not installed; the tests start their own. Install it with: apt-get install -y redis-server");
+  console.error(
+    "redis-server is not installed; the tests start their own. Install it with: apt-get install -y redis-server",
+  );
   process.exit(1);
 }
 const filters = process.argv.slice(2);

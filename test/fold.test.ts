@@ -35,12 +35,21 @@ const job = (op: EntityJob["op"], data: unknown): EntityJob => ({
 });
 
 test("changes fold in arrival order: the last full wins, a delete removes, a partial merges", () => {
-  const a = foldEntity("company", null, [job("full", company("c1", { id: "a" })), job("full", company("c1", { id: "b" }))]);
+  const a = foldEntity("company", null, [
+    job("full", company("c1", { id: "a" })),
+    job("full", company("c1", { id: "b" })),
+  ]);
   assert.deepEqual(a.next?.keys, { id: "b" });
-  const b = foldEntity("company", null, [job("full", company("c1", { id: "a" })), job("delete", company("c1", { id: "a" }))]);
+  const b = foldEntity("company", null, [
+    job("full", company("c1", { id: "a" })),
+    job("delete", company("c1", { id: "a" })),
+  ]);
   assert.equal(b.next, null);
   assert.deepEqual(b.deletedKeys, [{ id: "a" }]);
-  const c = foldEntity("company", null, [job("full", company("c1", { id: "a" })), job("partial", { base_plan_id: "plan_x" })]);
+  const c = foldEntity("company", null, [
+    job("full", company("c1", { id: "a" })),
+    job("partial", { base_plan_id: "plan_x" }),
+  ]);
   assert.equal((c.next as { base_plan_id: string }).base_plan_id, "plan_x");
 });
 
@@ -75,14 +84,11 @@ test("a delete removes the body and every lookup the stored body or the payload 
   const previous = foldEntity("company", null, [job("full", company("c1", { id: "a" }))]).next;
   const fold = foldEntity("company", previous, [job("delete", company("c1", { slug: "s" }))]);
   const ops = entityOps(keys, "company", "c1", previous, fold);
-  assert.deepEqual(
-    ops.map((o) => [o.op, o.key]).sort(),
-    [
-      ["del", "schematic:company:v1:c1"],
-      ["delIfEquals", "schematic:company:v1:id:a"],
-      ["delIfEquals", "schematic:company:v1:slug:s"],
-    ],
-  );
+  assert.deepEqual(ops.map((o) => [o.op, o.key]).sort(), [
+    ["del", "schematic:company:v1:c1"],
+    ["delIfEquals", "schematic:company:v1:id:a"],
+    ["delIfEquals", "schematic:company:v1:slug:s"],
+  ]);
 });
 
 test("an entity without keys is not stored", () => {

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
+import { PACKAGE_VERSION } from "../version.js";
 /**
  * `schematic-replicator`: the service (default), plus `healthcheck`, `verify` and `snapshot` subcommands.
  * Exit codes (DESIGN.md §6): 0 clean shutdown, 1 fatal error, 2 invalid settings or usage, 3 API key rejected.
  */
 import { runHealthcheck, runService } from "./service.js";
 import { runSnapshot, runVerify } from "./tools.js";
-import { PACKAGE_VERSION } from "../version.js";
 
 const USAGE = `Usage: schematic-replicator [command]
 

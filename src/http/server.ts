@@ -59,7 +59,11 @@ export async function startHealthServer(
           return json(res, status.ready ? 200 : 503, healthBody(status, source.cacheVersion));
         }
         case "/debug":
-          return json(res, 200, { ...source.debug(), cache_version: source.cacheVersion, timestamp: new Date().toISOString() });
+          return json(res, 200, {
+            ...source.debug(),
+            cache_version: source.cacheVersion,
+            timestamp: new Date().toISOString(),
+          });
         case "/metrics": {
           const body = await source.registry.metrics();
           res.writeHead(200, { "Content-Type": source.registry.contentType });
@@ -70,7 +74,12 @@ export async function startHealthServer(
       }
     } catch (err) {
       log.error({ err: (err as Error).message, path }, "health endpoint failed");
-      return json(res, 503, { status: "error", ready: false, cache_version: source.cacheVersion, error: (err as Error).message });
+      return json(res, 503, {
+        status: "error",
+        ready: false,
+        cache_version: source.cacheVersion,
+        error: (err as Error).message,
+      });
     }
   });
   server.keepAliveTimeout = 5000;

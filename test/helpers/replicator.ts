@@ -78,7 +78,8 @@ export async function startReplicator(env: Record<string, string>): Promise<Repl
     async waitReady(timeoutMs = 60_000) {
       await waitFor(
         async () => {
-          if (child.exitCode !== null) throw new Error(`replicator exited with ${child.exitCode}:\n${logs.slice(-20).join("\n")}`);
+          if (child.exitCode !== null)
+            throw new Error(`replicator exited with ${child.exitCode}:\n${logs.slice(-20).join("\n")}`);
           return (await getJson("/ready")).status === 200;
         },
         { timeoutMs, intervalMs: 100, what: "the replicator to be ready" },
