@@ -69,7 +69,6 @@ describe("faults: anti-entropy repairs only what differs", () => {
 
     // Stream changes keep flowing during the passes and must win over the passes' REST rows.
     const sending = background(s, churn(1500, { tag: "ae", seed: 51, entities: 100 }), 50, 30);
-    assert.ok((await s.differences()).length >= damaged);
     await sending;
     await markerChange(s);
     await s.waitConsistent(30_000);

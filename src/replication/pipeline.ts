@@ -232,15 +232,22 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
    * A datastream session opened and is about to subscribe: until the answers are in (the flags snapshot, answering
    * the last subscription), a company or user backlog may still bring changes older than some already applied, so
    * the cursor stays put (see ReplayCursor). A server that never answers the flags subscription cannot freeze it
-   * for good: after SESSION_START_LIMIT_MS it moves again.
+   * for good: after SESSION_START_LIMIT_MS without backpressure it moves again.
    */
   beginSession(): void {
     this.cursor.hold();
     clearTimeout(this.sessionTimer);
-    this.sessionTimer = setTimeout(() => {
+    const expire = () => {
+      // While backpressure holds the socket, the answers may simply not have been read yet: keep waiting.
+      if (this.paused) {
+        this.sessionTimer = setTimeout(expire, SESSION_START_LIMIT_MS);
+        this.sessionTimer.unref();
+        return;
+      }
       this.o.log.warn({ ms: SESSION_START_LIMIT_MS }, "no flags snapshot since the datastream connected");
       this.endSessionStart();
-    }, SESSION_START_LIMIT_MS);
+    };
+    this.sessionTimer = setTimeout(expire, SESSION_START_LIMIT_MS);
     this.sessionTimer.unref();
   }
 

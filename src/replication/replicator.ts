@@ -21,7 +21,7 @@ import { type Marker, readMarker, writeMarker } from "../store/marker.js";
 import { LeaseLostError, StoreWriter } from "../store/writer.js";
 import { CircuitBreaker } from "../util/breaker.js";
 import type { Logger } from "../util/log.js";
-import { nowIso } from "../util/time.js";
+import { backoffDelay, nowIso, sleep } from "../util/time.js";
 import { Pipeline } from "./pipeline.js";
 import { StoppedError, withRetry } from "./retry.js";
 import { ReplicationStats } from "./stats.js";
@@ -142,8 +142,12 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       }),
       (operation, seconds) => this.observeRedis(operation, seconds),
     );
-    const marker = await readMarker(this.d.redis, this.keys).catch(() => null);
-    const cursor = c.replay.disabled ? null : await loadCursor(this.d.redis, c.replay.cursorKey).catch(() => null);
+    // A read that fails is not an absent marker or cursor (that would mean a needless full reload): retry while the
+    // lease is ours.
+    const marker = await this.readWhileWriter("reading the marker", () => readMarker(this.d.redis, this.keys));
+    const cursor = c.replay.disabled
+      ? null
+      : await this.readWhileWriter("reading the replay cursor", () => loadCursor(this.d.redis, c.replay.cursorKey));
     this.loaded = marker?.state === "loaded";
     this.dataLoss = marker?.state === "reloading";
     this.needFullLoad = !this.loaded;
@@ -207,6 +211,18 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.staleSince = this.loaded ? (marker?.stale_since ?? nowIso()) : undefined;
     this.datastream.start();
     this.startTimers();
+  }
+
+  private async readWhileWriter<T>(what: string, read: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await read();
+      } catch (err) {
+        if (this.stopping || !this.holdsLease) throw err;
+        if (attempt === 1) this.d.log.warn({ err: (err as Error).message }, `${what} failed; retrying`);
+        await sleep(backoffDelay(attempt, 50, 2000));
+      }
+    }
   }
 
   private async becomeStandby(reason: string): Promise<void> {

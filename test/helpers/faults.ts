@@ -45,6 +45,8 @@ export interface Stack {
   emu: RunningEmulator;
   rep: ReplicatorProcess;
   env: Record<string, string>;
+  /** Set by close(): background senders stop. */
+  closed: boolean;
   admin<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T>;
   /** Starts a (new) replicator process with the suite's settings plus `overrides`. */
   startReplicator(overrides?: Record<string, string>): Promise<ReplicatorProcess>;
@@ -82,6 +84,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     emu,
     rep: undefined as unknown as ReplicatorProcess,
     env,
+    closed: false,
     admin,
     async startReplicator(overrides = {}) {
       const rep = await startReplicator({ ...env, ...overrides });
@@ -132,6 +135,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       return Number(v);
     },
     async close() {
+      stack.closed = true;
+      await Promise.all([...pollers].map((stop) => stop()));
       for (const rep of reps) {
         if (rep.process.exitCode === null && rep.process.signalCode === null) {
           rep.process.kill("SIGKILL");
@@ -365,26 +370,33 @@ export function logsMatching(rep: ReplicatorProcess, re: RegExp): Record<string,
 }
 
 /** Polls /ready in the background and records every status seen (0: no answer). */
+/** Pollers started by watchReady, stopped by Stack.close() if a failed test left them running. */
+const pollers = new Set<() => Promise<void>>();
+
+/**
+ * Polls /ready in the background and records every status seen (0: no answer). Stops by itself when the replicator
+ * exits; Stack.close() stops any left running (a failed assertion skips the test's own stop()).
+ */
 export function watchReady(rep: ReplicatorProcess, intervalMs = 25): { seen: Set<number>; stop(): Promise<void> } {
   const seen = new Set<number>();
   let running = true;
   const loop = (async () => {
-    while (running) {
+    while (running && rep.process.exitCode === null && rep.process.signalCode === null) {
       try {
         seen.add((await rep.ready()).status);
       } catch {
         seen.add(0);
       }
-      await new Promise((r) => setTimeout(r, intervalMs));
+      await new Promise((r) => setTimeout(r, intervalMs).unref());
     }
   })();
-  return {
-    seen,
-    async stop() {
-      running = false;
-      await loop;
-    },
+  const stop = async () => {
+    running = false;
+    pollers.delete(stop);
+    await loop;
   };
+  pollers.add(stop);
+  return { seen, stop };
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -393,15 +405,18 @@ export function sleep(ms: number): Promise<void> {
 
 /** Sends `changes` in chunks in the background, `pauseMs` apart; resolves with the last stream id. */
 export function background(stack: Stack, changes: BulkChange[], chunk = 200, pauseMs = 20): Promise<string> {
-  return (async () => {
+  const sending = (async () => {
     let last = "";
-    for (let i = 0; i < changes.length; i += chunk) {
+    for (let i = 0; i < changes.length && !stack.closed; i += chunk) {
       last = (await stack.admin<{ stream_id: string }>("POST", "/bulk", { changes: changes.slice(i, i + chunk) }))
         .stream_id;
       if (pauseMs > 0) await sleep(pauseMs);
     }
     return last;
   })();
+  // A test that fails before awaiting it must not turn its late failure into an unhandled rejection.
+  sending.catch(() => undefined);
+  return sending;
 }
 
 /** The example fixture plus `n` extra companies and users (so a load spans many pages). */
