@@ -30,6 +30,8 @@ export type Role = "writer" | "standby";
 
 /** How often the message counters are logged (when they changed), as the Go original does. */
 const MESSAGE_LOG_INTERVAL_MS = 30_000;
+/** How long stepping down waits for the pipeline's calls in flight. */
+const PIPELINE_STOP_LIMIT_MS = 10_000;
 
 export interface ReplicatorDeps {
   config: Config;
@@ -134,10 +136,17 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.emit("role", "writer");
     log.info({ writer: this.writerId }, "became the writer");
 
+    // Writes are fenced with this tenure's token only: a pipeline of an earlier tenure still finishing a call must
+    // not write with the token of a later one.
+    const tenureToken = this.lease?.token();
+    const token = () => {
+      const current = this.lease?.token();
+      return current !== undefined && current === tenureToken ? current : undefined;
+    };
     this.writer = timed(
       new StoreWriter(this.d.redis, {
         ttlMs: c.cacheTtlMs,
-        lease: c.writerLock.disabled ? undefined : { key: c.writerLock.key, token: () => this.lease?.token() },
+        lease: c.writerLock.disabled ? undefined : { key: c.writerLock.key, token },
         log,
       }),
       (operation, seconds) => this.observeRedis(operation, seconds),
@@ -239,7 +248,18 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.loadAbort?.abort();
     await this.datastream?.stop();
     this.pipeline?.clear();
-    await this.pipeline?.stop();
+    // Bounded: a Redis call that never returns must not keep the role machine (and so the next tenure) waiting.
+    // A lane still in such a call is fenced (its tenure's token is gone) and stops at its next attempt.
+    let limit: NodeJS.Timeout | undefined;
+    const stopped = await Promise.race([
+      this.pipeline?.stop().then(() => true) ?? Promise.resolve(true),
+      new Promise<boolean>((resolve) => {
+        limit = setTimeout(() => resolve(false), PIPELINE_STOP_LIMIT_MS);
+        limit.unref();
+      }),
+    ]);
+    clearTimeout(limit);
+    if (!stopped) this.d.log.warn({ ms: PIPELINE_STOP_LIMIT_MS }, "the pipeline did not stop in time; going on");
     this.datastream = undefined;
     this.pipeline = undefined;
     this.loaded = false;

@@ -4,7 +4,7 @@
  * finished line is masked, so an error message that happens to quote one cannot leak it.
  */
 import { Writable } from "node:stream";
-import { pino, type Logger } from "pino";
+import { type Logger, pino } from "pino";
 import pretty from "pino-pretty";
 
 export type { Logger } from "pino";
