@@ -456,15 +456,6 @@ export function mergeCompany(base: Company, partial: Record<string, unknown>): C
 
   for (const [key, raw] of Object.entries(p)) {
     switch (key) {
-      case "id":
-        m.id = decStr(raw, key, mode, m.id);
-        break;
-      case "account_id":
-        m.account_id = decStr(raw, key, mode, m.account_id);
-        break;
-      case "environment_id":
-        m.environment_id = decStr(raw, key, mode, m.environment_id);
-        break;
       case "base_plan_id":
         m.base_plan_id = decOptStr(raw, key, mode);
         break;
@@ -487,24 +478,16 @@ export function mergeCompany(base: Company, partial: Record<string, unknown>): C
         m.entitlements = decodeEntitlements(raw, key, mode);
         entitlementsInPartial = true;
         break;
-      case "keys":
-        m.keys = { ...m.keys, ...(decStringMap(raw, key, mode) ?? {}) };
-        break;
       case "metrics":
         m.metrics = upsertMetrics(m.metrics ?? [], decList(raw, key, mode, decodeMetric));
         metricsUpdated = true;
         break;
-      case "rules":
-        m.rules = decodeRules(raw, key, mode);
-        break;
       case "subscription":
         m.subscription = decodeSubscription(raw, key, mode, m.subscription);
         break;
-      case "traits":
-        m.traits = decodeTraits(raw, key, mode);
-        break;
       default:
-        // credit_lease_balance and anything else: ignored, as Go does.
+        // The fields companies share with users; credit_lease_balance and anything else: ignored, as Go does.
+        mergeSharedField(m, key, raw, mode);
         break;
     }
   }
@@ -516,6 +499,33 @@ export function mergeCompany(base: Company, partial: Record<string, unknown>): C
 }
 
 /**
+ * The fields companies and users share, merged the same way for both: `id`, `account_id`, `environment_id`
+ * replaced (`null` keeps them), `keys` shallow-merged, `traits` and `rules` replaced. Other fields are ignored.
+ */
+function mergeSharedField(m: Company | User, key: string, raw: unknown, mode: DecodeMode): void {
+  switch (key) {
+    case "id":
+      m.id = decStr(raw, key, mode, m.id);
+      break;
+    case "account_id":
+      m.account_id = decStr(raw, key, mode, m.account_id);
+      break;
+    case "environment_id":
+      m.environment_id = decStr(raw, key, mode, m.environment_id);
+      break;
+    case "keys":
+      m.keys = { ...m.keys, ...(decStringMap(raw, key, mode) ?? {}) };
+      break;
+    case "traits":
+      m.traits = decodeTraits(raw, key, mode);
+      break;
+    case "rules":
+      m.rules = decodeRules(raw, key, mode);
+      break;
+  }
+}
+
+/**
  * Merges a partial user into `base` (schematic-go v1.5.2 `PartialUser`): `id`, `account_id`, `environment_id`
  * replaced (`null` keeps them), `keys` shallow-merged, `traits` and `rules` replaced; everything else ignored.
  */
@@ -524,29 +534,6 @@ export function mergeUser(base: User, partial: Record<string, unknown>): User {
   const m: User = structuredClone(base);
   m.keys = { ...(m.keys ?? {}) };
   const mode: DecodeMode = "strict";
-  for (const [key, raw] of Object.entries(p)) {
-    switch (key) {
-      case "id":
-        m.id = decStr(raw, key, mode, m.id);
-        break;
-      case "account_id":
-        m.account_id = decStr(raw, key, mode, m.account_id);
-        break;
-      case "environment_id":
-        m.environment_id = decStr(raw, key, mode, m.environment_id);
-        break;
-      case "keys":
-        m.keys = { ...m.keys, ...(decStringMap(raw, key, mode) ?? {}) };
-        break;
-      case "traits":
-        m.traits = decodeTraits(raw, key, mode);
-        break;
-      case "rules":
-        m.rules = decodeRules(raw, key, mode);
-        break;
-      default:
-        break;
-    }
-  }
+  for (const [key, raw] of Object.entries(p)) mergeSharedField(m, key, raw, mode);
   return orderUser(m);
 }
