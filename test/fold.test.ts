@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { entityOps, foldEntity } from "../src/replication/fold.js";
+import { entityOps, foldEntity, storedKeys } from "../src/replication/fold.js";
 import type { EntityJob } from "../src/replication/jobs.js";
 import { KeyScheme } from "../src/store/keys.js";
 
@@ -98,4 +98,43 @@ test("an entity without keys is not stored", () => {
   assert.ok(entityOps(keys, "company", "c1", previous, fold).some((o) => o.op === "set"));
   const none = foldEntity("company", null, [job("full", company("c1", {}))]);
   assert.deepEqual(entityOps(keys, "company", "c1", null, none), []);
+});
+
+test("a full's received text is stored unchanged only when validation changes nothing", () => {
+  const exact = company("c1", { id: "a" });
+  const text = ` ${JSON.stringify(exact, null, 1)}`;
+  const stored = foldEntity("company", null, [{ ...job("full", exact), text }]);
+  assert.equal(stored.body, text);
+  const set = entityOps(keys, "company", "c1", null, stored).find((o) => o.key === keys.companyId("c1"));
+  assert.deepEqual(set, { op: "set", key: keys.companyId("c1"), value: text });
+
+  // An unknown field (at any depth), an absent list, or a null the engine needs as [] forces re-serialising.
+  const variants: Record<string, unknown>[] = [
+    { ...exact, surprise: 1 },
+    { ...exact, traits: [{ value: "v", trait_definition: null, extra: true }] },
+    (({ metrics: _, ...rest }) => rest)(exact),
+    { ...exact, plan_ids: null },
+  ];
+  for (const data of variants) {
+    const fold = foldEntity("company", null, [{ ...job("full", data), text: JSON.stringify(data) }]);
+    assert.equal(fold.body, undefined, JSON.stringify(data));
+    const body = entityOps(keys, "company", "c1", null, fold).find((o) => o.key === keys.companyId("c1"));
+    assert.ok(body?.op === "set");
+    assert.ok(!body.value.includes("surprise") && !body.value.includes("extra"));
+    assert.deepEqual(JSON.parse(body.value), fold.next);
+  }
+
+  // A later partial or delete in the same fold drops the received text.
+  const merged = foldEntity("company", null, [{ ...job("full", exact), text }, job("partial", { base_plan_id: "p" })]);
+  assert.equal(merged.body, undefined);
+  assert.equal((merged.next as { base_plan_id: string }).base_plan_id, "p");
+});
+
+test("storedKeys reads only the keys of a stored body, and falls back to a full parse when it must", () => {
+  const body = JSON.stringify(company("c1", { id: "a", 'x"}': "b" }));
+  assert.deepEqual(storedKeys("company", body), { keys: { id: "a", 'x"}': "b" } });
+  assert.equal(storedKeys("company", null), null);
+  assert.equal(storedKeys("company", "not json"), null);
+  // keys that are not a map of strings: the whole body is judged (invalid → absent)
+  assert.equal(storedKeys("company", JSON.stringify(company("c1", { id: 1 as unknown as string }))), null);
 });

@@ -324,10 +324,17 @@ function absentValue(spec: FieldSpec): unknown {
   }
 }
 
+/**
+ * Cleared by a walk whose output differs from its input as JSON values: an unknown field was dropped, or an absent
+ * or `null` field was filled in (a `null` kept as `null` is no difference). Key order does not count.
+ */
+let exact = true;
+
 function walkObject(raw: unknown, sch: Schema, mode: Mode, path: string): Record<string, unknown> {
   if (!isPlainObject(raw)) throw new EntityError(path, `expected an object (${sch.name}), got ${describe(raw)}`);
   const out: Record<string, unknown> = {};
   const fields = sch.fields;
+  let present = 0;
   for (let i = 0; i < fields.length; i++) {
     const spec = fields[i]!;
     const v = raw[spec.name];
@@ -335,10 +342,18 @@ function walkObject(raw: unknown, sch: Schema, mode: Mode, path: string): Record
       if (mode === WIRE ? spec.wireReq : spec.engineReq) {
         throw new EntityError(path + spec.dotName, v === undefined ? "missing required field" : "must not be null");
       }
+      if (v === null) present++;
       if (spec.absent !== Absent.Omit) out[spec.name] = absentValue(spec);
+      if (spec.absent !== (v === null ? Absent.Null : Absent.Omit)) exact = false;
       continue;
     }
+    present++;
     out[spec.name] = walkValue(v, spec, mode, path);
+  }
+  if (exact) {
+    let own = 0;
+    for (const k in raw) if (Object.hasOwn(raw, k)) own++;
+    if (own !== present) exact = false;
   }
   return out;
 }
@@ -476,6 +491,19 @@ export function parseCompany(raw: unknown, mode: Strictness, path = "$"): Compan
 
 export function parseUser(raw: unknown, mode: Strictness, path = "$"): User {
   return walkObject(raw, USER, modeOf(mode), path) as unknown as User;
+}
+
+/**
+ * An engine-mode company or user, and whether it is `raw` unchanged as a JSON value (no unknown field dropped,
+ * nothing filled in): then the text `raw` was parsed from can be stored as it is.
+ */
+export function parseEngineEntity<T extends "company" | "user">(
+  kind: T,
+  raw: unknown,
+): { entity: T extends "company" ? Company : User; exact: boolean } {
+  exact = true;
+  const entity = walkObject(raw, kind === "company" ? COMPANY : USER, ENGINE, "$");
+  return { entity: entity as never, exact };
 }
 
 /**

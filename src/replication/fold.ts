@@ -2,12 +2,13 @@
  * Pure batch logic for companies and users: fold each entity's changes in arrival order onto what Redis holds,
  * then turn the results into Redis operations. No I/O here, so every rule is unit-testable.
  */
-import { EntityError, parseCompany, parseUser } from "../model/entities.js";
+import { EntityError, parseCompany, parseEngineEntity, parseUser } from "../model/entities.js";
 import { expectedCompany, expectedUser, sameEntity } from "../model/equivalence.js";
 import { mergeCompany, mergeUser } from "../model/merge.js";
 import type { Company, User } from "../model/wire.js";
 import type { KeyScheme } from "../store/keys.js";
 import type { WriteOp } from "../store/writer.js";
+import { memberText } from "../util/json-span.js";
 import type { EntityJob, EntityKind } from "./jobs.js";
 
 type Entity = Company | User;
@@ -15,6 +16,8 @@ type Entity = Company | User;
 export interface FoldResult {
   /** The entity as it must now be stored, or null when it must not exist. */
   next: Entity | null;
+  /** `next` as received, when that text can be stored unchanged (else it is serialised). */
+  body?: string;
   /** Whether anything changed relative to Redis (false: nothing to write). */
   touched: boolean;
   /** Keys carried by delete payloads (their lookups must go even if Redis had no body). */
@@ -27,6 +30,29 @@ export interface FoldResult {
 
 export function parseEntity(kind: EntityKind, raw: unknown): Entity {
   return kind === "company" ? parseCompany(raw, "engine") : parseUser(raw, "engine");
+}
+
+/** What a batch needs to know of a stored body to replace or delete it: the keys whose lookups it owns. */
+export type StoredKeys = Pick<Entity, "keys">;
+
+/**
+ * The `keys` of a stored body without parsing the rest (a full or a delete replaces the body, so the rest does not
+ * matter). Anything unusual falls back to {@link parseStored}.
+ */
+export function storedKeys(kind: EntityKind, raw: string | null): StoredKeys | null {
+  if (raw === null) return null;
+  const text = memberText(raw, "keys");
+  if (text !== undefined && text.charCodeAt(0) === 123 /* { */) {
+    try {
+      const keys = JSON.parse(text) as Record<string, unknown>;
+      let strings = true;
+      for (const k in keys) if (typeof keys[k] !== "string") strings = false;
+      if (strings) return { keys: keys as Record<string, string> };
+    } catch {
+      // fall through
+    }
+  }
+  return parseStored(kind, raw);
 }
 
 /** Parses a stored body; a foreign or corrupt value counts as absent (it is about to be overwritten). */
@@ -44,11 +70,19 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
   for (const job of jobs) {
     try {
       if (job.op === "full") {
-        result.next = parseEntity(kind, job.data);
+        if (job.text === undefined) {
+          result.next = parseEntity(kind, job.data);
+          result.body = undefined;
+        } else {
+          const parsed = parseEngineEntity(kind, job.data);
+          result.next = parsed.entity;
+          result.body = parsed.exact ? job.text : undefined;
+        }
       } else if (job.op === "delete") {
         const keys = (job.data as { keys?: unknown } | null)?.keys;
         if (keys && typeof keys === "object") result.deletedKeys.push(keys as Record<string, string>);
         result.next = null;
+        result.body = undefined;
       } else {
         if (!job.data || typeof job.data !== "object" || Array.isArray(job.data)) {
           throw new EntityError("$", "partial data is not an object");
@@ -61,6 +95,7 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
           kind === "company"
             ? mergeCompany(result.next as Company, job.data as Record<string, unknown>)
             : mergeUser(result.next as User, job.data as Record<string, unknown>);
+        result.body = undefined;
       }
       result.touched = true;
     } catch (err) {
@@ -90,9 +125,8 @@ export function entityOps(
   scheme: KeyScheme,
   kind: EntityKind,
   id: string,
-  previous: Entity | null,
+  previous: StoredKeys | null,
   fold: FoldResult,
-  body?: string,
 ): WriteOp[] {
   const ops: WriteOp[] = [];
   const idKey = kind === "company" ? scheme.companyId(id) : scheme.userId(id);
@@ -103,7 +137,7 @@ export function entityOps(
   const next = fold.next;
   // An entity with no keys cannot be found by any SDK: store nothing for it (and remove what it had).
   if (next && Object.keys(next.keys).length > 0) {
-    ops.push({ op: "set", key: idKey, value: body ?? JSON.stringify(next) });
+    ops.push({ op: "set", key: idKey, value: fold.body ?? JSON.stringify(next) });
     const current = lookupKeys(scheme, kind, next.keys);
     for (const k of current) {
       ops.push({ op: "set", key: k, value: idValue });

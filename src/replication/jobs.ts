@@ -10,6 +10,8 @@ export interface EntityJob {
   op: EntityOp;
   /** Raw payload: a full entity, a partial object, or (delete) the last-known entity. */
   data: unknown;
+  /** A stream `full`'s data as received (a slice of the frame): stored as it is when validation changes nothing. */
+  text?: string;
   /** Cursor entries this job completes (several once coalesced). */
   tracked: Tracked[];
   /** Stream changes always apply; REST rows yield to stream changes seen since their load began. */

@@ -10,6 +10,7 @@ import { ENTITY_TYPES } from "../model/wire.js";
 import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter } from "../store/writer.js";
 import type { CircuitBreaker } from "../util/breaker.js";
+import { memberText } from "../util/json-span.js";
 import type { Logger } from "../util/log.js";
 import { ReplayCursor, type Tracked } from "./cursor.js";
 import { EntityLane } from "./entity-lane.js";
@@ -306,6 +307,8 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
           id,
           op: messageType as EntityOp,
           data: msg.data,
+          // The entity's own text, to store unchanged if validation finds nothing to drop or fill in.
+          text: messageType === "full" ? memberText(text, "data") : undefined,
           tracked: tracked ? [tracked] : [],
           source: "stream",
           streamTime,
