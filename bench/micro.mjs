@@ -4,9 +4,10 @@
 // other processes). Prints µs per change. Used to cost the proposals in docs/performance.md.
 // Usage: node bench/micro.mjs [--redis HOST:PORT]  (with --redis, also the Redis round trips of one batch)
 import { generateFixture } from "../dist/emulator/generate.js";
-import { parseCompany } from "../dist/model/entities.js";
-import { entityOps, foldEntity, parseStored } from "../dist/replication/fold.js";
+import { parseCompany, parseEngineEntity } from "../dist/model/entities.js";
+import { entityOps, foldEntity, parseStored, storedKeys } from "../dist/replication/fold.js";
 import { KeyScheme } from "../dist/store/keys.js";
+import { memberText } from "../dist/util/json-span.js";
 
 const COUNT = 20_000;
 const ROUNDS = 5;
@@ -46,6 +47,11 @@ const folds = jobs.map((job, i) => foldEntity("company", previous[i], [job]));
 
 stage("JSON.parse(frame)", (i) => JSON.parse(frames[i]));
 stage("parseCompany(data, engine) (validate + copy)", (i) => parseCompany(parsedFrames[i].data, "engine"));
+stage("parseEngineEntity(data) (validate + copy + exactness)", (i) =>
+  parseEngineEntity("company", parsedFrames[i].data),
+);
+stage("memberText(frame, data) (received text)", (i) => memberText(frames[i], "data"));
+stage("storedKeys (keys of a stored body)", (i) => storedKeys("company", stored[i]));
 stage("JSON.stringify(entity)", (i) => JSON.stringify(folds[i].next).length);
 stage("JSON.parse(stored body)", (i) => JSON.parse(stored[i]));
 stage("parseStored (JSON.parse + validate)", (i) => parseStored("company", stored[i]));

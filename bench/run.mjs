@@ -42,7 +42,7 @@ const SCENARIOS = ["throughput", "latency", "load", "ceilings"];
 function usage(message) {
   process.stderr.write(
     `${message ? `bench: ${message}\n` : ""}Usage: npm run bench -- [--runs N] [--scenario ${SCENARIOS.join("|")}] [--cluster] [--json-only]\n` +
-      "                        [--profile DIR] [--companies N] [--users N] [--rate N] [--duration S] [--root DIR]\n" +
+      '                        [--profile DIR] [--node-args "--flag …"] [--companies N] [--users N] [--rate N] [--duration S] [--root DIR]\n' +
       "                        [--wait-quiet S] [--no-ceilings] [--rest-wait S]\n",
   );
   process.exit(2);
@@ -90,6 +90,9 @@ function parseArgs(argv) {
         break;
       case "--json-only":
         o.jsonOnly = true;
+        break;
+      case "--node-args":
+        o.nodeArgs = String(next()).split(/\s+/).filter(Boolean);
         break;
       case "--profile":
         o.profile = resolve(String(next()));
@@ -344,9 +347,14 @@ function roundAll(o) {
 // ---- 3. initial load ---------------------------------------------------------------------------------------------
 
 function profileArgs(name) {
-  if (!opts.profile) return [];
+  if (!opts.profile) return opts.nodeArgs ?? [];
   mkdirSync(opts.profile, { recursive: true });
-  return ["--cpu-prof", `--cpu-prof-dir=${opts.profile}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`];
+  return [
+    ...(opts.nodeArgs ?? []),
+    "--cpu-prof",
+    `--cpu-prof-dir=${opts.profile}`,
+    `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`,
+  ];
 }
 
 /** V8 heap figures (MB) from the replicator's /metrics (prom-client default metrics). */

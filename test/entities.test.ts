@@ -3,10 +3,12 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import fixture from "../examples/fixture.json" with { type: "json" };
 import {
   EntityError,
   parseCompany,
   parseCompanyPartial,
+  parseEngineEntity,
   parseFlag,
   parseUser,
   parseUserPartial,
@@ -449,5 +451,49 @@ describe("partials", () => {
         subscription: null,
       },
     );
+  });
+});
+
+describe("parseEngineEntity (the stream's hot path)", () => {
+  test("gives what parseCompany/parseUser give, in place when nothing changes, and says whether it changed", () => {
+    const check = (kind: "company" | "user", raw: unknown) => {
+      const copy = structuredClone(raw);
+      const expected = kind === "company" ? parseCompany(copy, "engine") : parseUser(copy, "engine");
+      const { entity, exact } = parseEngineEntity(kind, raw);
+      assert.deepEqual(JSON.parse(JSON.stringify(entity)), JSON.parse(JSON.stringify(expected)));
+      assert.equal(exact, entity === raw, "in place exactly when exact");
+      assert.deepEqual(raw, copy, "the input is never modified");
+      return exact;
+    };
+    for (const c of fixture.companies) assert.equal(check("company", c), true, (c as { id: string }).id);
+    for (const u of fixture.users) assert.equal(check("user", u), true, (u as { id: string }).id);
+    const base = fixture.companies[0] as Record<string, unknown>;
+    assert.equal(check("company", { ...base, unknown: 1 }), false);
+    assert.equal(check("company", { ...base, plan_ids: null }), false);
+    assert.equal(check("company", { ...base, subscription: null }), true);
+    const { traits: _, ...withoutTraits } = base;
+    assert.equal(check("company", withoutTraits), false);
+  });
+
+  test("rejects what parseCompany rejects, with the same message, whether or not it would copy", () => {
+    const base = fixture.companies[0] as Record<string, unknown>;
+    for (const bad of [
+      { ...base, id: "" },
+      { ...base, keys: { a: 1 } },
+      { ...base, rules: [{ id: "r" }] },
+      { ...base, unknown: 1, rules: [{ id: "r" }] },
+      { ...base, metrics: "x" },
+    ]) {
+      const expected = (() => {
+        try {
+          parseCompany(bad, "engine");
+        } catch (err) {
+          return (err as Error).message;
+        }
+        return "accepted";
+      })();
+      assert.notEqual(expected, "accepted");
+      assert.throws(() => parseEngineEntity("company", bad), { message: expected });
+    }
   });
 });

@@ -329,10 +329,21 @@ function absentValue(spec: FieldSpec): unknown {
  * or `null` field was filled in (a `null` kept as `null` is no difference). Key order does not count.
  */
 let exact = true;
+/**
+ * False for a validate-only walk: nothing is copied and the input is returned as it is. Such a walk stops with
+ * {@link NOT_EXACT} at the first difference, and the caller walks again with copies.
+ */
+let copying = true;
+const NOT_EXACT = new Error("not exact");
+
+function differs(): void {
+  exact = false;
+  if (!copying) throw NOT_EXACT;
+}
 
 function walkObject(raw: unknown, sch: Schema, mode: Mode, path: string): Record<string, unknown> {
   if (!isPlainObject(raw)) throw new EntityError(path, `expected an object (${sch.name}), got ${describe(raw)}`);
-  const out: Record<string, unknown> = {};
+  const out: Record<string, unknown> = copying ? {} : raw;
   const fields = sch.fields;
   let present = 0;
   for (let i = 0; i < fields.length; i++) {
@@ -343,17 +354,18 @@ function walkObject(raw: unknown, sch: Schema, mode: Mode, path: string): Record
         throw new EntityError(path + spec.dotName, v === undefined ? "missing required field" : "must not be null");
       }
       if (v === null) present++;
-      if (spec.absent !== Absent.Omit) out[spec.name] = absentValue(spec);
-      if (spec.absent !== (v === null ? Absent.Null : Absent.Omit)) exact = false;
+      if (spec.absent !== (v === null ? Absent.Null : Absent.Omit)) differs();
+      if (copying && spec.absent !== Absent.Omit) out[spec.name] = absentValue(spec);
       continue;
     }
     present++;
-    out[spec.name] = walkValue(v, spec, mode, path);
+    const value = walkValue(v, spec, mode, path);
+    if (copying) out[spec.name] = value;
   }
   if (exact) {
     let own = 0;
     for (const k in raw) if (Object.hasOwn(raw, k)) own++;
-    if (own !== present) exact = false;
+    if (own !== present) differs();
   }
   return out;
 }
@@ -401,27 +413,29 @@ function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unk
       const path = parent + spec.dotName;
       if (!Array.isArray(v)) throw new EntityError(path, `expected an array, got ${describe(v)}`);
       const sch = spec.schema!;
+      if (!copying) {
+        for (let i = 0; i < v.length; i++) walkObject(v[i], sch, mode, `${path}[${i}]`);
+        return v;
+      }
       const out = new Array<unknown>(v.length);
       for (let i = 0; i < v.length; i++) out[i] = walkObject(v[i], sch, mode, `${path}[${i}]`);
       return out;
     }
     case Kind.ListStr: {
       if (!Array.isArray(v)) throw new EntityError(parent + spec.dotName, `expected an array, got ${describe(v)}`);
-      const out = new Array<string>(v.length);
       for (let i = 0; i < v.length; i++) {
         const s = v[i];
         if (typeof s !== "string") {
           throw new EntityError(`${parent + spec.dotName}[${i}]`, `expected a string, got ${describe(s)}`);
         }
-        out[i] = s;
       }
-      return out;
+      return copying ? v.slice() : v;
     }
     case Kind.MapStr:
     case Kind.MapNum: {
       const path = parent + spec.dotName;
       if (!isPlainObject(v)) throw new EntityError(path, `expected an object, got ${describe(v)}`);
-      const out: Record<string, unknown> = {};
+      const out: Record<string, unknown> = copying ? {} : v;
       let n = 0;
       for (const k in v) {
         if (!Object.hasOwn(v, k)) continue;
@@ -433,7 +447,7 @@ function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unk
         } else if (typeof e !== "number" || !Number.isFinite(e)) {
           throw new EntityError(child(path, k), `expected a number, got ${describe(e)}`);
         }
-        setEntry(out, k, e);
+        if (copying) setEntry(out, k, e);
         n++;
       }
       if (n === 0 && mode === WIRE && spec.minOneWire) throw new EntityError(path, "must have at least one key");
@@ -501,9 +515,18 @@ export function parseEngineEntity<T extends "company" | "user">(
   kind: T,
   raw: unknown,
 ): { entity: T extends "company" ? Company : User; exact: boolean } {
+  const sch = kind === "company" ? COMPANY : USER;
+  // Usually the data is exact: validate it in place, allocating nothing; copy only when it is not.
   exact = true;
-  const entity = walkObject(raw, kind === "company" ? COMPANY : USER, ENGINE, "$");
-  return { entity: entity as never, exact };
+  copying = false;
+  try {
+    return { entity: walkObject(raw, sch, ENGINE, "$") as never, exact: true };
+  } catch (err) {
+    if (err !== NOT_EXACT) throw err;
+  } finally {
+    copying = true;
+  }
+  return { entity: walkObject(raw, sch, ENGINE, "$") as never, exact: false };
 }
 
 /**

@@ -8,7 +8,7 @@
 import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter, WriteOp } from "../store/writer.js";
 import type { Logger } from "../util/log.js";
-import { sleep } from "../util/time.js";
+import { nextTurn } from "../util/time.js";
 import type { Tracked } from "./cursor.js";
 import { entityOps, foldEntity, parseStored, sameStoredEntity, storedKeys } from "./fold.js";
 import type { EntityJob, EntityKind } from "./jobs.js";
@@ -148,7 +148,7 @@ export class EntityLane {
       // Let frames already in the socket buffer reach the queue, so a burst fills the batch; never wait longer
       // than BATCH_TIMEOUT for it.
       if (this.depth < this.o.batchSize) {
-        await Promise.race([new Promise((r) => setImmediate(r)), sleep(this.o.batchTimeoutMs)]);
+        await nextTurn(this.o.batchTimeoutMs);
       }
       this.busy = true;
       try {

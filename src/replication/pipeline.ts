@@ -55,6 +55,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   readonly cursor = new ReplayCursor();
   private readonly lanes: Record<EntityKind, EntityLane[]>;
   private readonly flags: FlagLane;
+  private everyLane: readonly (EntityLane | FlagLane)[] | undefined;
   private readonly abort = new AbortController();
   private held: EntityJob[] | undefined;
   private heldCapacity: number;
@@ -374,8 +375,9 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     return lanes[fnv1a(id) % lanes.length]!;
   }
 
-  private allLanes(): (EntityLane | FlagLane)[] {
-    return [...this.lanes.company, ...this.lanes.user, this.flags];
+  private allLanes(): readonly (EntityLane | FlagLane)[] {
+    this.everyLane ??= [...this.lanes.company, ...this.lanes.user, this.flags];
+    return this.everyLane;
   }
 
   private onProgress(): void {

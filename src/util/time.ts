@@ -12,6 +12,18 @@ export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
     signal?.addEventListener("abort", done, { once: true });
   });
 
+/** Resolves after the current event-loop turn (I/O already received is handled first), or after `maxMs`. */
+export const nextTurn = (maxMs: number): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(done, maxMs);
+    const immediate = setImmediate(done);
+    function done() {
+      clearTimeout(timer);
+      clearImmediate(immediate);
+      resolve();
+    }
+  });
+
 /**
  * Exponential backoff with jitter: attempt 1 waits about `minMs`, doubling up to `maxMs`, plus up to `minMs` of
  * random jitter so that many replicators restarted together do not reconnect in lockstep.
