@@ -105,4 +105,16 @@ describe("faults: datastream and restarts (async loading, replay)", () => {
   test("replicator killed with SIGKILL mid-stream: resumed by replay", async () => {
     await restartDuringBurst(s, "SIGKILL", "akill");
   });
+
+  test("DATASTREAM_COMPRESSION=true: permessage-deflate is negotiated and a burst arrives whole", async () => {
+    const compressed = async () =>
+      (await s.admin<{ connections_compressed: number }>("GET", "/state")).connections_compressed;
+    assert.equal(await compressed(), 0, "not offered by default");
+    assert.equal(await s.rep.stop("SIGTERM"), 0);
+    const rep = await s.startReplicator({ DATASTREAM_COMPRESSION: "true" });
+    await rep.waitReady();
+    await waitFor(async () => (await compressed()) === 1, { what: "a compressed datastream connection" });
+    await bulk(s, churn(1000, { tag: "deflate", seed: 11 }));
+    await endsConsistent(s);
+  });
 });

@@ -637,6 +637,9 @@ export function loadConfig(env: NodeJS.ProcessEnv, opts: LoadConfigOptions = {})
     );
   }
   const datastreamMaxReconnectDelayMs = r.get("DATASTREAM_MAX_RECONNECT_DELAY", durationSchema(), 30_000);
+  // Off by default, as the Go original: inflating costs CPU on every message, and CPU per message is what bounds
+  // the replicator (docs/performance.md). Worth it only where the link to Schematic is slow or metered.
+  const datastreamCompression = r.get("DATASTREAM_COMPRESSION", boolSchema, false);
 
   const cpus = opts.cpuCount ?? availableParallelism();
   const numWorkers = r.get("NUM_WORKERS", countSchema(4), Math.min(16, Math.max(2, cpus)));
@@ -713,6 +716,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, opts: LoadConfigOptions = {})
     wsPingIntervalMs,
     wsPongWaitMs,
     datastreamMaxReconnectDelayMs,
+    datastreamCompression,
     numWorkers,
     batchSize,
     batchTimeoutMs,

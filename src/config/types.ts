@@ -66,6 +66,8 @@ export interface Config {
   wsPingIntervalMs: number;
   wsPongWaitMs: number;
   datastreamMaxReconnectDelayMs: number;
+  /** Offer permessage-deflate to the datastream (the server decides). */
+  datastreamCompression: boolean;
 
   numWorkers: number;
   batchSize: number;

@@ -25,6 +25,8 @@ export interface DatastreamOptions {
   /** First backoff step (default 1 s, never above the cap). */
   minReconnectDelayMs?: number;
   handshakeTimeoutMs?: number;
+  /** Offer permessage-deflate (default false). */
+  compression?: boolean;
 }
 
 export interface DatastreamHandlers {
@@ -139,7 +141,7 @@ export class DatastreamClient {
           "X-Schematic-Client": CLIENT_NAME,
           "X-Schematic-Client-Version": this.opts.clientVersion,
         },
-        perMessageDeflate: false,
+        perMessageDeflate: this.opts.compression ?? false,
         handshakeTimeout: this.opts.handshakeTimeoutMs ?? 30_000,
         maxPayload: 256 * 1024 * 1024,
       });

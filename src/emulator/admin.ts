@@ -218,6 +218,7 @@ function stateView(ctx: AdminContext): Record<string, unknown> {
     stream_id: hub.clock.last?.id ?? null,
     replay_log: { size: hub.log.size, oldest: hub.log.oldest()?.id ?? null, capacity: hub.log.capacity },
     connections_by_mode: hub.connectionsByMode(),
+    connections_compressed: hub.compressedConnections(),
     requests: { ...ctx.counters },
   };
 }

@@ -103,6 +103,13 @@ export class DatastreamHub {
     return out;
   }
 
+  /** How many connections negotiated permessage-deflate (accepted whenever a client offers it). */
+  compressedConnections(): number {
+    let n = 0;
+    for (const c of this.connections) if (c.ws.extensions.includes("permessage-deflate")) n++;
+    return n;
+  }
+
   attach(ws: WebSocket, req: IncomingMessage): Connection {
     const header = (name: string) => {
       const v = req.headers[name];

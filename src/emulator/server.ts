@@ -27,7 +27,8 @@ export class EmulatorServer {
   readonly hub: DatastreamHub;
   readonly counters: RestCounters = { rest: 0, flag_checks: 0, capture_batches: 0 };
   readonly http: Server;
-  private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+  /** permessage-deflate is accepted when a client offers it (the replicator does only with DATASTREAM_COMPRESSION). */
+  private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: true });
   private readonly apiKey: string | undefined;
 
   constructor(opts: EmulatorServerOptions = {}) {

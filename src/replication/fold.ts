@@ -2,7 +2,7 @@
  * Pure batch logic for companies and users: fold each entity's changes in arrival order onto what Redis holds,
  * then turn the results into Redis operations. No I/O here, so every rule is unit-testable.
  */
-import { EntityError, parseCompany, parseEngineEntity, parseUser } from "../model/entities.js";
+import { EntityError, parseEngineEntity } from "../model/entities.js";
 import { expectedCompany, expectedUser, sameEntity } from "../model/equivalence.js";
 import { mergeCompany, mergeUser } from "../model/merge.js";
 import type { Company, User } from "../model/wire.js";
@@ -26,10 +26,6 @@ export interface FoldResult {
   invalid: { job: EntityJob; reason: string }[];
   /** Partials that found no base (a no-op, as upstream). */
   orphanPartials: number;
-}
-
-export function parseEntity(kind: EntityKind, raw: unknown): Entity {
-  return kind === "company" ? parseCompany(raw, "engine") : parseUser(raw, "engine");
 }
 
 /** What a batch needs to know of a stored body to replace or delete it: the keys whose lookups it owns. */
@@ -59,7 +55,7 @@ export function storedKeys(kind: EntityKind, raw: string | null): StoredKeys | n
 export function parseStored(kind: EntityKind, raw: string | null): Entity | null {
   if (raw === null) return null;
   try {
-    return parseEntity(kind, JSON.parse(raw));
+    return parseEngineEntity(kind, JSON.parse(raw)).entity;
   } catch {
     return null;
   }
@@ -70,14 +66,9 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
   for (const job of jobs) {
     try {
       if (job.op === "full") {
-        if (job.text === undefined) {
-          result.next = parseEntity(kind, job.data);
-          result.body = undefined;
-        } else {
-          const parsed = parseEngineEntity(kind, job.data);
-          result.next = parsed.entity;
-          result.body = parsed.exact ? job.text : undefined;
-        }
+        const parsed = parseEngineEntity(kind, job.data);
+        result.next = parsed.entity;
+        result.body = parsed.exact ? job.text : undefined;
       } else if (job.op === "delete") {
         const keys = (job.data as { keys?: unknown } | null)?.keys;
         if (keys && typeof keys === "object") result.deletedKeys.push(keys as Record<string, string>);

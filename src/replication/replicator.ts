@@ -207,6 +207,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
         pingIntervalMs: c.wsPingIntervalMs,
         pongWaitMs: c.wsPongWaitMs,
         maxReconnectDelayMs: c.datastreamMaxReconnectDelayMs,
+        compression: c.datastreamCompression,
       },
       {
         onOpen: () => this.onDatastreamOpen(),
