@@ -123,6 +123,11 @@ export class EntityLane {
     this.wake?.();
   }
 
+  /** Whether the queue was full before `taken` jobs were taken from it. */
+  private wasFull(taken: number): boolean {
+    return this.depth + taken >= this.o.capacity;
+  }
+
   private take(max: number): EntityJob[] {
     const end = Math.min(this.queue.length, this.head + max);
     const batch = this.queue.slice(this.head, end);
@@ -152,7 +157,11 @@ export class EntityLane {
       }
       this.busy = true;
       try {
-        await this.applyBatch(this.take(this.o.batchSize * BATCHES_PER_ROUND_TRIP));
+        const batch = this.take(this.o.batchSize * BATCHES_PER_ROUND_TRIP);
+        // The queue has room again: let the socket (or the loader) refill it while this batch is written, so that
+        // parsing overlaps the round trips instead of waiting for them. At most capacity + one batch are held.
+        if (this.wasFull(batch.length)) this.o.onProgress();
+        await this.applyBatch(batch);
         this.appliedCount = Math.max(this.appliedCount, this.taken);
       } finally {
         this.busy = false;
