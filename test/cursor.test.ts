@@ -36,6 +36,13 @@ test("stream ids compare numerically, then as text", () => {
   assert.ok(compareStreamIds("100-2", "100-10") < 0);
   assert.equal(compareStreamIds("100-1", "100-1"), 0);
   assert.ok(compareStreamIds("b", "a") > 0);
+  // Beyond 2^53 (BigInt), against plain numbers, leading zeros, and ids that are not `<digits>-<digits>`.
+  assert.ok(compareStreamIds("9007199254740993-0", "9007199254740992-5") > 0);
+  assert.equal(compareStreamIds("0000000000000000001-0", "1-0"), 0);
+  assert.ok(compareStreamIds("1-99999999999999999999", "2-0") < 0);
+  assert.ok(compareStreamIds("1-", "1-0") !== 0);
+  assert.ok(compareStreamIds("-1", "1-0") !== 0);
+  assert.ok(compareStreamIds("1-2-3", "1-2") > 0);
 });
 
 test("subscribe frames carry replay_from only when resuming", () => {

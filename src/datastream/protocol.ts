@@ -58,14 +58,30 @@ export function compareStreamIds(a: string, b: string): number {
   const pa = splitId(a);
   const pb = splitId(b);
   if (pa && pb) {
-    if (pa[0] !== pb[0]) return pa[0] < pb[0] ? -1 : 1;
-    if (pa[1] !== pb[1]) return pa[1] < pb[1] ? -1 : 1;
+    // `<` and `>` compare a number with a bigint by value (`!==` would not).
+    for (let i = 0; i < 2; i++) {
+      if (pa[i]! < pb[i]!) return -1;
+      if (pa[i]! > pb[i]!) return 1;
+    }
     return 0;
   }
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-function splitId(id: string): [bigint, bigint] | undefined {
-  const m = /^(\d+)-(\d+)$/.exec(id);
-  return m ? [BigInt(m[1]!), BigInt(m[2]!)] : undefined;
+/** Called for every change (the cursor orders them): plain numbers while they are exact, BigInt beyond that. */
+function splitId(id: string): [number, number] | [bigint, bigint] | undefined {
+  const dash = id.indexOf("-");
+  if (dash <= 0 || dash === id.length - 1 || !allDigits(id, 0, dash) || !allDigits(id, dash + 1, id.length)) {
+    return undefined;
+  }
+  if (dash <= 15 && id.length - dash - 1 <= 15) return [Number(id.slice(0, dash)), Number(id.slice(dash + 1))];
+  return [BigInt(id.slice(0, dash)), BigInt(id.slice(dash + 1))];
+}
+
+function allDigits(s: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
 }
