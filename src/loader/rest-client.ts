@@ -47,14 +47,28 @@ export class RestClient {
     return count;
   }
 
+  /** One page of rows (a malformed page is retried like a failed request). */
   async page(kind: RestKind, limit: number, offset: number, signal: AbortSignal): Promise<unknown[]> {
-    const body = (await this.get(`/${kind}?limit=${limit}&offset=${offset}`, signal)) as { data?: unknown };
-    if (!Array.isArray(body?.data)) throw new Error(`GET /${kind} returned no data array`);
-    return body.data;
+    return await this.request(pagePath(kind, limit, offset), signal, async (res) =>
+      pageRows(kind, await res.text()),
+    );
   }
 
-  /** GET with retries; resolves with the parsed JSON body. */
-  private async get(path: string, signal: AbortSignal): Promise<unknown> {
+  /**
+   * One page's body, unparsed: lets the loader fetch pages concurrently but parse them one at a time, so only one
+   * page's object graph is alive at once. Parse it with {@link pageRows}; on a malformed body, fall back to
+   * {@link page}.
+   */
+  async pageText(kind: RestKind, limit: number, offset: number, signal: AbortSignal): Promise<string> {
+    return await this.request(pagePath(kind, limit, offset), signal, (res) => res.text());
+  }
+
+  private get(path: string, signal: AbortSignal): Promise<unknown> {
+    return this.request(path, signal, (res) => res.json());
+  }
+
+  /** GET with retries; resolves with what `read` makes of the successful response (a throw is retried). */
+  private async request<T>(path: string, signal: AbortSignal, read: (res: Response) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       if (signal.aborted) throw new LoadCancelledError("load cancelled");
       const trial = await this.o.breaker.waitUntilClosed(signal);
@@ -76,7 +90,7 @@ export class RestClient {
           await res.body?.cancel();
           throw new Error(`HTTP ${res.status}`);
         }
-        const body = await res.json();
+        const body = await read(res);
         this.o.breaker.success();
         return body;
       } catch (err) {
@@ -120,6 +134,17 @@ export class RestClient {
     this.inFlight--;
     this.waiters.shift()?.();
   }
+}
+
+function pagePath(kind: RestKind, limit: number, offset: number): string {
+  return `/${kind}?limit=${limit}&offset=${offset}`;
+}
+
+/** The rows of a page body; throws when it is not JSON with a `data` array. */
+export function pageRows(kind: RestKind, text: string): unknown[] {
+  const body = JSON.parse(text) as { data?: unknown } | null;
+  if (!Array.isArray(body?.data)) throw new Error(`GET /${kind} returned no data array`);
+  return body.data;
 }
 
 export function parseRetryAfter(value: string | null): number | undefined {

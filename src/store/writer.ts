@@ -2,27 +2,48 @@
  * The batch applier: every Redis write of the replicator goes through {@link StoreWriter.apply}, one round trip
  * per batch (DESIGN.md §6 "Writes").
  *
- * Single node and Sentinel: one EVALSHA of {@link APPLY_SCRIPT} per batch (larger batches are split into chunks
- * sent in one pipeline). With a lease configured the script first checks that the lease key still holds our
- * token and writes nothing otherwise ("fencing", DESIGN.md §6 "Writer lease"): a writer that was cut off and
- * reconnects after losing the lease cannot write. The check and the writes are one atomic script.
+ * Single node and Sentinel: one pipeline on the client's connection, with one transaction per chunk (a batch larger
+ * than maxOpsPerCall ops or maxBytesPerCall bytes is split into several):
  *
- * Cluster: the keys live in many slots, so a script cannot cover them. One pipeline of single-key commands (SET /
- * DEL / a one-key EVALSHA for delIfEquals) per master, sent on that master's own connection, all masters in
- * parallel. Ops a master redirects (MOVED after a failover or a resharding, ASK during a slot migration) or fails
- * are sent again one by one through the cluster client, which follows redirects (at most REDIS_MAX_REDIRECTS), in
- * their original order per key. The lease is timing-based only: the batch is refused when the lease's token()
- * says it is not held, but nothing is checked on the server.
+ *     WATCH lease · EVAL fence 1 lease token · MULTI · the ops · EXEC      (repeated per chunk)
  *
- * Sentinel and Cluster: a batch also waits for a replica's acknowledgement (see acks.ts), so a failover cannot
- * lose a write the caller was told succeeded.
+ * The ops are queued in order as MSET (a run of SETs without expiry), DEL (a run of deletes), `SET key value PX ttl`
+ * and, for a compare-and-delete, a one-key EVAL. Bodies never pass through Lua, which copies every argument: with
+ * ~2.7 KB bodies this costs Redis a quarter to a half of the CPU of the single script that used to apply a batch
+ * (bench/writer-micro.mjs).
+ *
+ * Fencing (DESIGN.md §6 "Writer lease"): the fence script ({@link FENCE_SCRIPT}) returns 1 when the lease key holds
+ * our token; otherwise it modifies the lease key without changing what it says (another holder's value rewritten
+ * with KEEPTTL; an absent key created and deleted again) and returns 0. A write of the chunk lands only if its EXEC
+ * commits, and Redis commits an EXEC only if no watched key was modified (or expired) since the WATCH, by any client,
+ * this one included. So a chunk is written only if the lease key held our token when the fence ran and nobody
+ * touched it until the EXEC, i.e. it still held our token when the writes were applied; the EXEC applies them
+ * atomically. That is what the former single script guaranteed by checking the token and writing in one step: a
+ * writer cut off and later reconnected cannot write after losing the lease, also when the lease expired or is
+ * absent. An aborted EXEC (null) or a fence reply of 0 throws {@link LeaseLostError}; nothing of that chunk was
+ * written (chunks before it, checked the same way, were). ioredis writes a pipeline's commands back to back, so
+ * nothing else sent on the same connection (the lease renewal, which touches the key, shares it) can fall between a
+ * WATCH and its EXEC; a touch from another connection, even by the holder, aborts the EXEC, which costs a retry but
+ * never a wrong write. Scripts are sent with EVAL, not EVALSHA, so a flushed script cache cannot fail a command (the
+ * fence above all: its NOSCRIPT would let the EXEC commit). Without a lease, the same transactions without WATCH and
+ * fence: each chunk is still atomic for readers.
+ *
+ * Cluster: the keys live in many slots, so neither a script nor a transaction can cover them. One pipeline of
+ * single-key commands (SET / DEL / a one-key EVALSHA for delIfEquals) per master, sent on that master's own
+ * connection, all masters in parallel. Ops a master redirects (MOVED after a failover or a resharding, ASK during a
+ * slot migration) or fails are sent again one by one through the cluster client, which follows redirects (at most
+ * REDIS_MAX_REDIRECTS), in their original order per key. The lease is timing-based only: the batch is refused when
+ * the lease's token() says it is not held, but nothing is checked on the server.
+ *
+ * Sentinel and Cluster: a batch also waits for a replica's acknowledgement (see acks.ts; ROLE first in the
+ * pipeline, WAIT last), so a failover cannot lose a write the caller was told succeeded.
  */
 import type { ChainableCommander, Cluster, Redis } from "ioredis";
 import { ACK_GRACE_MS, type AckOptions, type AckPlan, NotReplicatedError, ReplicaAcks } from "./acks.js";
 import { groupByMaster } from "./cluster.js";
 import { followSentinelMaster, isCluster, type RedisClient } from "./connect.js";
 import type { StoreLog } from "./log.js";
-import { isNoScript, LuaScript } from "./script.js";
+import { LuaScript } from "./script.js";
 
 export { ACK_GRACE_MS, NotReplicatedError };
 
@@ -43,9 +64,9 @@ export interface StoreWriterOptions {
   /** Expiry of cache writes in ms; 0 = no expiry (plain SET, which also clears an expiry the key had). */
   ttlMs: number;
   lease?: WriterLeaseRef;
-  /** Largest number of ops in one script call (default 1000); bigger batches are chunked, still one round trip. */
+  /** Largest number of ops in one transaction (default 1000); bigger batches are chunked, still one round trip. */
   maxOpsPerCall?: number;
-  /** Largest payload of one script call in bytes (default 8 MiB). */
+  /** Largest payload (keys and values) of one transaction in bytes (default 8 MiB). */
   maxBytesPerCall?: number;
   /**
    * Replica acknowledgements (acks.ts). Default: on for Sentinel and Cluster (see {@link replicaAcks}), off for a
@@ -55,7 +76,10 @@ export interface StoreWriterOptions {
   log?: StoreLog;
 }
 
-/** The batch was refused because this instance does not hold the writer lease (nothing was written). */
+/**
+ * The batch was refused because this instance does not hold the writer lease: nothing of the refused transaction was
+ * written (of a batch split into several, the transactions before it were, while the lease was still ours).
+ */
 export class LeaseLostError extends Error {
   override readonly name = "LeaseLostError";
   constructor(message = "writer lease lost: batch not applied") {
@@ -64,43 +88,35 @@ export class LeaseLostError extends Error {
 }
 
 /**
- * KEYS: [leaseKey]? then one key per op. ARGV[1] = "1" when KEYS[1] is the lease key, ARGV[2] = token,
- * ARGV[3] = TTL in ms ("0": none), then two ARGV per op: a code and a value.
- * Codes: s = SET (with PX ttl when ttl > 0), p = SET without expiry, d = DEL, e = DEL if GET equals value.
+ * The fence (KEYS[1] = the lease key, ARGV[1] = our token), sent right after `WATCH lease` and before the
+ * transaction. 1: the lease key holds our token. 0: it does not, and the script has modified the key without
+ * changing what it says, so that the WATCH aborts the EXEC that follows: another holder's value is rewritten with
+ * KEEPTTL (same value, same expiry), an absent key is created and deleted again (absent again at once), a key of
+ * another type gets its own remaining time to live again (or one that is removed again at once).
+ *
+ * Always sent as EVAL with the source, never EVALSHA: a NOSCRIPT reply (a flushed script cache) would leave the key
+ * untouched and let the EXEC commit unfenced.
  */
-const APPLY_SCRIPT = new LuaScript(`local first = 1
-if ARGV[1] == '1' then
-  if redis.call('GET', KEYS[1]) ~= ARGV[2] then
-    return redis.error_reply('LEASE_LOST')
+const FENCE_SCRIPT = `local v = redis.pcall('GET', KEYS[1])
+if v == ARGV[1] then return 1 end
+if v == false then
+  redis.call('SET', KEYS[1], '', 'PX', 1)
+  redis.call('DEL', KEYS[1])
+elseif type(v) == 'string' then
+  redis.call('SET', KEYS[1], v, 'KEEPTTL')
+else
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  else
+    redis.call('PEXPIRE', KEYS[1], 86400000)
+    redis.call('PERSIST', KEYS[1])
   end
-  first = 2
 end
-local ttl = tonumber(ARGV[3])
-local a = 4
-for i = first, #KEYS do
-  local key = KEYS[i]
-  local code = ARGV[a]
-  if code == 's' then
-    if ttl > 0 then
-      redis.call('SET', key, ARGV[a + 1], 'PX', ttl)
-    else
-      redis.call('SET', key, ARGV[a + 1])
-    end
-  elseif code == 'p' then
-    redis.call('SET', key, ARGV[a + 1])
-  elseif code == 'd' then
-    redis.call('DEL', key)
-  elseif code == 'e' then
-    if redis.call('GET', key) == ARGV[a + 1] then
-      redis.call('DEL', key)
-    end
-  end
-  a = a + 2
-end
-return #KEYS - first + 1
-`);
+return 0
+`;
 
-/** Single-key compare-and-delete, for Cluster. */
+/** Single-key compare-and-delete (EVAL with the source in a transaction; EVALSHA, then EVAL, on Cluster). */
 const DEL_IF_EQUALS_SCRIPT = new LuaScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -108,6 +124,15 @@ return 0
 `);
 
 const MGET_CHUNK = 1000;
+/** Most keys in one MSET or DEL of a transaction (keeps each command's argument list short). */
+const MAX_KEYS_PER_COMMAND = 512;
+
+/** Reply positions of one transaction in the pipeline (fence: -1 without a lease). */
+interface Transaction {
+  fence: number;
+  multi: number;
+  exec: number;
+}
 
 type PipelineResult = [Error | null, unknown][] | null;
 
@@ -157,76 +182,107 @@ export class StoreWriter {
       await this.applyCluster(client, ops);
       return;
     }
-    await this.applyScripted(client, ops, token);
+    await this.applyTransactions(client, ops, token);
   }
 
-  private async applyScripted(client: Redis, ops: WriteOp[], token: string | undefined): Promise<void> {
-    const head: string[] = [];
-    const fixedArgs: string[] = [this.lease ? "1" : "0", token ?? "", String(this.ttlMs)];
-    if (this.lease) head.push(this.lease.key);
-    const calls: { keys: string[]; args: string[] }[] = [];
-    let keys = [...head];
-    let args = [...fixedArgs];
+  /**
+   * Single node and Sentinel: one pipeline of transactions (see the module comment), then the replica
+   * acknowledgements. Replies are checked transaction by transaction, in order; the first failure is thrown.
+   */
+  private async applyTransactions(client: Redis, ops: WriteOp[], token: string | undefined): Promise<void> {
+    const lease = this.lease;
+    const plan = this.acks?.plan(client) ?? NO_ACKS;
+    const pipe = client.pipeline();
+    this.acks?.begin(pipe, plan);
+    const txs: Transaction[] = [];
+    for (const chunk of this.chunks(ops)) {
+      let fence = -1;
+      if (lease && token !== undefined) {
+        pipe.watch(lease.key);
+        fence = pipe.length;
+        pipe.eval(FENCE_SCRIPT, 1, lease.key, token);
+      }
+      // MULTI and EXEC as plain commands: ioredis's own pipeline.multi() would turn the next pipeline.exec() into
+      // the EXEC command instead of sending the pipeline.
+      const multi = pipe.length;
+      pipe.call("multi");
+      this.queueOps(pipe, chunk);
+      txs.push({ fence, multi, exec: pipe.length });
+      pipe.call("exec");
+    }
+    this.acks?.end(pipe, plan);
+    const results = await pipe.exec();
+    if (!results) throw new Error("Redis pipeline was discarded");
+    let failure: Error | undefined;
+    let unclean = false;
+    for (const tx of txs) {
+      const exec = reply(results[tx.exec]);
+      if (!Array.isArray(exec) && exec !== null && !(exec instanceof Error && /^EXECABORT\b/.test(exec.message))) {
+        unclean = true;
+      }
+      failure ??= transactionFailure(results, tx);
+    }
+    // An EXEC that did not run (the connection closed, a timeout, a refusal) may leave this connection watching the
+    // lease key, or even inside MULTI: clear both. Queued now, so before anything sent later on the connection; not
+    // awaited (after a reconnect it is needless, and it must not hold up the error); its errors are harmless.
+    if (unclean) void client.pipeline().call("discard").call("unwatch").exec().catch(noop);
+    if (failure) throw failure;
+    await this.acks?.settle(
+      client,
+      plan,
+      plan.role ? reply(results[0]) : undefined,
+      plan.want > 0 ? reply(results.at(-1)) : undefined,
+    );
+  }
+
+  /** The ops in chunks of at most maxOpsPerCall ops and maxBytesPerCall bytes (a chunk has one op at least). */
+  private chunks(ops: WriteOp[]): WriteOp[][] {
+    const chunks: WriteOp[][] = [];
+    let chunk: WriteOp[] = [];
     let bytes = 0;
-    let count = 0;
     for (const op of ops) {
       const size = op.key.length + (op.op === "del" ? 0 : op.value.length);
-      if (count > 0 && (count >= this.maxOps || bytes + size > this.maxBytes)) {
-        calls.push({ keys, args });
-        keys = [...head];
-        args = [...fixedArgs];
+      if (chunk.length > 0 && (chunk.length >= this.maxOps || bytes + size > this.maxBytes)) {
+        chunks.push(chunk);
+        chunk = [];
         bytes = 0;
-        count = 0;
       }
-      keys.push(op.key);
-      if (op.op === "set") args.push(op.ttl === false ? "p" : "s", op.value);
-      else if (op.op === "del") args.push("d", "");
-      else args.push("e", op.value);
+      chunk.push(op);
       bytes += size;
-      count++;
     }
-    calls.push({ keys, args });
+    chunks.push(chunk);
+    return chunks;
+  }
 
-    let start = 0;
-    let reload = false;
-    for (;;) {
-      const plan = this.acks?.plan(client) ?? NO_ACKS;
-      const pipe = client.pipeline();
-      this.acks?.begin(pipe, plan);
-      if (reload) pipe.script("LOAD", APPLY_SCRIPT.source);
-      for (const call of calls.slice(start)) {
-        pipe.evalsha(APPLY_SCRIPT.sha, call.keys.length, ...call.keys, ...call.args);
+  /**
+   * Queues the ops in order: a run of SETs without expiry as one MSET (a single one as SET), a run of DELs as one
+   * DEL, a SET with expiry as `SET key value PX ttl`, a compare-and-delete as a one-key EVAL. MSET is what makes
+   * this path cheap: one command for many keys costs Redis and ioredis far less than one SET per key.
+   */
+  private queueOps(pipe: ChainableCommander, ops: WriteOp[]): void {
+    let sets: string[] = [];
+    let dels: string[] = [];
+    const flush = () => {
+      if (sets.length === 2) pipe.set(sets[0]!, sets[1]!);
+      else if (sets.length > 0) pipe.mset(...sets);
+      if (dels.length > 0) pipe.del(...dels);
+      sets = [];
+      dels = [];
+    };
+    for (const op of ops) {
+      if (op.op === "set" && (op.ttl === false || this.ttlMs === 0)) {
+        if (dels.length > 0 || sets.length >= 2 * MAX_KEYS_PER_COMMAND) flush();
+        sets.push(op.key, op.value);
+      } else if (op.op === "del") {
+        if (sets.length > 0 || dels.length >= MAX_KEYS_PER_COMMAND) flush();
+        dels.push(op.key);
+      } else {
+        flush();
+        if (op.op === "set") pipe.set(op.key, op.value, "PX", this.ttlMs);
+        else pipe.eval(DEL_IF_EQUALS_SCRIPT.source, 1, op.key, op.value);
       }
-      this.acks?.end(pipe, plan);
-      const results = await pipe.exec();
-      if (!results) throw new Error("Redis pipeline was discarded");
-      const role = plan.role ? reply(results[0]) : undefined;
-      const wait = plan.want > 0 ? reply(results.at(-1)) : undefined;
-      const first = (plan.role ? 1 : 0) + (reload ? 1 : 0);
-      const end = results.length - (plan.want > 0 ? 1 : 0);
-      if (reload && results[first - 1]?.[0]) throw results[first - 1]![0];
-      let failed = -1;
-      for (let i = first; i < end; i++) {
-        if (results[i]![0]) {
-          failed = i;
-          break;
-        }
-      }
-      if (failed < 0) {
-        await this.acks?.settle(client, plan, role, wait);
-        return;
-      }
-      const err = results[failed]![0]!;
-      if (isNoScript(err) && !reload) {
-        // The server lost its script cache (restart, failover, SCRIPT FLUSH): the calls from this one on did not
-        // run. Load the script and send them again, in the same order.
-        start += failed - first;
-        reload = true;
-        continue;
-      }
-      if (/\bLEASE_LOST\b/.test(err.message)) throw new LeaseLostError();
-      throw err;
     }
+    flush();
   }
 
   private async applyCluster(cluster: Cluster, ops: WriteOp[]): Promise<void> {
@@ -394,6 +450,35 @@ export async function durably(
   await acks.settle(node, plan, plan.role ? replies[0] : undefined, plan.want > 0 ? replies.at(-1) : undefined);
   return own;
 }
+
+/**
+ * Why one transaction of a batch failed, or undefined when it committed and every command in it succeeded. A
+ * transaction Redis aborted (EXEC answered null: the fence found another token or none, or the lease key changed
+ * between the WATCH and the EXEC) wrote nothing: LeaseLostError.
+ */
+function transactionFailure(results: [Error | null, unknown][], tx: Transaction): Error | undefined {
+  const fence = tx.fence < 0 ? 1 : reply(results[tx.fence]);
+  const exec = reply(results[tx.exec]);
+  if (exec === null) {
+    if (tx.fence < 0) return new Error("Redis aborted the transaction (EXEC answered null): batch not applied");
+    return fence === 1
+      ? new LeaseLostError("the writer lease key changed during the batch: batch not applied")
+      : new LeaseLostError();
+  }
+  if (!Array.isArray(exec)) {
+    // Not committed (EXECABORT: a command was refused when queued, e.g. out of memory; or no reply).
+    if (fence === 0) return new LeaseLostError();
+    return exec instanceof Error ? exec : new Error(`unexpected EXEC reply: ${String(exec)}`);
+  }
+  // Committed. The fence and MULTI replies can only be wrong here if the server refused them (an ACL that denies
+  // EVAL or MULTI): report it, the writes were not fenced.
+  if (fence !== 1) return fence instanceof Error ? fence : new Error(`unexpected fence reply: ${String(fence)}`);
+  const multi = reply(results[tx.multi]);
+  if (multi instanceof Error) return multi;
+  return exec.find((r): r is Error => r instanceof Error);
+}
+
+function noop(): void {}
 
 /** A pipeline reply: the value, or the Error. */
 function reply(entry: [Error | null, unknown] | undefined): unknown {
