@@ -49,9 +49,7 @@ export class RestClient {
 
   /** One page of rows (a malformed page is retried like a failed request). */
   async page(kind: RestKind, limit: number, offset: number, signal: AbortSignal): Promise<unknown[]> {
-    return await this.request(pagePath(kind, limit, offset), signal, async (res) =>
-      pageRows(kind, await res.text()),
-    );
+    return await this.request(pagePath(kind, limit, offset), signal, async (res) => pageRows(kind, await res.text()));
   }
 
   /**
