@@ -145,6 +145,7 @@ describe("defaults", () => {
       wsPingIntervalMs: 30_000,
       wsPongWaitMs: 40_000,
       datastreamMaxReconnectDelayMs: 30_000,
+      datastreamCompression: false,
       numWorkers: 4,
       batchSize: 5,
       batchTimeoutMs: 10,
@@ -420,6 +421,7 @@ describe("booleans", () => {
   const bools: [string, (c: Config) => boolean][] = [
     ["USE_ASYNC_LOADING", (c) => c.useAsyncLoading],
     ["REDIS_ROUTE_BY_LATENCY", (c) => c.redis.routeByLatency],
+    ["DATASTREAM_COMPRESSION", (c) => c.datastreamCompression],
     ["WRITER_LOCK_DISABLED", (c) => c.writerLock.disabled],
     ["REPLAY_DISABLED", (c) => c.replay.disabled],
   ];

@@ -75,6 +75,20 @@ describe("REST listing", () => {
     assert.deepEqual((await get(emu, "/users?offset=5000")).body.data, []);
   });
 
+  test("`ids` (repeated) lists only those entities that exist, in id order", async () => {
+    const [a, b] = data.companies.map((c) => c.id).sort();
+    const r = await get(emu, `/companies?ids=${b}&ids=no-such-company&ids=${a}&ids=${a}&limit=10`);
+    assert.deepEqual(
+      r.body.data.map((c: { id: string }) => c.id),
+      [a, b],
+    );
+    const u = data.users[3]!.id;
+    assert.deepEqual(
+      (await get(emu, `/users?ids=${encodeURIComponent(u)}`)).body.data.map((x: { id: string }) => x.id),
+      [u],
+    );
+  });
+
   test("bad paging parameters are 400; unknown paths 404; other methods 405", async () => {
     for (const q of ["limit=0", "limit=-1", "limit=abc", "offset=-5", "offset=1.5"]) {
       assert.equal((await get(emu, `/companies?${q}`)).status, 400, q);

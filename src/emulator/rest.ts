@@ -110,9 +110,11 @@ async function route(req: IncomingMessage, res: ServerResponse, url: URL, ctx: R
   }
   const limit = intParam(url, "limit", DEFAULT_LIMIT, 1);
   const offset = intParam(url, "offset", 0, 0);
+  // `ids` (repeated, as the API's clients send an array): only those entities, in id order, then limit/offset.
+  const ids = url.searchParams.getAll("ids");
   const data =
     table === "companies"
-      ? ctx.state.companies.page(offset, limit).map(companyToRest)
-      : ctx.state.users.page(offset, limit).map(userToRest);
+      ? ctx.state.companies.page(offset, limit, ids.length ? ids : undefined).map(companyToRest)
+      : ctx.state.users.page(offset, limit, ids.length ? ids : undefined).map(userToRest);
   sendJson(res, 200, { data, params: { limit, offset } });
 }

@@ -99,8 +99,8 @@ export class EntityTable<T extends Keyed> {
     return this.sorted;
   }
 
-  page(offset: number, limit: number): T[] {
-    const ids = this.ids();
+  page(offset: number, limit: number, only?: string[]): T[] {
+    const ids = only ? [...new Set(only)].filter((id) => this.byId.has(id)).sort(compareIds) : this.ids();
     const out: T[] = [];
     const end = Math.min(ids.length, offset + limit);
     for (let i = offset; i < end; i++) out.push(this.byId.get(ids[i]!)!);

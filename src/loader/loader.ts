@@ -62,6 +62,10 @@ async function loadKind(
   const seen = new Set<string>();
   let expected = 0;
   for (let pass = 1; pass <= maxPasses; pass++) {
+    // Offset paging is no snapshot: an entity deleted upstream during the pass moves later rows to earlier pages,
+    // and one of them can be skipped while the counts still agree. Deletes arrive on the datastream (subscribed
+    // before any load), so a pass during which none arrived skipped nothing.
+    const deletesBefore = o.pipeline.deletesSeen(kind);
     expected = await o.rest.count(restKind, signal);
     const progress = new Progress(o.log, restKind, expected, o.onProgress);
     // Rows of this pass alone: entities deleted upstream after an earlier pass saw them stay in `seen` for good,
@@ -118,10 +122,13 @@ async function loadKind(
         if (rows.length < o.pageSize) break;
       }
     }
-    if (seen.size === expected || passSeen.size === expected) break;
+    const shifted = o.pipeline.deletesSeen(kind) !== deletesBefore;
+    if (!shifted && (seen.size === expected || passSeen.size === expected)) break;
     o.log.warn(
       { kind: restKind, seen: seen.size, count: expected, pass },
-      "rows seen differ from the count; paging again",
+      shifted
+        ? "entities were deleted upstream during the pass, so rows may have moved between pages; paging again"
+        : "rows seen differ from the count; paging again",
     );
     if (pass === maxPasses) {
       o.log.warn({ kind: restKind }, "the load did not converge; nothing will be evicted this time");
@@ -148,7 +155,15 @@ async function parsePage(
   }
 }
 
-/** Deletes entities (and stray lookup keys) that Redis has but the complete load did not return. */
+/** Ids confirmed per REST call before eviction (the list endpoint's `ids` filter). */
+const CONFIRM_CHUNK = 100;
+
+/**
+ * Deletes entities (and stray lookup keys) that Redis has but the complete load did not return — once the API
+ * confirms they are gone. Offset paging is not a snapshot: a row deleted upstream during the load shifts later rows
+ * to earlier pages, so one can be skipped while the count still matches (the deleted row was seen). Every eviction
+ * candidate is therefore asked for by id; one that still exists is loaded (it was skipped), not deleted.
+ */
 async function evictMissing(
   o: LoaderOptions,
   kind: EntityKind,
@@ -157,53 +172,96 @@ async function evictMissing(
   signal: AbortSignal,
 ): Promise<number> {
   const idPrefix = kind === "company" ? o.keys.companyId("") : o.keys.userId("");
+  const restKind = REST_KIND[kind];
+  const convert = kind === "company" ? restCompanyToEngine : restUserToEngine;
+  const unchanged = (id: string) => !seen.has(id) && !o.pipeline.changedByStream(kind, id);
   let evicted = 0;
+  let recovered = 0;
   // Everything queued before the scan (this load's rows, stream changes received earlier) must be in Redis first:
   // a write still queued could recreate an entity after the scan found it absent.
   await o.pipeline.flushed();
   for await (const batch of o.scanKeys(o.keys.scanPattern(kind))) {
     if (signal.aborted) break;
+    const missing: string[] = [];
     const strayLookups: string[] = [];
     for (const key of batch) {
       const rest = key.slice(idPrefix.length);
-      if (seen.has(rest) || o.pipeline.changedByStream(kind, rest)) continue;
-      if (rest.includes(":")) {
-        strayLookups.push(key);
-        continue;
+      if (!unchanged(rest)) continue;
+      if (rest.includes(":")) strayLookups.push(key);
+      else missing.push(rest);
+    }
+    if (missing.length === 0 && strayLookups.length === 0) continue;
+    const values = await o.writer.readMany(strayLookups);
+    const targets = values.map(lookupTarget);
+    const ask = new Set(missing);
+    for (const t of targets) if (t !== undefined && unchanged(t)) ask.add(t);
+    const upstream = new Set<string>();
+    const asked = [...ask];
+    for (let i = 0; i < asked.length; i += CONFIRM_CHUNK) {
+      for (const row of await o.rest.existing(restKind, asked.slice(i, i + CONFIRM_CHUNK), signal)) {
+        let entity: ReturnType<typeof convert>;
+        try {
+          entity = convert(row);
+        } catch (err) {
+          o.log.warn({ kind, reason: (err as Error).message }, "skipping an invalid REST row");
+          continue;
+        }
+        if (!ask.has(entity.id) || upstream.has(entity.id)) continue;
+        upstream.add(entity.id);
+        seen.add(entity.id);
+        recovered++;
+        await o.pipeline.enqueueLoad({
+          kind,
+          id: entity.id,
+          op: "full",
+          data: entity,
+          tracked: [],
+          source: "load",
+          generation,
+          reconcile: o.reconcile,
+        });
       }
+    }
+    for (const id of missing) {
+      if (upstream.has(id) || !unchanged(id)) continue;
       evicted++;
       await o.pipeline.enqueueLoad({
         kind,
-        id: rest,
+        id,
         op: "delete",
-        data: { id: rest },
+        data: { id },
         tracked: [],
         source: "load",
         generation,
         reconcile: o.reconcile,
       });
     }
-    if (strayLookups.length === 0) continue;
-    const values = await o.writer.readMany(strayLookups);
     const ops = [];
     for (let i = 0; i < strayLookups.length; i++) {
       const raw = values[i];
-      let target: unknown;
-      try {
-        target = raw == null ? undefined : JSON.parse(raw);
-      } catch {
-        target = undefined;
-      }
-      if (typeof target === "string" && (seen.has(target) || o.pipeline.changedByStream(kind, target))) continue;
-      if (raw != null) ops.push({ op: "delIfEquals" as const, key: strayLookups[i]!, value: raw });
+      const target = targets[i];
+      if (raw == null || (target !== undefined && (upstream.has(target) || !unchanged(target)))) continue;
+      ops.push({ op: "delIfEquals" as const, key: strayLookups[i]!, value: raw });
     }
     if (ops.length) {
       evicted += ops.length;
       await o.writer.apply(ops);
     }
   }
+  if (recovered > 0) o.log.info({ kind, recovered }, "loaded entities the paging skipped (changed during the load)");
   if (evicted > 0) o.log.info({ kind, evicted }, "evicted entities missing upstream");
   return evicted;
+}
+
+/** The entity id a lookup key's value names, or undefined when it is not a JSON string. */
+function lookupTarget(raw: string | null): string | undefined {
+  if (raw == null) return undefined;
+  try {
+    const target: unknown = JSON.parse(raw);
+    return typeof target === "string" ? target : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Logs load progress about every 10% (and at the end). */

@@ -61,6 +61,13 @@ export class RestClient {
     return await this.request(pagePath(kind, limit, offset), signal, (res) => res.text());
   }
 
+  /** The rows of those of `ids` that exist upstream (the list endpoint's `ids` filter; at most 100 per call). */
+  async existing(kind: RestKind, ids: string[], signal: AbortSignal): Promise<unknown[]> {
+    const query = ids.map((id) => `ids=${encodeURIComponent(id)}`).join("&");
+    const path = `/${kind}?${query}&limit=${ids.length}&offset=0`;
+    return await this.request(path, signal, async (res) => pageRows(kind, await res.text()));
+  }
+
   private get(path: string, signal: AbortSignal): Promise<unknown> {
     return this.request(path, signal, (res) => res.json());
   }
