@@ -76,6 +76,7 @@ describe("logs", { timeout: 240_000 }, () => {
         // Once the change is applied the replicator has a replay cursor to resume from.
         await waitFor(async () => ((await r.debug()).replay as { cursor: string }).cursor !== "", {
           what: "the change to be applied",
+          timeoutMs: 60_000,
         });
         await admin("POST", "/disconnect", { code: 1012 });
         await waitFor(async () => ((await r.debug()).replay as { replays_engaged: number }).replays_engaged >= 1, {
