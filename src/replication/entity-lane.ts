@@ -133,7 +133,11 @@ export class EntityLane {
     const batch = this.queue.slice(this.head, end);
     this.head = end;
     this.taken += batch.length;
-    if (this.head > 4096 && this.head * 2 > this.queue.length) {
+    if (this.head === this.queue.length) {
+      // Drained: drop the array, or it would keep the jobs taken from it (and their entities) alive while idle.
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 4096 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
