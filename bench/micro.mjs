@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Micro-benchmarks of the replicator's per-change CPU work on the benchmark's own data (~2 KB companies), using the
 // built code in dist/. Each stage runs over 20,000 companies, five times; the best round counts (least disturbed by
-// other processes). Prints µs per change. Used to cost the proposals in docs/performance.md.
+// other processes). Prints µs per change. Used to cost the changes in docs/performance.md.
 // Usage: node bench/micro.mjs [--redis HOST:PORT]  (with --redis, also the Redis round trips of one batch)
 import { generateFixture } from "../dist/emulator/generate.js";
 import { parseCompany, parseEngineEntity } from "../dist/model/entities.js";

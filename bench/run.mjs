@@ -42,7 +42,7 @@ const SCENARIOS = ["throughput", "latency", "load", "ceilings"];
 function usage(message) {
   process.stderr.write(
     `${message ? `bench: ${message}\n` : ""}Usage: npm run bench -- [--runs N] [--scenario ${SCENARIOS.join("|")}] [--cluster] [--json-only]\n` +
-      '                        [--profile DIR] [--node-args "--flag …"] [--companies N] [--users N] [--rate N] [--duration S] [--root DIR]\n' +
+      '                        [--profile DIR] [--node-args "--flag …"] [--env K=V] [--companies N] [--users N] [--rate N] [--duration S] [--root DIR]\n' +
       "                        [--wait-quiet S] [--no-ceilings] [--rest-wait S]\n",
   );
   process.exit(2);
@@ -91,6 +91,11 @@ function parseArgs(argv) {
       case "--json-only":
         o.jsonOnly = true;
         break;
+      case "--env": {
+        const [k, ...v] = String(next()).split("=");
+        o.env = { ...o.env, [k]: v.join("=") };
+        break;
+      }
       case "--node-args":
         o.nodeArgs = String(next()).split(/\s+/).filter(Boolean);
         break;
@@ -380,7 +385,7 @@ async function loadRun(run, measured) {
   const m0 = cpuSnapshot();
   const start = nowNs();
   const rep = await startReplicator({
-    env: { ...redis.env, SCHEMATIC_API_URL: emulator.url, ...LOAD_TUNING },
+    env: { ...redis.env, SCHEMATIC_API_URL: emulator.url, ...LOAD_TUNING, ...opts.env },
     nodeArgs: profileArgs("load"),
   });
   const sampler = rssSampler(rep.pid);
@@ -773,7 +778,7 @@ async function main() {
 
   if (stream) {
     const rep = await startReplicator({
-      env: { ...redis.env, SCHEMATIC_API_URL: emulator.url },
+      env: { ...redis.env, SCHEMATIC_API_URL: emulator.url, ...opts.env },
       nodeArgs: profileArgs("stream"),
     });
     await waitFor("the replicator (defaults) to be ready", () => rep.ready(), { timeoutMs: 600_000, everyMs: 50 });

@@ -1,5 +1,5 @@
 /**
- * The replicator process's memory (docs/performance.md, proposals 6 and 8):
+ * The replicator process's memory (docs/performance.md, changes 9 and 10):
  *
  * - the default cache version is the version key of the bundled rules engine, read in a short-lived child process:
  *   the calling process never loads the SDK;

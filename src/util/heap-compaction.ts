@@ -19,7 +19,7 @@ export interface HeapCompactionOptions {
 }
 
 /**
- * Gives the memory of a full load back to the system (docs/performance.md, proposal 8). A load parses ~1.5 GB of
+ * Gives the memory of a full load back to the system (docs/performance.md, change 10). A load parses ~1.5 GB of
  * REST JSON; V8 keeps the old-space pages it grew for it (hundreds of MB, mostly empty) until its memory reducer
  * happens to run — after tens of seconds, or not for minutes — and an ordinary full GC frees the objects but not the
  * pages. The heap profiler's "collect garbage" runs V8's memory-reducing GC (it compacts, then releases the empty
