@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -14,6 +15,23 @@ import { command, parseInfo, running, spawnTracked, stopProcess, waitForServer }
 import { freePort, waitFor } from "./redis.js";
 
 const run = promisify(execFile);
+
+/** A free port whose cluster-bus port (+10000) is free too. */
+async function clusterPort(): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    if (port + 10_000 <= 65_535 && (await portIsFree(port + 10_000))) return port;
+  }
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
+}
 
 export interface ClusterNodeProcess {
   port: number;
@@ -74,32 +92,49 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
     rmSync(dir, { recursive: true, force: true });
   };
 
+  const spawnNode = (port: number) =>
+    spawnTracked("redis-server", [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--cluster-enabled",
+      "yes",
+      "--cluster-config-file",
+      `nodes-${port}.conf`,
+      "--cluster-node-timeout",
+      String(opts.nodeTimeoutMs ?? 1500),
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      dir,
+      ...authArgs,
+      ...(opts.args ?? []),
+    ]);
+
   try {
     for (let i = 0; i < masterCount * 2; i++) {
-      const port = await freePort();
-      const child = spawnTracked("redis-server", [
-        "--port",
-        String(port),
-        "--bind",
-        "127.0.0.1",
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        `nodes-${port}.conf`,
-        "--cluster-node-timeout",
-        String(opts.nodeTimeoutMs ?? 1500),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        dir,
-        ...authArgs,
-        ...(opts.args ?? []),
-      ]);
-      nodes.push({ port, addr: `127.0.0.1:${port}`, process: child });
+      // A node also listens on port + 10000 (the cluster bus), which freePort() did not check: a node that could
+      // not bind it exits at once, and is started again on other ports.
+      for (let attempt = 1; ; attempt++) {
+        const port = await clusterPort();
+        const child = spawnNode(port);
+        const exited = new Promise<"exited">((resolve) => child.once("exit", () => resolve("exited")));
+        const up = waitForServer(port, auth).then(
+          () => "up" as const,
+          (err: Error) => err,
+        );
+        const started = await Promise.race([up, exited]);
+        if (started instanceof Error) throw started;
+        if (started === "up") {
+          nodes.push({ port, addr: `127.0.0.1:${port}`, process: child });
+          break;
+        }
+        if (attempt === 5) throw new Error(`redis-server (cluster node) exited at start-up ${attempt} times`);
+      }
     }
-    await Promise.all(nodes.map((n) => waitForServer(n.port, auth)));
     // redis-cli makes the first `masterCount` addresses masters and gives each a replica from the rest.
     await run(
       "redis-cli",
