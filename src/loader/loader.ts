@@ -4,6 +4,7 @@
  * complete only when the distinct rows seen equal the count; only then are entities missing upstream evicted.
  */
 import { restCompanyToEngine, restUserToEngine } from "../model/rest.js";
+import type { Company, User } from "../model/wire.js";
 import type { EntityKind } from "../replication/jobs.js";
 import type { Pipeline } from "../replication/pipeline.js";
 import type { KeyScheme } from "../store/keys.js";
@@ -57,7 +58,6 @@ async function loadKind(
   signal: AbortSignal,
 ): Promise<{ seen: number; complete: boolean; evicted: number }> {
   const restKind = REST_KIND[kind];
-  const convert = kind === "company" ? restCompanyToEngine : restUserToEngine;
   const maxPasses = o.maxPasses ?? 3;
   const seen = new Set<string>();
   let expected = 0;
@@ -74,25 +74,11 @@ async function loadKind(
     const pages = Math.ceil(expected / o.pageSize);
     const handlePage = async (rows: unknown[]) => {
       for (const row of rows) {
-        let entity: ReturnType<typeof convert>;
-        try {
-          entity = convert(row);
-        } catch (err) {
-          o.log.warn({ kind, reason: (err as Error).message }, "skipping an invalid REST row");
-          continue;
-        }
+        const entity = toEngine(o, kind, row);
+        if (!entity) continue;
         seen.add(entity.id);
         passSeen.add(entity.id);
-        await o.pipeline.enqueueLoad({
-          kind,
-          id: entity.id,
-          op: "full",
-          data: entity,
-          tracked: [],
-          source: "load",
-          generation,
-          reconcile: o.reconcile,
-        });
+        await enqueue(o, generation, kind, "full", entity.id, entity);
       }
       progress.add(rows.length);
     };
@@ -173,7 +159,6 @@ async function evictMissing(
 ): Promise<number> {
   const idPrefix = kind === "company" ? o.keys.companyId("") : o.keys.userId("");
   const restKind = REST_KIND[kind];
-  const convert = kind === "company" ? restCompanyToEngine : restUserToEngine;
   const unchanged = (id: string) => !seen.has(id) && !o.pipeline.changedByStream(kind, id);
   let evicted = 0;
   let recovered = 0;
@@ -199,42 +184,18 @@ async function evictMissing(
     const asked = [...ask];
     for (let i = 0; i < asked.length; i += CONFIRM_CHUNK) {
       for (const row of await o.rest.existing(restKind, asked.slice(i, i + CONFIRM_CHUNK), signal)) {
-        let entity: ReturnType<typeof convert>;
-        try {
-          entity = convert(row);
-        } catch (err) {
-          o.log.warn({ kind, reason: (err as Error).message }, "skipping an invalid REST row");
-          continue;
-        }
-        if (!ask.has(entity.id) || upstream.has(entity.id)) continue;
+        const entity = toEngine(o, kind, row);
+        if (!entity || !ask.has(entity.id) || upstream.has(entity.id)) continue;
         upstream.add(entity.id);
         seen.add(entity.id);
         recovered++;
-        await o.pipeline.enqueueLoad({
-          kind,
-          id: entity.id,
-          op: "full",
-          data: entity,
-          tracked: [],
-          source: "load",
-          generation,
-          reconcile: o.reconcile,
-        });
+        await enqueue(o, generation, kind, "full", entity.id, entity);
       }
     }
     for (const id of missing) {
       if (upstream.has(id) || !unchanged(id)) continue;
       evicted++;
-      await o.pipeline.enqueueLoad({
-        kind,
-        id,
-        op: "delete",
-        data: { id },
-        tracked: [],
-        source: "load",
-        generation,
-        reconcile: o.reconcile,
-      });
+      await enqueue(o, generation, kind, "delete", id, { id });
     }
     const ops = [];
     for (let i = 0; i < strayLookups.length; i++) {
@@ -251,6 +212,37 @@ async function evictMissing(
   if (recovered > 0) o.log.info({ kind, recovered }, "loaded entities the paging skipped (changed during the load)");
   if (evicted > 0) o.log.info({ kind, evicted }, "evicted entities missing upstream");
   return evicted;
+}
+
+/** A REST row as a rules-engine entity, or undefined (logged) when it cannot be one. */
+function toEngine(o: LoaderOptions, kind: EntityKind, row: unknown): Company | User | undefined {
+  try {
+    return kind === "company" ? restCompanyToEngine(row) : restUserToEngine(row);
+  } catch (err) {
+    o.log.warn({ kind, reason: (err as Error).message }, "skipping an invalid REST row");
+    return undefined;
+  }
+}
+
+/** Queues a REST row (`full`) or an eviction (`delete`) of this load behind the entity's other changes. */
+function enqueue(
+  o: LoaderOptions,
+  generation: number,
+  kind: EntityKind,
+  op: "full" | "delete",
+  id: string,
+  data: unknown,
+): Promise<void> {
+  return o.pipeline.enqueueLoad({
+    kind,
+    id,
+    op,
+    data,
+    tracked: [],
+    source: "load",
+    generation,
+    reconcile: o.reconcile,
+  });
 }
 
 /** The entity id a lookup key's value names, or undefined when it is not a JSON string. */

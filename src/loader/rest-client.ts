@@ -49,7 +49,7 @@ export class RestClient {
 
   /** One page of rows (a malformed page is retried like a failed request). */
   async page(kind: RestKind, limit: number, offset: number, signal: AbortSignal): Promise<unknown[]> {
-    return await this.request(pagePath(kind, limit, offset), signal, async (res) => pageRows(kind, await res.text()));
+    return await this.rows(kind, pagePath(kind, limit, offset), signal);
   }
 
   /**
@@ -64,8 +64,11 @@ export class RestClient {
   /** The rows of those of `ids` that exist upstream (the list endpoint's `ids` filter; at most 100 per call). */
   async existing(kind: RestKind, ids: string[], signal: AbortSignal): Promise<unknown[]> {
     const query = ids.map((id) => `ids=${encodeURIComponent(id)}`).join("&");
-    const path = `/${kind}?${query}&limit=${ids.length}&offset=0`;
-    return await this.request(path, signal, async (res) => pageRows(kind, await res.text()));
+    return await this.rows(kind, `/${kind}?${query}&limit=${ids.length}&offset=0`, signal);
+  }
+
+  private rows(kind: RestKind, path: string, signal: AbortSignal): Promise<unknown[]> {
+    return this.request(path, signal, async (res) => pageRows(kind, await res.text()));
   }
 
   private get(path: string, signal: AbortSignal): Promise<unknown> {

@@ -55,7 +55,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   readonly cursor = new ReplayCursor();
   private readonly lanes: Record<EntityKind, EntityLane[]>;
   private readonly flags: FlagLane;
-  private everyLane: readonly (EntityLane | FlagLane)[] | undefined;
+  private readonly everyLane: readonly (EntityLane | FlagLane)[];
   private readonly abort = new AbortController();
   private held: EntityJob[] | undefined;
   private heldCapacity: number;
@@ -116,6 +116,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       onProgress: () => this.onProgress(),
       onFatal: (err) => this.emit("fatal", err),
     });
+    this.everyLane = [...this.lanes.company, ...this.lanes.user, this.flags];
   }
 
   start(): void {
@@ -384,7 +385,6 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   }
 
   private allLanes(): readonly (EntityLane | FlagLane)[] {
-    this.everyLane ??= [...this.lanes.company, ...this.lanes.user, this.flags];
     return this.everyLane;
   }
 
