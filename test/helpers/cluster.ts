@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { Cluster, type RedisOptions } from "ioredis";
 import { command, parseInfo, running, spawnTracked, stopProcess, waitForServer } from "./procs.js";
-import { freePort, waitFor } from "./redis.js";
+import { freePort, redisServerArgs, waitFor } from "./redis.js";
 
 const run = promisify(execFile);
 
@@ -94,22 +94,13 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
 
   const spawnNode = (port: number) =>
     spawnTracked("redis-server", [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
+      ...redisServerArgs(port, dir),
       "--cluster-enabled",
       "yes",
       "--cluster-config-file",
       `nodes-${port}.conf`,
       "--cluster-node-timeout",
       String(opts.nodeTimeoutMs ?? 1500),
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--dir",
-      dir,
       ...authArgs,
       ...(opts.args ?? []),
     ]);

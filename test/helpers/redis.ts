@@ -9,6 +9,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 
+/** The arguments every test redis-server gets: loopback only, no persistence, its files in `dir`. */
+export function redisServerArgs(port: number, dir: string): string[] {
+  return ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir];
+}
+
 export async function freePort(): Promise<number> {
   return await new Promise((resolve, reject) => {
     const srv = createServer();
@@ -52,23 +57,9 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   let proc: ChildProcess;
 
   const launch = async () => {
-    proc = spawn(
-      "redis-server",
-      [
-        "--port",
-        String(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        dir,
-        ...(options.args ?? []),
-      ],
-      { stdio: ["ignore", "ignore", "inherit"] },
-    );
+    proc = spawn("redis-server", [...redisServerArgs(port, dir), ...(options.args ?? [])], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
     await waitForPing(port, options.args);
   };
   await launch();

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis, type RedisOptions } from "ioredis";
 import { command, parseInfo, running, spawnTracked, stopProcess, waitForServer } from "./procs.js";
-import { freePort, waitFor } from "./redis.js";
+import { freePort, redisServerArgs, waitFor } from "./redis.js";
 
 export interface SentinelNode {
   port: number;
@@ -136,20 +136,7 @@ export async function startSentinelGroup(opts: StartSentinelOptions = {}): Promi
     for (let i = 0; i < count; i++) {
       const port = await freePort();
       const replicaOf = i === 0 ? [] : ["--replicaof", "127.0.0.1", String(servers[0]!.port)];
-      const child = spawnTracked("redis-server", [
-        "--port",
-        String(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        dir,
-        ...authArgs,
-        ...replicaOf,
-      ]);
+      const child = spawnTracked("redis-server", [...redisServerArgs(port, dir), ...authArgs, ...replicaOf]);
       servers.push({ port, addr: `127.0.0.1:${port}`, process: child });
     }
     await Promise.all(servers.map((s) => waitForServer(s.port, dataAuth)));
