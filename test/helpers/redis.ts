@@ -51,18 +51,33 @@ export interface StartRedisOptions {
 }
 
 export async function startRedis(options: StartRedisOptions = {}): Promise<RedisServer> {
-  const port = options.port ?? (await freePort());
+  let port = options.port ?? (await freePort());
   const dir = mkdtempSync(join(tmpdir(), "redis-test-"));
   const clients: Redis[] = [];
   let proc: ChildProcess;
 
-  const launch = async () => {
+  /** Starts redis-server on `port`; false when it exited before answering (the port was taken meanwhile). */
+  const tryLaunch = async (): Promise<boolean> => {
     proc = spawn("redis-server", [...redisServerArgs(port, dir), ...(options.args ?? [])], {
       stdio: ["ignore", "ignore", "inherit"],
     });
-    await waitForPing(port, options.args);
+    const exited = new Promise<false>((resolve) => proc.once("exit", () => resolve(false)));
+    const up = waitForPing(port, options.args).then(
+      () => true,
+      (err: Error) => err,
+    );
+    const started = await Promise.race([up, exited]);
+    if (started instanceof Error) throw started;
+    return started;
   };
-  await launch();
+  const launch = async () => {
+    if (!(await tryLaunch())) throw new Error(`redis-server on port ${port} exited at start-up`);
+  };
+  // Another process may take a free port between freePort() and the bind: then try other ports.
+  for (let attempt = 1; !(await tryLaunch()); attempt++) {
+    if (options.port !== undefined || attempt === 5) throw new Error(`redis-server on port ${port} exited at start-up`);
+    port = await freePort();
+  }
 
   const server: RedisServer = {
     port,
