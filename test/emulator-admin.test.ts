@@ -5,45 +5,9 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { parseFixture, type RunningEmulator, startEmulator } from "../src/emulator/index.js";
-import type { Company, CompanyMetric, FeatureEntitlement, Fixture, Flag, User } from "../src/model/wire.js";
+import type { FeatureEntitlement, Fixture, Flag } from "../src/model/wire.js";
+import { A, company, flag, metric, user } from "./helpers/emulator.js";
 
-const A = { account_id: "acc_1", environment_id: "env_1" };
-
-function company(id: string, keys: Record<string, string>, extra: Partial<Company> = {}): Company {
-  return {
-    id,
-    ...A,
-    base_plan_id: null,
-    billing_product_ids: [],
-    credit_balances: {},
-    keys,
-    metrics: [],
-    plan_ids: [],
-    plan_version_ids: [],
-    rules: [],
-    subscription: null,
-    traits: [],
-    ...extra,
-  };
-}
-function user(id: string, keys: Record<string, string>): User {
-  return { id, ...A, keys, traits: [], rules: [] };
-}
-function flag(key: string, defaultValue = false): Flag {
-  return { id: `flag_${key}`, ...A, key, rules: [], default_value: defaultValue };
-}
-function metric(companyId: string, event: string, value: number): CompanyMetric {
-  return {
-    ...A,
-    company_id: companyId,
-    event_subtype: event,
-    period: "all_time",
-    month_reset: "first_of_month",
-    value,
-    created_at: "2026-06-01T00:00:00Z",
-    valid_until: null,
-  };
-}
 const entitlement: FeatureEntitlement = {
   allocation: 100,
   credit_id: "bcrd_1",

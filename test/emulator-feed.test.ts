@@ -8,29 +8,10 @@ import { after, before, describe, test } from "node:test";
 import { WebSocket } from "ws";
 import { parseStreamId, type RunningEmulator, startEmulator } from "../src/emulator/index.js";
 import type { Company, User } from "../src/model/wire.js";
+import { company as companyOf, user as userOf } from "./helpers/emulator.js";
 
-const A = { account_id: "acc_1", environment_id: "env_1" };
-
-function company(id: string): Company {
-  return {
-    id,
-    ...A,
-    base_plan_id: null,
-    billing_product_ids: [],
-    credit_balances: {},
-    keys: { domain: `${id}.example` },
-    metrics: [],
-    plan_ids: [],
-    plan_version_ids: [],
-    rules: [],
-    subscription: null,
-    traits: [],
-  };
-}
-
-function user(id: string): User {
-  return { id, ...A, keys: { email: `${id}@example.com` }, traits: [], rules: [] };
-}
+const company = (id: string): Company => companyOf(id, { domain: `${id}.example` });
+const user = (id: string): User => userOf(id, { email: `${id}@example.com` });
 
 type Frame = { entity_type: string; message_type: string; entity_id: string; stream_id: string; data: Company & User };
 

@@ -1,6 +1,6 @@
 /**
- * The emulator's REST side: listing and count endpoints in the REST API's shapes, paging in id order, API-key
- * checks, the injected REST faults, and the counted SDK fallback stubs.
+ * The emulator's REST listing side: listing and count endpoints in the REST API's shapes, paging in id order,
+ * API-key checks and the injected REST faults (flag checks: emulator-checks.test.ts; events: emulator-capture).
  */
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, test } from "node:test";
@@ -96,22 +96,6 @@ describe("REST listing", () => {
     assert.equal((await get(emu, "/plans")).status, 404);
     const res = await fetch(`${emu.url}/companies`, { method: "DELETE", headers: { "X-Schematic-Api-Key": "k" } });
     assert.equal(res.status, 405);
-  });
-
-  test("the REST check fallback answers 500 and is counted; event capture is accepted and counted", async () => {
-    const before = (await get(emu, "/_emulator/state")).body.requests;
-    const check = await fetch(`${emu.url}/flags/some-flag/check`, { method: "POST", body: "{}" });
-    assert.equal(check.status, 500);
-    await check.text();
-    const checks = await fetch(`${emu.url}/flags/check`, { method: "POST", body: "{}" });
-    assert.equal(checks.status, 500);
-    await checks.text();
-    const batch = await fetch(`${emu.url}/batch`, { method: "POST", body: "{}" });
-    assert.equal(batch.status, 200);
-    await batch.text();
-    const afterCount = (await get(emu, "/_emulator/state")).body.requests;
-    assert.equal(afterCount.flag_checks - before.flag_checks, 2);
-    assert.equal(afterCount.capture_batches - before.capture_batches, 1);
   });
 });
 

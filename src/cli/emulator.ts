@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
- * `schematic-emulator`: a local stand-in for Schematic's REST listing API and `/datastream` WebSocket, with an
- * admin API under `/_emulator/` (DESIGN.md §4). Exit codes: 0 on SIGTERM/SIGINT, 2 on bad usage or a bad
- * fixture (one line naming the file, the JSON path and the problem), 1 on any other fatal error.
+ * `schematic-emulator`: a local stand-in for Schematic's API (listings, flag checks), event capture and
+ * `/datastream` WebSocket, with an admin API under `/_emulator/` (docs/design/emulator.md). Exit codes: 0 on
+ * SIGTERM/SIGINT, 2 on bad usage or a bad fixture (one line naming the file, the JSON path and the problem), 1 on
+ * any other fatal error.
  */
 import { FixtureError, loadFixtureFile } from "../emulator/fixture.js";
 import { generateFixture, parseGenerateSpec } from "../emulator/generate.js";
@@ -13,8 +14,10 @@ import { PACKAGE_VERSION } from "../version.js";
 const USAGE = `Usage: schematic-emulator [--host 127.0.0.1] [--port 8080] [--fixture FILE | --generate SPEC]
                           [--api-key KEY] [--replay-log N]
 
-A local Schematic API for development and tests: REST (GET /companies, /companies/count, /users, /users/count),
-the /datastream WebSocket, and an admin API under /_emulator/ to change data and inject faults.
+A local Schematic for development and tests: REST (GET /companies, /companies/count, /users, /users/count;
+POST /flags/{key}/check, /flags/check, /flags/check-bulk), event capture (POST /batch), the /datastream
+WebSocket, and an admin API under /_emulator/ to change data, list captured events and inject faults.
+Point an SDK's basePath and eventCaptureBaseURL at http://HOST:PORT.
 
 Options:
   --host HOST         interface to listen on (default 127.0.0.1)

@@ -1,178 +1,31 @@
 /**
- * The admin API under `/_emulator/` (DESIGN.md §4): change entities (validated as strictly as the SDK parses
- * the stream; all-or-nothing for bulk), drive connections (disconnect, reload, raw frames), set faults, read
- * the state and dump it as a fixture. A change answers once its push is queued on every open connection.
+ * The admin API under `/_emulator/`: change entities (./changes.ts; all-or-nothing for bulk), drive connections
+ * (disconnect, reload, raw frames), set faults, read the state, dump it as a fixture, list captured events. A
+ * change answers once every open connection has it (docs/design/emulator.md, "What an answer guarantees").
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import {
-  COMPANY_PARTIAL_FIELDS,
-  EntityError,
-  parseCompany,
-  parseCompanyPartial,
-  parseFlag,
-  parseUser,
-  parseUserPartial,
-  USER_PARTIAL_FIELDS,
-} from "../model/entities.js";
-import { mergeCompany, mergeUser } from "../model/merge.js";
-import type { Company, User } from "../model/wire.js";
-import { type ChangeType, type DatastreamHub, isValidCloseCode } from "./datastream.js";
+import { type Change, ChangeSet } from "./changes.js";
+import { type DatastreamHub, isValidCloseCode } from "./datastream.js";
+import type { EventLog } from "./event-log.js";
 import { FaultError, type Faults, parseFaults } from "./faults.js";
 import { parseFeedSpec, runFeed } from "./feed.js";
 import { HttpError, readJson, sendError, sendJson } from "./http.js";
-import type { StreamKind } from "./replay.js";
 import type { RestCounters } from "./rest.js";
-import { ConflictError, type EmulatorState, type EntityTable, type FlagTable } from "./state.js";
+import type { EmulatorState } from "./state.js";
 
 export interface AdminContext {
   state: EmulatorState;
   hub: DatastreamHub;
   faults: Faults;
   counters: RestCounters;
+  events: EventLog;
 }
 
-/** One change, as a bulk element or from an admin request's method and path. */
-export interface Change {
-  method: string;
-  /** `/companies/{id}`, `/users/{id}` or `/flags/{key}` (a leading `/_emulator` is accepted). */
-  path: string;
-  body?: unknown;
-}
-
-/** A change applied to the state but not yet pushed. */
-interface Applied {
-  kind: StreamKind;
-  type: ChangeType;
-  entityId: string | null;
-  data: unknown;
-  undo(): void;
-}
-
-function target(path: string): { collection: string; id: string } {
-  const p = path.startsWith("/_emulator/") ? path.slice("/_emulator".length) : path;
-  const parts = p.split("/");
-  if (parts.length !== 3 || parts[0] !== "" || !parts[2]) {
-    throw new HttpError(
-      404,
-      `unknown path ${JSON.stringify(path)} (expected /companies/{id}, /users/{id} or /flags/{key})`,
-    );
-  }
-  let id: string;
-  try {
-    id = decodeURIComponent(parts[2]);
-  } catch {
-    throw new HttpError(400, `malformed percent-encoding in ${JSON.stringify(path)}`);
-  }
-  if (parts[1] !== "companies" && parts[1] !== "users" && parts[1] !== "flags") {
-    throw new HttpError(404, `unknown collection ${JSON.stringify(parts[1])}`);
-  }
-  return { collection: parts[1], id };
-}
-
-function applyEntity<T extends Company | User>(
-  table: EntityTable<T>,
-  kind: "company" | "user",
-  method: string,
-  id: string,
-  body: unknown,
-): Applied {
-  const parseFull = (kind === "company" ? parseCompany : parseUser) as (raw: unknown, mode: "wire") => T;
-  switch (method) {
-    case "PUT": {
-      const entity = parseFull(body, "wire");
-      if (entity.id !== id) {
-        throw new HttpError(
-          400,
-          `$.id: ${JSON.stringify(entity.id)} differs from the ${kind} id in the path (${JSON.stringify(id)})`,
-        );
-      }
-      table.checkKeys(entity);
-      const prev = table.put(entity);
-      return { kind, type: "full", entityId: id, data: entity, undo: () => table.restore(id, prev) };
-    }
-    case "PATCH": {
-      const base = table.get(id);
-      if (!base) throw new HttpError(404, `no ${kind} with id ${JSON.stringify(id)}`);
-      if (typeof body !== "object" || body === null || Array.isArray(body)) {
-        throw new HttpError(400, "$: expected a JSON object of the fields to merge");
-      }
-      const allowed = kind === "company" ? COMPANY_PARTIAL_FIELDS : USER_PARTIAL_FIELDS;
-      for (const [k, v] of Object.entries(body)) {
-        if (!allowed.has(k)) throw new HttpError(400, `$.${k}: unknown field for a ${kind} partial`);
-        if (k === "id" && v !== id) throw new HttpError(400, "$.id: the id cannot be changed by PATCH");
-      }
-      const partial = (
-        kind === "company" ? parseCompanyPartial(body, "wire") : parseUserPartial(body, "wire")
-      ) as Partial<T>;
-      delete partial.id;
-      if (Object.keys(partial).length === 0) throw new HttpError(400, "$: no fields to merge");
-      // The merge the clients apply to the pushed partial (redis-contract.md §8), so all sides agree.
-      const merged = parseFull(
-        kind === "company"
-          ? mergeCompany(base as Company, partial as Record<string, unknown>)
-          : mergeUser(base as User, partial as Record<string, unknown>),
-        "wire",
-      );
-      table.checkKeys(merged);
-      table.put(merged);
-      return { kind, type: "partial", entityId: id, data: partial, undo: () => table.restore(id, base) };
-    }
-    case "DELETE": {
-      const prev = table.remove(id);
-      if (!prev) throw new HttpError(404, `no ${kind} with id ${JSON.stringify(id)}`);
-      return { kind, type: "delete", entityId: id, data: prev, undo: () => table.restore(id, prev) };
-    }
-    default:
-      throw new HttpError(405, `method ${method} not allowed on ${kind}s (PUT, PATCH, DELETE)`);
-  }
-}
-
-function applyFlag(flags: FlagTable, method: string, key: string, body: unknown): Applied {
-  switch (method) {
-    case "PUT": {
-      const flag = parseFlag(body, "wire");
-      if (flag.key !== key) {
-        throw new HttpError(
-          400,
-          `$.key: ${JSON.stringify(flag.key)} differs from the flag key in the path (${JSON.stringify(key)})`,
-        );
-      }
-      flags.check(flag);
-      const prev = flags.put(flag);
-      return { kind: "flag", type: "full", entityId: null, data: flag, undo: () => flags.restore(key, prev) };
-    }
-    case "DELETE": {
-      const prev = flags.remove(key);
-      if (!prev) throw new HttpError(404, `no flag with key ${JSON.stringify(key)}`);
-      return { kind: "flag", type: "delete", entityId: null, data: prev, undo: () => flags.restore(key, prev) };
-    }
-    default:
-      throw new HttpError(405, `method ${method} not allowed on flags (PUT, DELETE)`);
-  }
-}
-
-/** Validates and applies one change to the state (throws HttpError, changing nothing, when it is refused). */
-export function applyChange(state: EmulatorState, change: Change): Applied {
-  const { collection, id } = target(change.path);
-  try {
-    if (collection === "companies") return applyEntity(state.companies, "company", change.method, id, change.body);
-    if (collection === "users") return applyEntity(state.users, "user", change.method, id, change.body);
-    return applyFlag(state.flags, change.method, id, change.body);
-  } catch (err) {
-    if (err instanceof EntityError || err instanceof ConflictError) throw new HttpError(400, err.message);
-    throw err;
-  }
-}
-
-function push(hub: DatastreamHub, a: Applied): string {
-  return hub.publish(a.kind, a.type, a.entityId, a.data);
-}
-
-function bulk(ctx: AdminContext, body: unknown): { stream_id?: string; count: number } {
+async function bulk(ctx: AdminContext, body: unknown): Promise<{ stream_id?: string; count: number }> {
   const changes = (body as { changes?: unknown } | undefined)?.changes;
   if (!Array.isArray(changes))
     throw new HttpError(400, '$.changes: expected {"changes": [{"method", "path", "body"}, ...]}');
-  const applied: Applied[] = [];
+  const set = new ChangeSet(ctx.state, ctx.hub);
   try {
     for (let i = 0; i < changes.length; i++) {
       const c = changes[i] as Change | null;
@@ -180,21 +33,18 @@ function bulk(ctx: AdminContext, body: unknown): { stream_id?: string; count: nu
         if (typeof c !== "object" || c === null || typeof c.method !== "string" || typeof c.path !== "string") {
           throw new HttpError(400, 'expected {"method": "PUT|PATCH|DELETE", "path": "/companies/{id}", "body": {...}}');
         }
-        applied.push(applyChange(ctx.state, { method: c.method.toUpperCase(), path: c.path, body: c.body }));
+        set.apply({ method: c.method.toUpperCase(), path: c.path, body: c.body });
       } catch (err) {
         if (err instanceof HttpError) throw new HttpError(err.status, `changes[${i}]: ${err.message}`);
         throw err;
       }
     }
   } catch (err) {
-    for (let i = applied.length - 1; i >= 0; i--) applied[i]!.undo();
+    set.rollback();
     throw err;
   }
-  let last: string | undefined;
-  ctx.hub.batch(() => {
-    for (const a of applied) last = push(ctx.hub, a);
-  });
-  return last === undefined ? { count: 0 } : { stream_id: last, count: applied.length };
+  const ids = await set.publish();
+  return ids.length === 0 ? { count: 0 } : { stream_id: ids[ids.length - 1], count: ids.length };
 }
 
 function objectBody(body: unknown, allowed: readonly string[]): Record<string, unknown> {
@@ -266,6 +116,15 @@ export async function handleAdmin(
         if (method !== "GET") break;
         sendJson(res, 200, stateView(ctx));
         return;
+      case "/events":
+        if (method === "GET") {
+          sendJson(res, 200, ctx.events.view(url.searchParams.get("type") ?? undefined));
+          return;
+        }
+        if (method !== "DELETE") break;
+        ctx.events.clear();
+        sendJson(res, 200, {});
+        return;
       case "/dump":
         if (method !== "GET") break;
         await dump(res, ctx.state);
@@ -295,7 +154,7 @@ export async function handleAdmin(
           sendJson(res, 200, await runFeed(ctx.state, ctx.hub, parseFeedSpec(generate)));
           return;
         }
-        sendJson(res, 200, bulk(ctx, body));
+        sendJson(res, 200, await bulk(ctx, body));
         return;
       }
       case "/disconnect": {
@@ -330,8 +189,10 @@ export async function handleAdmin(
         }
         const body = method === "DELETE" ? undefined : await readJson(req);
         if (method === "DELETE") req.resume();
-        const applied = applyChange(ctx.state, { method, path: route, body });
-        sendJson(res, 200, { stream_id: push(ctx.hub, applied) });
+        const set = new ChangeSet(ctx.state, ctx.hub);
+        set.apply({ method, path: route, body });
+        const [streamId] = await set.publish();
+        sendJson(res, 200, { stream_id: streamId });
         return;
       }
     }

@@ -7,6 +7,7 @@
 import type { IncomingMessage } from "node:http";
 import type { WebSocket } from "ws";
 import { ENTITY_TYPES } from "../model/wire.js";
+import { Connection } from "./connection.js";
 import { type LogEntry, ReplayLog, StreamClock, type StreamId, type StreamKind } from "./replay.js";
 import type { EmulatorState } from "./state.js";
 
@@ -18,39 +19,8 @@ const ENTITY_TYPE_OF: Record<StreamKind, string> = {
 
 export type ChangeType = "full" | "partial" | "delete";
 
-export class Connection {
-  companies = false;
-  users = false;
-  flags = false;
-  constructor(
-    readonly ws: WebSocket,
-    /** The X-Schematic-Datastream-Mode header (replicator, datastream, direct, ...). */
-    readonly mode: string,
-  ) {}
-
-  send(frame: Buffer | string): void {
-    if (this.ws.readyState !== 1) return;
-    if (typeof frame === "string") this.ws.send(frame);
-    else this.ws.send(frame, { binary: false });
-  }
-
-  /** The TCP socket under the WebSocket (ws keeps it in `_socket`), to batch many frames into one write. */
-  private socket(): { cork(): void; uncork(): void } | undefined {
-    return (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
-  }
-
-  cork(): void {
-    this.socket()?.cork();
-  }
-
-  uncork(): void {
-    this.socket()?.uncork();
-  }
-
-  wants(kind: StreamKind): boolean {
-    return kind === "company" ? this.companies : kind === "user" ? this.users : this.flags;
-  }
-}
+/** The X-Schematic-Datastream-Mode header of replicators (the TypeScript SDK in direct mode sends "datastream"). */
+const REPLICATOR_MODE = "replicator";
 
 /** One server frame; `dataJson` is the serialised data, `extra` more members (`,"stream_id":"…"`). */
 function frame(entityType: string, messageType: string, entityId: string | null, dataJson: string, extra = ""): string {
@@ -93,6 +63,8 @@ export class DatastreamHub {
   constructor(
     private readonly state: EmulatorState,
     replayLogSize: number,
+    /** How long a change waits for a direct-mode client that has stopped reading (see {@link delivered}). */
+    private readonly deliveryTimeoutMs = 1000,
   ) {
     this.log = new ReplayLog(replayLogSize);
   }
@@ -106,7 +78,7 @@ export class DatastreamHub {
   /** How many connections negotiated permessage-deflate (accepted whenever a client offers it). */
   compressedConnections(): number {
     let n = 0;
-    for (const c of this.connections) if (c.ws.extensions.includes("permessage-deflate")) n++;
+    for (const c of this.connections) if (c.compressed) n++;
     return n;
   }
 
@@ -146,6 +118,19 @@ export class DatastreamHub {
     this.log.append({ ms: sid.ms, seq: sid.seq, id: sid.id, kind, frame: buf });
     for (const c of this.connections) if (c.wants(kind)) c.send(buf);
     return sid.id;
+  }
+
+  /**
+   * Resolves once the frames published so far have reached every open connection: received by each direct-mode
+   * client (an SDK; unless it stopped reading for `deliveryTimeoutMs`), on the socket of each
+   * replicator (which may push back by not reading: nobody waits for that). See docs/design/emulator.md.
+   */
+  async delivered(): Promise<void> {
+    await Promise.all(
+      [...this.connections].map((c) =>
+        c.mode === REPLICATOR_MODE ? c.written() : c.delivered(this.deliveryTimeoutMs),
+      ),
+    );
   }
 
   /** Runs `fn` (which publishes many changes) with every socket corked, so the frames leave in few writes. */

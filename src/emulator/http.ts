@@ -6,6 +6,8 @@ export class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** More members of the error body, besides `error`. */
+    readonly extra?: Record<string, unknown>,
   ) {
     super(message);
   }
@@ -55,6 +57,7 @@ export function sendError(
   status: number,
   message: string,
   headers?: Record<string, string>,
+  extra?: Record<string, unknown>,
 ): void {
-  sendJson(res, status, { error: message }, headers);
+  sendJson(res, status, { error: message, ...extra }, headers);
 }

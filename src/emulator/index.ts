@@ -1,5 +1,5 @@
 /**
- * The local Schematic emulator (DESIGN.md §4), for in-process use in tests and tools:
+ * The local Schematic emulator (docs/design/emulator.md), for in-process use in tests and tools:
  *
  *   const emu = await startEmulator({ fixture: loadFixtureFile("examples/fixture.json") });
  *   // emu.url = "http://127.0.0.1:PORT": REST, /datastream and /_emulator/ on one origin
@@ -11,7 +11,7 @@ import type { Fixture } from "../model/wire.js";
 import { parseFixture } from "./fixture.js";
 import { EmulatorServer } from "./server.js";
 
-export { applyChange, type Change } from "./admin.js";
+export { applyChange, type Change, ChangeSet } from "./changes.js";
 export { DatastreamHub } from "./datastream.js";
 export { type FaultSettings, parseFaults } from "./faults.js";
 export { FixtureError, loadFixtureFile, parseFixture } from "./fixture.js";
@@ -33,6 +33,8 @@ export interface StartEmulatorOptions {
   fixture?: Fixture;
   /** The fixture is already validated (loadFixtureFile, parseFixture) or generated (generateFixture). */
   trusted?: boolean;
+  /** After how long without reading a direct-mode client is no longer waited for (default 1000 ms). */
+  deliveryTimeoutMs?: number;
 }
 
 export interface RunningEmulator {
@@ -53,7 +55,12 @@ export function formatUrl(scheme: string, host: string, port: number): string {
 export async function startEmulator(opts: StartEmulatorOptions = {}): Promise<RunningEmulator> {
   const host = opts.host ?? "127.0.0.1";
   const fixture = opts.fixture && !opts.trusted ? parseFixture(opts.fixture) : opts.fixture;
-  const server = new EmulatorServer({ apiKey: opts.apiKey, replayLog: opts.replayLog, fixture });
+  const server = new EmulatorServer({
+    apiKey: opts.apiKey,
+    replayLog: opts.replayLog,
+    fixture,
+    deliveryTimeoutMs: opts.deliveryTimeoutMs,
+  });
   const port = await server.listen(opts.port ?? 0, host);
   let closing: Promise<void> | undefined;
   return {

@@ -1,18 +1,22 @@
 /**
  * The REST side of the emulator: the listing endpoints the replicator bulk-loads from (protocol.md §5), in the
- * REST API's shapes, with API-key checks and injected faults; plus stubs for the SDK's fallback paths, which are
- * counted so that tests can prove the SDK never took them.
+ * REST API's shapes, with API-key checks and injected faults; the flag checks of an SDK in its default mode
+ * (./checks.ts) and event capture (./capture.ts), which faults leave alone.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { companyToRest, userToRest } from "../model/rest.js";
+import { capture } from "./capture.js";
+import { check } from "./checks.js";
+import type { DatastreamHub } from "./datastream.js";
+import type { EventLog } from "./event-log.js";
 import type { Faults } from "./faults.js";
-import { HttpError, sendError, sendJson } from "./http.js";
+import { HttpError, readJson, sendError, sendJson } from "./http.js";
 import type { EmulatorState } from "./state.js";
 
 export interface RestCounters {
-  /** Listing requests served or failed (after the fallback stubs). */
+  /** Listing requests served or failed. */
   rest: number;
-  /** `POST /flags/{key}/check` and `POST /flags/check`: the SDK fell back from the datastream to the API. */
+  /** `POST /flags/{key}/check`, `/flags/check` and `/flags/check-bulk`: REST checks, or an SDK's fallbacks. */
   flag_checks: number;
   /** `POST /batch`: event capture (when the SDK's eventCaptureBaseURL points here). */
   capture_batches: number;
@@ -20,9 +24,11 @@ export interface RestCounters {
 
 export interface RestContext {
   state: EmulatorState;
+  hub: DatastreamHub;
   faults: Faults;
   apiKey: string | undefined;
   counters: RestCounters;
+  events: EventLog;
 }
 
 /** With `--api-key`, only that key; without, any non-empty key. */
@@ -52,7 +58,13 @@ export async function handleRest(req: IncomingMessage, res: ServerResponse, url:
   } catch (err) {
     if (!(err instanceof HttpError)) throw err;
     req.resume();
-    sendError(res, err.status, err.message);
+    sendError(res, err.status, err.message, undefined, err.extra);
+  }
+}
+
+function authorise(req: IncomingMessage, ctx: RestContext): void {
+  if (!keyAccepted(ctx.apiKey, req.headers["x-schematic-api-key"])) {
+    throw new HttpError(401, "Unauthorized: missing or invalid X-Schematic-Api-Key");
   }
 }
 
@@ -62,14 +74,14 @@ async function route(req: IncomingMessage, res: ServerResponse, url: URL, ctx: R
 
   if (method === "POST" && path === "/batch") {
     ctx.counters.capture_batches++;
-    req.resume();
-    sendJson(res, 200, {});
+    authorise(req, ctx);
+    sendJson(res, 200, await capture(ctx, await readJson(req)));
     return;
   }
-  if (method === "POST" && /^\/flags(\/[^/]+)?\/check$/.test(path)) {
+  if (method === "POST" && (path === "/flags/check-bulk" || /^\/flags(\/[^/]+)?\/check$/.test(path))) {
     ctx.counters.flag_checks++;
-    req.resume();
-    sendError(res, 500, "the emulator does not evaluate flags over REST (use the datastream)");
+    authorise(req, ctx);
+    sendJson(res, 200, await check(ctx.state, path, await readJson(req)));
     return;
   }
 
@@ -83,11 +95,7 @@ async function route(req: IncomingMessage, res: ServerResponse, url: URL, ctx: R
     sendError(res, fault.failStatus, "injected fault", headers);
     return;
   }
-  if (!keyAccepted(ctx.apiKey, req.headers["x-schematic-api-key"])) {
-    req.resume();
-    sendError(res, 401, "Unauthorized: missing or invalid X-Schematic-Api-Key");
-    return;
-  }
+  authorise(req, ctx);
 
   const table =
     path === "/companies" || path === "/companies/count"
@@ -112,9 +120,16 @@ async function route(req: IncomingMessage, res: ServerResponse, url: URL, ctx: R
   const offset = intParam(url, "offset", 0, 0);
   // `ids` (repeated, as the API's clients send an array): only those entities, in id order, then limit/offset.
   const ids = url.searchParams.getAll("ids");
+  const only = ids.length ? ids : undefined;
+  // Names given by identify events replace the synthesised ones.
+  const named = <T extends { id: string; name: string }>(names: Map<string, string>, r: T): T => {
+    const name = names.get(r.id);
+    return name === undefined ? r : { ...r, name };
+  };
+  const { companies, users } = ctx.state;
   const data =
     table === "companies"
-      ? ctx.state.companies.page(offset, limit, ids.length ? ids : undefined).map(companyToRest)
-      : ctx.state.users.page(offset, limit, ids.length ? ids : undefined).map(userToRest);
+      ? companies.page(offset, limit, only).map((c) => named(companies.names, companyToRest(c)))
+      : users.page(offset, limit, only).map((u) => named(users.names, userToRest(u)));
   sendJson(res, 200, { data, params: { limit, offset } });
 }

@@ -7,6 +7,7 @@ import { WebSocketServer } from "ws";
 import type { Fixture } from "../model/wire.js";
 import { handleAdmin } from "./admin.js";
 import { DatastreamHub } from "./datastream.js";
+import { EventLog } from "./event-log.js";
 import { Faults } from "./faults.js";
 import { sendError } from "./http.js";
 import { handleRest, keyAccepted, type RestCounters } from "./rest.js";
@@ -19,6 +20,8 @@ export interface EmulatorServerOptions {
   replayLog?: number;
   /** Initial data, already validated (see loadFixtureFile / parseFixture / generateFixture). */
   fixture?: Fixture;
+  /** After how long without reading a direct-mode client is no longer waited for (default 1000 ms). */
+  deliveryTimeoutMs?: number;
 }
 
 export class EmulatorServer {
@@ -26,6 +29,7 @@ export class EmulatorServer {
   readonly faults = new Faults();
   readonly hub: DatastreamHub;
   readonly counters: RestCounters = { rest: 0, flag_checks: 0, capture_batches: 0 };
+  readonly events = new EventLog();
   readonly http: Server;
   /** permessage-deflate is accepted when a client offers it (the replicator does only with DATASTREAM_COMPRESSION). */
   private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: true });
@@ -34,7 +38,7 @@ export class EmulatorServer {
   constructor(opts: EmulatorServerOptions = {}) {
     this.apiKey = opts.apiKey;
     if (opts.fixture) this.state.load(opts.fixture);
-    this.hub = new DatastreamHub(this.state, opts.replayLog ?? 10_000);
+    this.hub = new DatastreamHub(this.state, opts.replayLog ?? 10_000, opts.deliveryTimeoutMs);
     this.http = createServer((req, res) => {
       const url = new URL(req.url ?? "/", "http://emulator");
       const handler =
@@ -45,6 +49,7 @@ export class EmulatorServer {
         faults: this.faults,
         counters: this.counters,
         apiKey: this.apiKey,
+        events: this.events,
       };
       handler(req, res, url, ctx).catch((err: unknown) => {
         if (!res.headersSent) sendError(res, 500, `internal error: ${(err as Error).message}`);

@@ -20,6 +20,8 @@ function compareIds(a: string, b: string): number {
 /** Companies or users: by id, plus the lowercased (key name, value) → id index. */
 export class EntityTable<T extends Keyed> {
   readonly byId = new Map<string, T>();
+  /** Display names given by identify events (the wire shape has none; REST listings show them). */
+  readonly names = new Map<string, string>();
   private readonly index = new Map<string, string>();
   private sorted: string[] | null = [];
 
@@ -128,6 +130,12 @@ export class FlagTable {
 
   get(key: string): Flag | undefined {
     return this.byKey.get(key);
+  }
+
+  /** The flag whose key equals `key` ignoring case (the SDKs lowercase flag keys in their caches). */
+  find(key: string): Flag | undefined {
+    const exact = this.lower.get(key.toLowerCase());
+    return exact === undefined ? undefined : this.byKey.get(exact);
   }
 
   check(flag: Flag): void {

@@ -62,6 +62,7 @@ export interface EmulatorStateView {
   stream_id: string | null;
   connections_by_mode: Record<string, number>;
   requests: { rest: number; flag_checks: number; capture_batches: number };
+  connections_compressed: number;
 }
 
 export async function emulatorState(emulatorUrl: string): Promise<EmulatorStateView> {
@@ -176,6 +177,7 @@ export async function startApiStub(): Promise<ApiStub> {
 
 export type SdkClient = InstanceType<typeof sdk.SchematicClient>;
 export type SdkResult = Awaited<ReturnType<SdkClient["checkFlagWithEntitlement"]>>;
+export type SdkOptions = NonNullable<ConstructorParameters<typeof sdk.SchematicClient>[0]>;
 
 /** The parts of the SDK's private DataStreamClient the tests read (no public readiness signal exists). */
 interface DataStreamInternals {
@@ -210,6 +212,8 @@ export async function startReplicatorModeSdk(opts: {
   keyPrefix?: string;
   expectVersion?: string;
   timeoutMs?: number;
+  /** More SDK options (e.g. a `basePath` that answers instead of the counting stub, a logger). */
+  sdkOptions?: SdkOptions;
 }): Promise<ReplicatorModeSdk> {
   const stub = await startApiStub();
   const redis = createClient({ url: opts.redisUrl });
@@ -220,6 +224,7 @@ export async function startReplicatorModeSdk(opts: {
     basePath: stub.url,
     eventCaptureBaseURL: stub.captureUrl,
     logLevel: "error",
+    ...opts.sdkOptions,
     useDataStream: true, // without it, replicatorMode is ignored
     dataStream: {
       replicatorMode: true,
@@ -259,13 +264,18 @@ export async function startReplicatorModeSdk(opts: {
 }
 
 /** The official SDK in direct datastream mode against the emulator, once it holds the flags snapshot. */
-export async function startDirectSdk(emulatorUrl: string, probeFlag: string): Promise<SdkClient> {
+export async function startDirectSdk(
+  emulatorUrl: string,
+  probeFlag: string,
+  sdkOptions: SdkOptions = {},
+): Promise<SdkClient> {
   const client = new sdk.SchematicClient({
     apiKey: "sch_e2e_direct",
     basePath: emulatorUrl,
     eventCaptureBaseURL: emulatorUrl,
     useDataStream: true,
     logLevel: "error",
+    ...sdkOptions,
   });
   const ds = internals(client);
   await waitFor(async () => (await ds.getFlag(probeFlag)) !== null, {
@@ -273,6 +283,32 @@ export async function startDirectSdk(emulatorUrl: string, probeFlag: string): Pr
     what: "the direct-mode SDK to receive the flags snapshot",
   });
   return client;
+}
+
+/**
+ * The official SDK in its default mode (datastream off) against the emulator: every check is a REST call. Its
+ * 5-second cache of check results is off, so a check right after a change sees it.
+ */
+export function startRestSdk(emulatorUrl: string, sdkOptions: SdkOptions = {}): SdkClient {
+  return new sdk.SchematicClient({
+    apiKey: "sch_e2e_rest",
+    basePath: emulatorUrl,
+    eventCaptureBaseURL: emulatorUrl,
+    cacheProviders: { flagChecks: [] },
+    logLevel: "error",
+    ...sdkOptions,
+  });
+}
+
+/** An SDK logger that keeps its warnings and errors (a test asserts on them instead of printing them). */
+export function recordingLogger(): { logger: NonNullable<SdkOptions["logger"]>; problems: string[] } {
+  const problems: string[] = [];
+  const keep =
+    (level: string) =>
+    (message: string, ...args: unknown[]) => {
+      problems.push(`${level}: ${[message, ...args.map(String)].join(" ")}`);
+    };
+  return { logger: { debug() {}, info() {}, warn: keep("warn"), error: keep("error") }, problems };
 }
 
 /**
