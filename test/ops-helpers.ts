@@ -166,6 +166,24 @@ export function metricSum(metrics: Map<string, number>, name: string, ...labels:
   return sum;
 }
 
+/** Whether the exposition has a sample named exactly `name` (with or without labels). */
+export function hasMetric(metrics: Map<string, number>, name: string): boolean {
+  for (const series of metrics.keys()) if (series === name || series.startsWith(`${name}{`)) return true;
+  return false;
+}
+
+/** The distinct values of one label across every series (of `name` only, when given). */
+export function labelValues(metrics: Map<string, number>, label: string, name?: string): string[] {
+  const out = new Set<string>();
+  const re = new RegExp(`[{,]${label}="([^"]*)"`);
+  for (const series of metrics.keys()) {
+    if (name !== undefined && !series.startsWith(`${name}{`)) continue;
+    const m = re.exec(series);
+    if (m) out.add(m[1]!);
+  }
+  return [...out];
+}
+
 /**
  * A plain install in `dir`, as the container image has it: `tsc -p tsconfig.build.json` compiled into `dir/dist`,
  * package.json and examples/ copied, node_modules linked (the build never touches the project's own dist/, which
