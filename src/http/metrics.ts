@@ -128,7 +128,7 @@ export function createMetrics(r: Replicator, o: MetricsOptions): Registry {
   );
   byEntity(
     "load_entities_applied_total",
-    "REST rows of full loads and anti-entropy passes written to Redis (type full), and evictions (type delete).",
+    "REST rows applied by full loads and anti-entropy passes (type full; a pass writes only what differs), evictions (type delete).",
     s.loadedBy,
   );
   counter(
