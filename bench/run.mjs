@@ -367,7 +367,7 @@ async function heapOf(rep) {
   try {
     const text = await (await fetch(`${rep.base}/metrics`)).text();
     const pick = (name) => {
-      const m = new RegExp(`^schematic_replicator_${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text);
+      const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text);
       return m ? mb(Number(m[1])) : undefined;
     };
     return {

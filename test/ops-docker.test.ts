@@ -4,6 +4,8 @@
  * - the Dockerfile is multi-stage (build with `npm ci && npm run build`, production-only dependencies), runs as a
  *   non-root user, sets HEALTH_PORT=8090 and EXPOSEs it, and its ENTRYPOINT and HEALTHCHECK name files that a
  *   plain build (`tsc -p tsconfig.build.json` into a temporary directory, the image's layout) produces;
+ * - its base is a current LTS Node pinned by tag, the very version CI runs the suite on (.ci/run); the final stage
+ *   has no npm, npx or corepack, and carries the OCI labels (version = package.json's, licence, base image);
  * - from that plain install: `node dist/cli/replicator.js --version` and `node dist/cli/emulator.js --help` work,
  *   the compiled code imports only Node built-ins and production dependencies (what `npm ci --omit=dev` installs),
  *   every `bin` entry exists, and the ENTRYPOINT without settings fails fast (exit 2, one line);
@@ -18,11 +20,13 @@ import { builtinModules } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { parse } from "yaml";
 import { freePort, type RedisServer, startRedis, waitFor } from "./helpers/redis.js";
 import { buildInto, ROOT, runNode } from "./ops-helpers.js";
 
 const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
   version: string;
+  license: string;
   bin: Record<string, string>;
   dependencies: Record<string, string>;
 };
@@ -45,38 +49,17 @@ function instructions(text: string): Instruction[] {
     });
 }
 
-/** The JSON-array flow sequences of docker-compose.yml under `service`, by key (entrypoint, command, test). */
-function composeArrays(text: string, service: string): Record<string, string[]> {
-  const lines = text.split(/\r?\n/);
-  const start = lines.indexOf(`  ${service}:`);
-  assert.ok(start >= 0, `service ${service} in docker-compose.yml`);
-  const out: Record<string, string[]> = {};
-  for (const line of lines.slice(start + 1)) {
-    if (/^ {2}\S/.test(line) || /^\S/.test(line)) break;
-    const m = /^\s+(entrypoint|command|test): (\[.*\])\s*$/.exec(line);
-    if (m) out[m[1]!] = JSON.parse(m[2]!) as string[];
-  }
-  return out;
+interface ComposeService {
+  entrypoint?: string[];
+  command?: string[];
+  environment?: Record<string, string>;
+  healthcheck?: { test: string[] };
 }
 
-function composeEnv(text: string, service: string): Record<string, string> {
-  const lines = text.split(/\r?\n/);
-  const start = lines.indexOf(`  ${service}:`);
-  const env: Record<string, string> = {};
-  let inEnv = false;
-  for (const line of lines.slice(start + 1)) {
-    if (/^ {2}\S/.test(line) || /^\S/.test(line)) break;
-    if (/^ {4}environment:\s*$/.test(line)) {
-      inEnv = true;
-      continue;
-    }
-    if (inEnv) {
-      const m = /^ {6}([A-Z_]+): (.*)$/.exec(line);
-      if (!m) break;
-      env[m[1]!] = m[2]!.trim();
-    }
-  }
-  return env;
+function composeService(text: string, name: string): ComposeService {
+  const service = (parse(text) as { services: Record<string, ComposeService> }).services[name];
+  assert.ok(service, `service ${name} in docker-compose.yml`);
+  return service;
 }
 
 function jsFiles(dir: string): string[] {
@@ -105,8 +88,12 @@ describe("container packaging", { timeout: 240_000 }, () => {
     const froms = steps.filter((s) => s.op === "FROM").map((s) => s.args);
     assert.ok(froms.length >= 2, "multi-stage");
     assert.ok(froms.some((f) => / AS build$/i.test(f)));
-    const image = /^ARG NODE_IMAGE=(\S+)$/m.exec(dockerfile)?.[1];
-    assert.equal(image, "node:20-slim");
+    const image = /^ARG NODE_IMAGE=(\S+)$/m.exec(dockerfile)?.[1] ?? "";
+    const pinned = /^node:((\d+)\.\d+\.\d+)-[a-z]+-slim$/.exec(image);
+    assert.ok(pinned, `a Node image pinned by full version and Debian release: ${image}`);
+    assert.ok(["22", "24"].includes(pinned[2]!), `a current LTS line: ${image}`);
+    const ciNode = /^NODE_LTS=(\S+)/m.exec(readFileSync(join(ROOT, ".ci", "run"), "utf8"))?.[1];
+    assert.equal(pinned[1], ciNode, "the image's Node is the one CI runs the suite on");
     const runs = steps.filter((s) => s.op === "RUN").map((s) => s.args);
     assert.ok(
       runs.some((r) => /^npm ci\b(?!.*--omit=dev)/.test(r)),
@@ -131,6 +118,32 @@ describe("container packaging", { timeout: 240_000 }, () => {
     assert.ok(copies.includes("package.json ./"));
     assert.ok(copies.includes("examples ./examples"));
     assert.ok(!copies.some((c) => /\bsrc\b|\btest\b/.test(c)), "no sources or tests in the runtime image");
+
+    // Node alone: the package managers of the base image are removed, and nothing after that needs them.
+    const removal = runtime.findIndex((s) => s.op === "RUN" && /^rm -rf /.test(s.args));
+    assert.ok(removal >= 0, "the final stage removes the package managers");
+    const removed = runtime[removal]!.args.split(/\s+/);
+    for (const path of ["/usr/local/bin/npm", "/usr/local/bin/npx", "/usr/local/bin/corepack"]) {
+      assert.ok(removed.includes(path), `removes ${path}`);
+    }
+    for (const path of ["npm", "corepack"]) assert.ok(removed.includes(`/usr/local/lib/node_modules/${path}`), path);
+    for (const step of runtime.slice(removal + 1)) {
+      assert.ok(!(step.op === "RUN" && /\b(npm|npx|corepack|yarn)\b/.test(step.args)), `${step.op} ${step.args}`);
+    }
+    const labels = Object.fromEntries(
+      runtime
+        .filter((s) => s.op === "LABEL")
+        .flatMap((s) => [...s.args.matchAll(/(\S+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!])),
+    );
+    const arg = (name: string) => runtime.find((s) => s.op === "ARG" && s.args.startsWith(`${name}=`))?.args;
+    const oci = "org.opencontainers.image.";
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the Dockerfile's build argument, not a template.
+    assert.equal(labels[`${oci}version`], "${VERSION}");
+    assert.equal(arg("VERSION"), `VERSION=${pkg.version}`, "the image version defaults to package.json's");
+    assert.equal(labels[`${oci}licenses`], pkg.license);
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the Dockerfile's build argument, not a template.
+    assert.equal(labels[`${oci}base.name`], "docker.io/library/${NODE_IMAGE}");
+    for (const key of ["title", "description", "revision", "created"]) assert.ok(labels[oci + key], `${oci}${key}`);
 
     const user = runtime.find((s) => s.op === "USER")?.args;
     assert.ok(user && !/^(root|0)(:|$)/.test(user), `non-root USER (${user})`);
@@ -220,12 +233,13 @@ describe("container packaging", { timeout: 240_000 }, () => {
     });
 
     test("the emulator's command and the replicator's settings bring a replicator to ready", async () => {
-      const emulatorCfg = composeArrays(compose, "emulator");
+      const emulatorCfg = composeService(compose, "emulator");
       assert.deepEqual(emulatorCfg.entrypoint, ["node", "dist/cli/emulator.js"]);
       const command = emulatorCfg.command!;
       assert.ok(command.includes("examples/fixture.json"), "the emulator loads the example fixture");
       assert.equal(command[command.indexOf("--host") + 1], "0.0.0.0", "reachable from the other containers");
-      const env = composeEnv(compose, "replicator");
+      const replicatorCfg = composeService(compose, "replicator");
+      const env = replicatorCfg.environment!;
       assert.equal(env.REDIS_ADDR, "redis:6379");
       assert.equal(env.SCHEMATIC_API_URL, "http://emulator:8080");
       assert.equal(
@@ -233,14 +247,9 @@ describe("container packaging", { timeout: 240_000 }, () => {
         command[command.indexOf("--api-key") + 1],
         "the replicator's key is the emulator's",
       );
-      assert.deepEqual(composeArrays(compose, "replicator").test, [
-        "CMD",
-        "node",
-        "dist/cli/replicator.js",
-        "healthcheck",
-      ]);
-      assert.ok(composeArrays(compose, "redis").test, "redis has a healthcheck");
-      assert.ok(emulatorCfg.test, "the emulator has a healthcheck");
+      assert.deepEqual(replicatorCfg.healthcheck?.test, ["CMD", "node", "dist/cli/replicator.js", "healthcheck"]);
+      assert.ok(composeService(compose, "redis").healthcheck?.test, "redis has a healthcheck");
+      assert.ok(emulatorCfg.healthcheck?.test, "the emulator has a healthcheck");
 
       // The same programs and arguments, with local addresses instead of the compose network's.
       redis = await startRedis();
@@ -262,7 +271,7 @@ describe("container packaging", { timeout: 240_000 }, () => {
         emulator.once("exit", (code) => reject(new Error(`the emulator exited with ${code}`)));
       });
       // The emulator's healthcheck command, pointed at its real port.
-      const probe = emulatorCfg.test!.slice(1);
+      const probe = emulatorCfg.healthcheck!.test.slice(1);
       const emulatorProbe = await runNode(
         probe.slice(1).map((a) => a.replace("http://127.0.0.1:8080", emulatorUrl)),
         dir,

@@ -4,10 +4,10 @@
  * SDK in replicator mode against any Redis (with a stub `/ready` that reports the cache version).
  */
 import { spawn } from "node:child_process";
-import { cpSync, symlinkSync } from "node:fs";
+import { cpSync, existsSync, symlinkSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { join } from "node:path";
+import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import sdk from "@schematichq/schematic-typescript-node";
 import { Redis } from "ioredis";
@@ -166,6 +166,24 @@ export function metricSum(metrics: Map<string, number>, name: string, ...labels:
   return sum;
 }
 
+/** Whether the exposition has a sample named exactly `name` (with or without labels). */
+export function hasMetric(metrics: Map<string, number>, name: string): boolean {
+  for (const series of metrics.keys()) if (series === name || series.startsWith(`${name}{`)) return true;
+  return false;
+}
+
+/** The distinct values of one label across every series (of `name` only, when given). */
+export function labelValues(metrics: Map<string, number>, label: string, name?: string): string[] {
+  const out = new Set<string>();
+  const re = new RegExp(`[{,]${label}="([^"]*)"`);
+  for (const series of metrics.keys()) {
+    if (name !== undefined && !series.startsWith(`${name}{`)) continue;
+    const m = re.exec(series);
+    if (m) out.add(m[1]!);
+  }
+  return [...out];
+}
+
 /**
  * A plain install in `dir`, as the container image has it: `tsc -p tsconfig.build.json` compiled into `dir/dist`,
  * package.json and examples/ copied, node_modules linked (the build never touches the project's own dist/, which
@@ -200,7 +218,18 @@ export async function runNode(
   env: Record<string, string> = {},
   timeoutMs = 60_000,
 ): Promise<CliResult> {
-  const child = spawn(process.execPath, args, {
+  return await runProgram(process.execPath, args, cwd, env, timeoutMs);
+}
+
+/** Runs `command ARGS` in `cwd` with only PATH, HOME and `env`; killed after `timeoutMs`. */
+export async function runProgram(
+  command: string,
+  args: string[],
+  cwd: string,
+  env: Record<string, string> = {},
+  timeoutMs = 60_000,
+): Promise<CliResult> {
+  const child = spawn(command, args, {
     cwd,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -217,4 +246,23 @@ export async function runNode(
   const code = await new Promise<number | null>((resolve) => child.once("close", (c) => resolve(c)));
   clearTimeout(timer);
   return { code, stdout, stderr };
+}
+
+/**
+ * A command-line tool of the monitoring tests (helm, promtool) on PATH, or a skip reason when it is missing.
+ * `.ci/run` installs both and sets REQUIRE_OPS_TOOLS=1: there a missing tool fails the test instead of skipping it.
+ */
+export function opsTool(name: string, install: string): { path?: string; skip: string | false } {
+  const path = (process.env.PATH ?? "")
+    .split(delimiter)
+    .map((dir) => join(dir, name))
+    .find((candidate) => existsSync(candidate));
+  if (path || process.env.REQUIRE_OPS_TOOLS) return { path, skip: false };
+  return { skip: `${name} is not on PATH (${install}; .ci/run installs it)` };
+}
+
+/** Fails with the reason when a required tool is missing (see opsTool). */
+export function requireTool(tool: { path?: string }, name: string): string {
+  if (!tool.path) throw new Error(`${name} is required (REQUIRE_OPS_TOOLS is set) but not on PATH`);
+  return tool.path;
 }

@@ -68,7 +68,11 @@ export async function runService(): Promise<number> {
 
   const replicator = new Replicator({ config, redis, log, cacheVersion, clientVersion: PACKAGE_VERSION });
   const stopHeapCompaction = startHeapCompaction(replicator, log);
-  const registry = createMetrics(replicator, { version: PACKAGE_VERSION, cacheVersion });
+  const registry = createMetrics(replicator, {
+    version: PACKAGE_VERSION,
+    cacheVersion,
+    status: () => replicatorStatus(replicator),
+  });
   let health: Awaited<ReturnType<typeof startHealthServer>>;
   try {
     health = await startHealthServer(

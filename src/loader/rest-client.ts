@@ -22,6 +22,8 @@ export interface RestClientOptions {
   rateLimitRps: number;
   maxConcurrent: number;
   userAgent: string;
+  /** Each failed request (retried or not); `status` is the HTTP status when a response arrived. */
+  onError?(status: number | undefined): void;
 }
 
 export class RestClient {
@@ -82,6 +84,7 @@ export class RestClient {
       const trial = await this.o.breaker.waitUntilClosed(signal);
       await this.acquire(signal);
       let retryAfterMs: number | undefined;
+      let status: number | undefined;
       try {
         if (signal.aborted) throw new LoadCancelledError("load cancelled");
         this.requests++;
@@ -89,6 +92,7 @@ export class RestClient {
           headers: { "X-Schematic-Api-Key": this.o.apiKey, Accept: "application/json", "User-Agent": this.o.userAgent },
           signal: AbortSignal.any([signal, AbortSignal.timeout(this.o.timeoutMs)]),
         });
+        status = res.status;
         if (res.status === 401 || res.status === 403) {
           await res.body?.cancel();
           throw new AuthRejectedError(`the Schematic API rejected the API key (HTTP ${res.status} on GET ${path})`);
@@ -102,6 +106,7 @@ export class RestClient {
         this.o.breaker.success();
         return body;
       } catch (err) {
+        if (!signal.aborted) this.o.onError?.(status);
         if (err instanceof AuthRejectedError || signal.aborted) {
           // A cancelled trial must not leave the (shared) breaker half-open for every later load.
           this.o.breaker.abandon(trial);

@@ -239,12 +239,7 @@ export class EntityLane {
     });
     if (ops.length) await withRetry(`writing ${kind} batch`, retry, () => writer.apply(ops));
 
-    let streamTime: number | undefined;
-    for (const job of batch) {
-      stats.countApplied(kind, job.op);
-      if (job.streamTime !== undefined) streamTime = Math.max(streamTime ?? 0, job.streamTime);
-    }
-    if (streamTime !== undefined) stats.lastAppliedStreamTime = Math.max(stats.lastAppliedStreamTime ?? 0, streamTime);
+    for (const job of batch) stats.countApplied(kind, job.op, job.source, job.streamTime);
     for (const job of batch) {
       for (const t of job.tracked) this.o.complete(t);
       if (job.source === "load") this.o.loadJobDone();

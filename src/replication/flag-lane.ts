@@ -140,10 +140,7 @@ export class FlagLane {
       ops = await this.deleteOps(job.data);
     }
     if (ops.length) await withRetry("writing a flag", retry, () => writer.apply(ops));
-    stats.countApplied("flag", job.type);
-    if (job.streamTime !== undefined) {
-      stats.lastAppliedStreamTime = Math.max(stats.lastAppliedStreamTime ?? 0, job.streamTime);
-    }
+    stats.countApplied("flag", job.type, "stream", job.streamTime);
     if (job.tracked) this.o.complete(job.tracked);
   }
 

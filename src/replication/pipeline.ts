@@ -150,6 +150,17 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     };
   }
 
+  /** What each queue of {@link queueDepths} holds before the socket is paused. */
+  get queueCapacities(): Record<"company" | "user" | "flags" | "held", number> {
+    const { numWorkers, companyChannelSize, userChannelSize, flagsChannelSize } = this.o;
+    return {
+      company: numWorkers * companyChannelSize,
+      user: numWorkers * userChannelSize,
+      flags: flagsChannelSize,
+      held: this.heldCapacity,
+    };
+  }
+
   get isIdle(): boolean {
     return this.allLanes().every((lane) => lane.idle) && (this.held?.length ?? 0) === 0;
   }

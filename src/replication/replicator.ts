@@ -197,6 +197,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       rateLimitRps: c.useAsyncLoading ? c.loader.rateLimitRps : 0,
       maxConcurrent: c.useAsyncLoading ? c.loader.maxConcurrentRequests : 1,
       userAgent: `schematic-datastream-replicator/${this.d.clientVersion}`,
+      onError: (status) => this.stats.countRestError(status),
     });
 
     this.datastream = new DatastreamClient(
@@ -286,6 +287,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     if (!pipeline || !this.datastream) return;
     const c = this.d.config;
     pipeline.stats.connections++;
+    this.stats.apiKeyValid = true;
     this.sessionFlagsApplied = false;
     // Until the answers to the subscriptions are in (the flags snapshot comes last), a backlog may still bring
     // changes older than those already applied: the cursor stays put meanwhile.
@@ -367,6 +369,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       this.dataLoss = false;
       this.loaded = true;
       this.loading = false;
+      this.stats.loadCompleted("full", Date.now() - started);
       this.d.log.info(
         {
           companies: result.companies,
@@ -476,6 +479,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       if (abort.signal.aborted) return;
       pipeline.endLoad();
       await pipeline.whenLoadApplied();
+      this.stats.loadCompleted("reconcile", Date.now() - started);
       log.info(
         { ...result, repaired: this.stats.repaired - repairedBefore, ms: Date.now() - started },
         "anti-entropy pass complete",
@@ -509,6 +513,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const marker = await readMarker(this.d.redis, this.keys);
     if (marker) return;
     this.d.log.warn("the readiness marker is gone: Redis lost its data; rebuilding the whole keyspace");
+    this.stats.dataLossEvents++;
     this.loaded = false;
     this.dataLoss = true;
     this.needFullLoad = true;

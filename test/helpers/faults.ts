@@ -351,7 +351,7 @@ export async function sdkSeesMarker(stack: Stack, rep: ReplicatorProcess = stack
 /** The replicator's resident memory in bytes, from /metrics. */
 export async function rssBytes(rep: ReplicatorProcess): Promise<number> {
   const text = await rep.metrics();
-  const m = /^schematic_replicator_process_resident_memory_bytes (\S+)$/m.exec(text);
+  const m = /^process_resident_memory_bytes (\S+)$/m.exec(text);
   assert.ok(m, "process_resident_memory_bytes in /metrics");
   return Number(m[1]);
 }
