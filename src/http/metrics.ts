@@ -3,7 +3,7 @@
  * scrape time, so the hot path pays nothing for them; only Redis write latency is observed as it happens.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { Replicator } from "../replication/replicator.js";
+import type { Replicator } from "../service/replicator.js";
 
 const P = "schematic_replicator_";
 const BREAKER_VALUE = { closed: 0, half_open: 1, open: 2 } as const;

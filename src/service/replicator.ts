@@ -12,6 +12,9 @@ import { subscribeFrame, subscribeFrames } from "../datastream/protocol.js";
 import { loadEverything } from "../loader/loader.js";
 import { LoadCancelledError, RestClient } from "../loader/rest-client.js";
 import { ENTITY_TYPES } from "../model/wire.js";
+import { Pipeline } from "../replication/pipeline.js";
+import { StoppedError, withRetry } from "../replication/retry.js";
+import { ReplicationStats } from "../replication/stats.js";
 import { masters } from "../store/connect.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
@@ -22,9 +25,6 @@ import { LeaseLostError, StoreWriter } from "../store/writer.js";
 import { CircuitBreaker } from "../util/breaker.js";
 import type { Logger } from "../util/log.js";
 import { backoffDelay, nowIso, sleep } from "../util/time.js";
-import { Pipeline } from "./pipeline.js";
-import { StoppedError, withRetry } from "./retry.js";
-import { ReplicationStats } from "./stats.js";
 
 export type Role = "writer" | "standby";
 
