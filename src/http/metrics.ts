@@ -3,12 +3,28 @@
  * scrape time, so the hot path pays nothing for them; only Redis write latency is observed as it happens.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { Replicator } from "../service/replicator.js";
+import type { ReplicationStats } from "../replication/stats.js";
+import type { BreakerState } from "../util/breaker.js";
+
+/** What the metrics read at scrape time: the service's replicator, seen from below (http/ does not import it). */
+export interface MetricsSource {
+  readonly stats: ReplicationStats;
+  readonly fullReloads: number;
+  readonly pipeline: { readonly queueDepths: Record<string, number> } | undefined;
+  readonly datastream: { readonly connected: boolean } | undefined;
+  readonly role: "writer" | "standby";
+  readonly loaded: boolean;
+  readonly redisBreaker: { readonly state: BreakerState };
+  readonly loaderBreaker: { readonly state: BreakerState };
+  readonly loadProgress: Record<string, { loaded: number; total: number }>;
+  /** Set here: the replicator reports each Redis round trip through it. */
+  observeRedis: (operation: string, seconds: number) => void;
+}
 
 const P = "schematic_replicator_";
 const BREAKER_VALUE = { closed: 0, half_open: 1, open: 2 } as const;
 
-export function createMetrics(r: Replicator, build: { version: string; cacheVersion: string }): Registry {
+export function createMetrics(r: MetricsSource, build: { version: string; cacheVersion: string }): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: P });
 
