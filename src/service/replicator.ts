@@ -13,7 +13,7 @@ import { loadEverything } from "../loader/loader.js";
 import { LoadCancelledError, RestClient } from "../loader/rest-client.js";
 import { ENTITY_TYPES } from "../model/wire.js";
 import { Pipeline } from "../replication/pipeline.js";
-import { StoppedError, withRetry } from "../replication/retry.js";
+import { type RetryContext, StoppedError, withRetry } from "../replication/retry.js";
 import { ReplicationStats } from "../replication/stats.js";
 import { masters } from "../store/connect.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
@@ -25,6 +25,7 @@ import { LeaseLostError, StoreWriter } from "../store/writer.js";
 import { CircuitBreaker } from "../util/breaker.js";
 import type { Logger } from "../util/log.js";
 import { backoffDelay, nowIso, sleep } from "../util/time.js";
+import { MarkerSync } from "./marker-sync.js";
 
 export type Role = "writer" | "standby";
 
@@ -70,6 +71,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   observeRedis: (operation: string, seconds: number) => void = () => undefined;
   private lease: WriterLease | undefined;
   private writer: StoreWriter | undefined;
+  /** Aborted when this writer tenure ends: its pending marker writes and retries stop. */
+  private tenure: AbortController | undefined;
+  private markerSync: MarkerSync | undefined;
   private timers: NodeJS.Timeout[] = [];
   private loadAbort: AbortController | undefined;
   private sessionFlagsApplied = false;
@@ -108,15 +112,21 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       this.serialise(() => this.becomeWriter());
       return;
     }
-    this.lease = new WriterLease(this.d.redis, {
+    this.d.log.info({ key: c.writerLock.key }, "waiting for the writer lease");
+    this.startLease();
+  }
+
+  private startLease(): void {
+    const c = this.d.config;
+    const lease = new WriterLease(this.d.redis, {
       key: c.writerLock.key,
       ttlMs: c.writerLock.ttlMs,
       owner: this.writerId,
     });
-    this.lease.on("acquired", () => this.serialise(() => this.becomeWriter()));
-    this.lease.on("lost", () => this.serialise(() => this.becomeStandby("the writer lease was lost")));
-    this.d.log.info({ key: c.writerLock.key }, "waiting for the writer lease");
-    this.lease.start();
+    this.lease = lease;
+    lease.on("acquired", () => this.serialise(() => this.becomeWriter()));
+    lease.on("lost", () => this.serialise(() => this.becomeStandby("the writer lease was lost")));
+    lease.start();
   }
 
   /** Role changes run one at a time, in the order they were asked for. */
@@ -130,12 +140,40 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
 
   private async becomeWriter(): Promise<void> {
     if (this.stopping || this.role === "writer") return;
-    const c = this.d.config;
-    const log = this.d.log;
     this.role = "writer";
     this.emit("role", "writer");
-    log.info({ writer: this.writerId }, "became the writer");
+    this.d.log.info({ writer: this.writerId }, "became the writer");
+    try {
+      await this.startWriting();
+    } catch (err) {
+      // Never a lease holder that does not replicate: step down, and give the lease up if it is still ours.
+      if (!this.stopping) this.d.log.error({ err: (err as Error).message }, "could not start writing; stepping down");
+      await this.becomeStandby("could not start writing");
+      await this.tryAgainLater();
+    }
+  }
 
+  /**
+   * Gives up a lease this instance holds but could not use (a standby takes over), and competes again after a lease
+   * period. The lease's own loop already does so when the lease was lost.
+   */
+  private async tryAgainLater(): Promise<void> {
+    if (this.stopping || (this.lease && !this.holdsLease)) return;
+    await this.lease?.release().catch(() => false);
+    const timer = setTimeout(() => {
+      if (this.stopping) return;
+      if (this.d.config.writerLock.disabled) this.serialise(() => this.becomeWriter());
+      else this.startLease();
+    }, this.d.config.writerLock.ttlMs);
+    timer.unref();
+  }
+
+  /** Every step either succeeds, is retried (reads, marker writes), or throws once the lease is gone. */
+  private async startWriting(): Promise<void> {
+    const c = this.d.config;
+    const log = this.d.log;
+    const tenure = new AbortController();
+    this.tenure = tenure;
     // Writes are fenced with this tenure's token only: a pipeline of an earlier tenure still finishing a call must
     // not write with the token of a later one.
     const tenureToken = this.lease?.token();
@@ -143,7 +181,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       const current = this.lease?.token();
       return current !== undefined && current === tenureToken ? current : undefined;
     };
-    this.writer = timed(
+    const writer = timed(
       new StoreWriter(this.d.redis, {
         ttlMs: c.cacheTtlMs,
         lease: c.writerLock.disabled ? undefined : { key: c.writerLock.key, token },
@@ -151,6 +189,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       }),
       (operation, seconds) => this.observeRedis(operation, seconds),
     );
+    this.writer = writer;
+    this.markerSync = new MarkerSync((m) => writeMarker(writer, this.keys, m), this.retryContext(tenure.signal));
     // A read that fails is not an absent marker or cursor (that would mean a needless full reload): retry while the
     // lease is ours.
     const marker = await this.readWhileWriter("reading the marker", () => readMarker(this.d.redis, this.keys));
@@ -217,7 +257,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       },
       log,
     );
-    if (this.loaded && marker && !marker.stale_since) await this.updateMarker({ stale_since: nowIso() });
+    // Until the datastream is up, the data may fall behind: say so (retried in the background; the datastream's own
+    // updates follow it, latest wins).
+    if (this.loaded && marker && !marker.stale_since) void this.updateMarker({ stale_since: nowIso() }).catch(noop);
     this.staleSince = this.loaded ? (marker?.stale_since ?? nowIso()) : undefined;
     this.datastream.start();
     this.startTimers();
@@ -238,12 +280,16 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   private async becomeStandby(reason: string): Promise<void> {
     if (this.role !== "writer") return;
     this.d.log.warn({ reason }, "stepping down to standby");
-    await this.stopWriting();
-    this.role = "standby";
-    this.emit("role", "standby");
+    try {
+      await this.stopWriting();
+    } finally {
+      this.role = "standby";
+      this.emit("role", "standby");
+    }
   }
 
   private async stopWriting(): Promise<void> {
+    this.tenure?.abort();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.loadAbort?.abort();
@@ -251,20 +297,18 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.pipeline?.clear();
     // Bounded: a Redis call that never returns must not keep the role machine (and so the next tenure) waiting.
     // A lane still in such a call is fenced (its tenure's token is gone) and stops at its next attempt.
-    let limit: NodeJS.Timeout | undefined;
-    const stopped = await Promise.race([
-      this.pipeline?.stop().then(() => true) ?? Promise.resolve(true),
-      new Promise<boolean>((resolve) => {
-        limit = setTimeout(() => resolve(false), PIPELINE_STOP_LIMIT_MS);
-        limit.unref();
-      }),
-    ]);
-    clearTimeout(limit);
+    const stopped = await within(PIPELINE_STOP_LIMIT_MS, this.pipeline?.stop());
     if (!stopped) this.d.log.warn({ ms: PIPELINE_STOP_LIMIT_MS }, "the pipeline did not stop in time; going on");
     this.datastream = undefined;
     this.pipeline = undefined;
+    this.markerSync = undefined;
     this.loaded = false;
     this.loading = false;
+  }
+
+  /** Retries of this tenure: they stop when it ends. */
+  private retryContext(signal: AbortSignal): RetryContext {
+    return { breaker: this.redisBreaker, stats: this.stats, log: this.d.log, signal };
   }
 
   private onPipelineFatal(err: unknown): void {
@@ -299,19 +343,25 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       this.d.log.info({ replayFrom }, "resuming the datastream from the replay cursor");
     }
     this.staleSince = undefined;
-    void this.updateMarker({ stale_since: undefined }).catch(() => undefined);
+    void this.updateMarker({ stale_since: undefined }).catch(noop);
     if (fullLoad) this.startFullLoad(this.needFullLoad ? "initial load" : "reconnected without a replay cursor");
   }
 
   private onDatastreamClose(): void {
     if (this.stopping) return;
     this.staleSince ??= nowIso();
-    void this.updateMarker({ stale_since: this.staleSince }).catch(() => undefined);
+    void this.updateMarker({ stale_since: this.staleSince }).catch(noop);
   }
 
   private onServerReload(): void {
     this.pipeline?.cursor.reset();
-    if (this.writer) void deleteCursor(this.writer, this.d.config.replay.cursorKey).catch(() => undefined);
+    const writer = this.writer;
+    if (writer && this.tenure) {
+      const key = this.d.config.replay.cursorKey;
+      void withRetry("deleting the replay cursor", this.retryContext(this.tenure.signal), () =>
+        deleteCursor(writer, key),
+      ).catch(noop);
+    }
     this.flushedCursor = undefined;
     this.startFullLoad("the server asked for a reload");
   }
@@ -334,9 +384,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const started = Date.now();
     this.d.log.info({ reason, mode: c.useAsyncLoading ? "async" : "sync" }, "starting a full load");
     const run = async () => {
-      // Marker writes are retried like the pipeline's (a Redis hiccup must not restart the whole load).
-      const retry = { breaker: this.redisBreaker, stats: this.stats, log: this.d.log, signal: abort.signal };
-      if (this.dataLoss) await withRetry("writing the marker", retry, () => this.updateMarker({ state: "reloading" }));
+      // Marker writes are retried (a Redis hiccup must not restart the whole load).
+      if (this.dataLoss) await this.updateMarker({ state: "reloading" });
       const result = await loadEverything(
         {
           rest,
@@ -360,8 +409,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       while (!this.sessionFlagsApplied && !abort.signal.aborted) await new Promise((r) => setTimeout(r, 20));
       if (abort.signal.aborted) return;
       // The marker first: the marker check (running once loaded) must never find it missing after a load.
-      const loadedAt = nowIso();
-      await withRetry("writing the marker", retry, () => this.updateMarker({ state: "loaded", loaded_at: loadedAt }));
+      await this.updateMarker({ state: "loaded", loaded_at: nowIso() });
       if (abort.signal.aborted) return;
       this.needFullLoad = false;
       this.dataLoss = false;
@@ -507,22 +555,30 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   private async checkMarker(): Promise<void> {
     if (!this.loaded || this.loading || this.role !== "writer") return;
     const marker = await readMarker(this.d.redis, this.keys);
-    if (marker) return;
+    if (!marker) this.onDataLoss();
+  }
+
+  private onDataLoss(): void {
     this.d.log.warn("the readiness marker is gone: Redis lost its data; rebuilding the whole keyspace");
     this.loaded = false;
     this.dataLoss = true;
     this.needFullLoad = true;
     this.pipeline?.cursor.reset();
     this.flushedCursor = undefined;
-    await this.updateMarker({ state: "reloading" });
+    void this.updateMarker({ state: "reloading" }).catch(noop);
     // A new session brings a fresh flags snapshot; its open handler starts the full load.
     this.datastream?.restart("Redis lost its data");
   }
 
   private markerState: Marker | undefined;
 
-  private async updateMarker(change: Partial<Marker>): Promise<void> {
-    if (!this.writer) return;
+  /**
+   * Records a change of the marker and writes it (retried until it lands or the tenure ends; only the latest version
+   * is written). Resolves once it is in Redis.
+   */
+  private updateMarker(change: Partial<Marker>): Promise<void> {
+    const sync = this.markerSync;
+    if (!sync) return Promise.resolve();
     const base: Marker = this.markerState ?? {
       state: this.loaded ? "loaded" : "reloading",
       loaded_at: nowIso(),
@@ -534,8 +590,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     if (committed) next.stream_id = committed;
     this.markerState = next;
     // Until a load completes there is nothing to vouch for: only data loss writes "reloading" before that.
-    if (next.state === "reloading" && !this.dataLoss) return;
-    await writeMarker(this.writer, this.keys, next);
+    if (next.state === "reloading" && !this.dataLoss) return Promise.resolve();
+    return sync.set(next);
   }
 
   // ---- Redis helpers ---------------------------------------------------------------------------------------------
@@ -568,24 +624,25 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.stopping = true;
     const log = this.d.log;
     const c = this.d.config;
+    const deadline = Date.now() + c.shutdownTimeoutMs;
     await this.transition;
     for (const t of this.timers) clearInterval(t);
     this.loadAbort?.abort();
     if (this.role === "writer") {
       await this.datastream?.stop();
-      const drained = await Promise.race([
-        this.pipeline?.whenIdle().then(() => true) ?? Promise.resolve(true),
-        new Promise<boolean>((r) => setTimeout(() => r(false), c.shutdownTimeoutMs).unref()),
-      ]);
+      const drained = await within(deadline - Date.now(), this.pipeline?.whenIdle());
       const depths = this.pipeline?.queueDepths;
       if (!drained) log.warn({ queued: depths }, "shutdown timeout reached; unapplied changes will be replayed");
       await this.pipeline?.stop();
-      try {
-        await this.flushCursor();
-        await this.updateMarker({ stale_since: nowIso() });
-      } catch (err) {
+      // The last cursor and marker, within what is left of the bound (a second at least: they are one round trip).
+      const last = Promise.all([this.flushCursor(), this.updateMarker({ stale_since: nowIso() })]);
+      const saved = await within(Math.max(1000, deadline - Date.now()), last).catch((err) => {
         log.warn({ err: (err as Error).message }, "could not flush the cursor at shutdown");
-      }
+        return true;
+      });
+      if (!saved) log.warn("could not flush the cursor at shutdown: Redis did not answer in time");
+      this.tenure?.abort();
+      last.catch(noop);
     }
     await this.lease?.release().catch(() => undefined);
     this.lease?.stop();
@@ -609,6 +666,23 @@ function timed(writer: StoreWriter, observe: (operation: string, seconds: number
   writer.readMany = (keys) => time("read", () => readMany(keys));
   return writer;
 }
+
+/** Whether `work` settled within `ms` (a rejection propagates); nothing to wait for counts as done. */
+async function within(ms: number, work: Promise<unknown> | undefined): Promise<boolean> {
+  if (!work) return true;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, ms));
+    timer.unref();
+  });
+  try {
+    return await Promise.race([work.then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function noop(): void {}
 
 function seedCursor(pipeline: Pipeline, id: string): void {
   // A persisted cursor is where the previous writer got to: replay resumes from it.
