@@ -16,12 +16,13 @@ import { Pipeline } from "../replication/pipeline.js";
 import { type RetryContext, StoppedError, withRetry } from "../replication/retry.js";
 import { ReplicationStats } from "../replication/stats.js";
 import { masters } from "../store/connect.js";
+import { serverTime } from "../store/control-keys.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
 import { WriterLease } from "../store/lease.js";
 import { cleanupOtherVersions, refreshExpiry } from "../store/maintenance.js";
-import { type Marker, readMarker, writeMarker } from "../store/marker.js";
-import { LeaseLostError, StoreWriter } from "../store/writer.js";
+import { type Marker, readMarker, readMarkerAndExpiry, saveMarker } from "../store/marker.js";
+import { LeaseLostError, StoreWriter, type WriterLeaseRef } from "../store/writer.js";
 import { CircuitBreaker } from "../util/breaker.js";
 import type { Logger } from "../util/log.js";
 import { backoffDelay, nowIso, sleep } from "../util/time.js";
@@ -70,10 +71,16 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   /** Set by the metrics module to observe Redis round trips. */
   observeRedis: (operation: string, seconds: number) => void = () => undefined;
   private lease: WriterLease | undefined;
+  private leaseRef: WriterLeaseRef | undefined;
   private writer: StoreWriter | undefined;
   /** Aborted when this writer tenure ends: its pending marker writes and retries stop. */
   private tenure: AbortController | undefined;
   private markerSync: MarkerSync | undefined;
+  /**
+   * Until when (the Redis server's clock, ms) every cache key is known to live: the marker and the cursor must not
+   * outlive it (docs/design/marker.md). Undefined: no limit (no cache TTL).
+   */
+  private dataExpireAt: number | undefined;
   private timers: NodeJS.Timeout[] = [];
   private loadAbort: AbortController | undefined;
   private sessionFlagsApplied = false;
@@ -181,19 +188,19 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       const current = this.lease?.token();
       return current !== undefined && current === tenureToken ? current : undefined;
     };
-    const writer = timed(
-      new StoreWriter(this.d.redis, {
-        ttlMs: c.cacheTtlMs,
-        lease: c.writerLock.disabled ? undefined : { key: c.writerLock.key, token },
-        log,
-      }),
+    this.leaseRef = c.writerLock.disabled ? undefined : { key: c.writerLock.key, token };
+    this.writer = timed(
+      new StoreWriter(this.d.redis, { ttlMs: c.cacheTtlMs, lease: this.leaseRef, log }),
       (operation, seconds) => this.observeRedis(operation, seconds),
     );
-    this.writer = writer;
-    this.markerSync = new MarkerSync((m) => writeMarker(writer, this.keys, m), this.retryContext(tenure.signal));
+    this.markerSync = new MarkerSync((m) => this.saveMarkerNow(m), this.retryContext(tenure.signal));
     // A read that fails is not an absent marker or cursor (that would mean a needless full reload): retry while the
     // lease is ours.
-    const marker = await this.readWhileWriter("reading the marker", () => readMarker(this.d.redis, this.keys));
+    const { marker, expireAt } = await this.readWhileWriter("reading the marker", () =>
+      readMarkerAndExpiry(this.d.redis, this.keys),
+    );
+    // The previous writer kept the marker's expiry at or below every cache key's: the data lives at least as long.
+    this.dataExpireAt = expireAt;
     const cursor = c.replay.disabled
       ? null
       : await this.readWhileWriter("reading the replay cursor", () => loadCursor(this.d.redis, c.replay.cursorKey));
@@ -408,6 +415,11 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       await pipeline.whenLoadApplied();
       while (!this.sessionFlagsApplied && !abort.signal.aborted) await new Promise((r) => setTimeout(r, 20));
       if (abort.signal.aborted) return;
+      // With a cache TTL, every key's expiry is pushed out first: the marker must not outlive any of them. Without
+      // one, the load rewrote every key without an expiry.
+      const retry = this.retryContext(abort.signal);
+      if (c.cacheTtlMs > 0) await withRetry("refreshing expiries", retry, () => this.refreshTtl());
+      else this.dataExpireAt = undefined;
       // The marker first: the marker check (running once loaded) must never find it missing after a load.
       await this.updateMarker({ state: "loaded", loaded_at: nowIso() });
       if (abort.signal.aborted) return;
@@ -441,10 +453,10 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
 
   private startTimers(): void {
     const c = this.d.config;
-    const every = (ms: number, task: () => Promise<unknown>) => {
+    const every = (ms: number, task: () => Promise<unknown>, { now = false } = {}) => {
       if (ms <= 0) return;
       let running = false;
-      const timer = setInterval(() => {
+      const run = () => {
         if (running) return;
         running = true;
         task()
@@ -452,9 +464,11 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
           .finally(() => {
             running = false;
           });
-      }, ms);
+      };
+      const timer = setInterval(run, ms);
       timer.unref();
       this.timers.push(timer);
+      if (now) run();
     };
     if (!c.replay.disabled) every(c.replay.flushIntervalMs, () => this.flushCursor());
     every(c.markerCheckIntervalMs, () => this.checkMarker());
@@ -462,7 +476,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       const result = await cleanupOtherVersions(this.d.redis, this.keys, this.d.log);
       if (result.deleted > 0) this.d.log.info(result, "removed keys of other cache versions");
     });
-    if (c.cacheTtlMs > 0) every(Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl());
+    // At once too: until its first pass, this writer knows the data's expiry only from the marker it found.
+    if (c.cacheTtlMs > 0) every(Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl(), { now: true });
     every(c.reconcileIntervalMs, () => this.reconcile());
     let logged = -1;
     every(MESSAGE_LOG_INTERVAL_MS, async () => {
@@ -536,18 +551,29 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     }
   }
 
+  /** Pushes every cache key's expiry out again, then the marker's and the cursor's, which may live that long too. */
   private async refreshTtl(): Promise<void> {
     if (this.role !== "writer" || !this.holdsLease) return;
-    await refreshExpiry(this.d.redis, this.keys, this.d.config.cacheTtlMs);
+    const ttl = this.d.config.cacheTtlMs;
+    // Read before the first key is touched; later writes only push a key's expiry further out.
+    const started = await serverTime(this.d.redis, this.keys.marker());
+    const result = await refreshExpiry(this.d.redis, this.keys, ttl);
+    if (result.failed > 0) throw new Error(`the expiry of ${result.failed} keys could not be refreshed`);
+    this.dataExpireAt = ttl > 0 ? started + ttl : undefined;
+    if (this.markerState?.state === "loaded") void this.updateMarker({}).catch(noop);
+    await this.flushCursor({ force: true });
   }
 
-  async flushCursor(): Promise<void> {
+  async flushCursor({ force = false } = {}): Promise<void> {
     const committed = this.pipeline?.cursor.committed;
     // While a full load runs, Redis is not yet complete up to the cursor: a restart that resumed from it would skip
     // the rest of the load (the Go original's W4). The cursor is persisted once the load is done.
     if (this.loading) return;
-    if (!this.writer || !committed || committed === this.flushedCursor) return;
-    await saveCursor(this.writer, this.d.config.replay.cursorKey, committed);
+    if (!this.writer || !committed || (committed === this.flushedCursor && !force)) return;
+    await saveCursor(this.d.redis, this.d.config.replay.cursorKey, committed, {
+      lease: this.leaseRef,
+      expireAt: this.dataExpireAt,
+    });
     this.flushedCursor = committed;
   }
 
@@ -571,6 +597,14 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   }
 
   private markerState: Marker | undefined;
+
+  /** One attempt at writing the marker (MarkerSync retries). A `loaded` marker expires with the data. */
+  private async saveMarkerNow(marker: Marker): Promise<void> {
+    await saveMarker(this.d.redis, this.keys, marker, {
+      lease: this.leaseRef,
+      expireAt: marker.state === "loaded" ? this.dataExpireAt : undefined,
+    });
+  }
 
   /**
    * Records a change of the marker and writes it (retried until it lands or the tenure ends; only the latest version
