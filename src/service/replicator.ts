@@ -661,9 +661,13 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const deadline = Date.now() + c.shutdownTimeoutMs;
     await this.transition;
     for (const t of this.timers) clearInterval(t);
+    const loadCutShort = this.loading;
     this.loadAbort?.abort();
     if (this.role === "writer") {
       await this.datastream?.stop();
+      // A load cut short leaves changes that may only be applied after it (held, or queued behind its rows): leave
+      // them, and the rows, to the next writer. The persisted cursor never passed them: it waits for loads.
+      if (loadCutShort) this.pipeline?.clear();
       const drained = await within(deadline - Date.now(), this.pipeline?.whenIdle());
       const depths = this.pipeline?.queueDepths;
       if (!drained) log.warn({ queued: depths }, "shutdown timeout reached; unapplied changes will be replayed");
