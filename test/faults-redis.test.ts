@@ -1,12 +1,24 @@
 /**
  * Redis faults while changes stream in (issue 4): Redis killed and restarted empty, flushed, paused past the circuit
- * breaker, and slowed down; writes refused by the lease fence. Each case ends with Redis equal to the emulator's
- * state (zero differences from the consistency checker), the official SDK in replicator mode reading the changed
- * values, nothing dropped, and the same replicator process still running (self-healing, no restart).
+ * breaker, and slowed down; writes refused by the lease fence; Redis restarted from an older append-only file (it
+ * lost its latest writes) while the lease survived. Each case ends with Redis equal to the emulator's state (zero
+ * differences from the consistency checker), the official SDK in replicator mode reading the changed values,
+ * nothing dropped, and the same replicator process still running (self-healing, no restart).
  */
 import assert from "node:assert/strict";
+import { cpSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { background, churn, endsConsistent, type Stack, sleep, startStack, watchReady } from "./helpers/faults.js";
+import {
+  background,
+  bulk,
+  churn,
+  endsConsistent,
+  type Stack,
+  sleep,
+  startStack,
+  watchReady,
+} from "./helpers/faults.js";
 import { waitFor } from "./helpers/redis.js";
 
 describe("faults: Redis", () => {
@@ -189,5 +201,51 @@ describe("faults: writes refused by the lease fence", () => {
     await endsConsistent(s);
     assert.equal((await s.rep.debug()).role, "writer");
     assert.ok((await s.debugNumber("messages.retried")) > retried, "refused writes were retried");
+  });
+});
+
+describe("faults: Redis restarts from an older append-only file while the lease survives", () => {
+  const CURSOR_KEY = "schematic:datastream:replay_cursor";
+  let s: Stack;
+  before(async () => {
+    s = await startStack({
+      // Every write is on disk before Redis answers it, so a copy of the file taken between two writes is exact.
+      redisArgs: ["--appendonly", "yes", "--appendfsync", "always"],
+      // The lease in the older file must still be valid when Redis comes back.
+      env: { WRITER_LOCK_TTL: "30s" },
+    });
+    await s.rep.waitReady();
+  });
+  after(async () => s?.close());
+
+  /** Waits until the persisted cursor covers every change sent so far. */
+  const cursorSaved = async () => {
+    const { stream_id: last } = await s.admin<{ stream_id: string }>("GET", "/state");
+    await waitFor(async () => (await s.client.get(CURSOR_KEY)) === last, { what: `the cursor saved at ${last}` });
+  };
+
+  test("the writes Redis lost are replayed from the cursor it kept", async () => {
+    const pid = s.rep.process.pid;
+    await bulk(s, churn(300, { tag: "kept", seed: 21, entities: 100 }));
+    await s.waitConsistent();
+    await cursorSaved();
+    const aof = join(s.redis.dir, "appendonlydir");
+    const older = join(s.redis.dir, "appendonlydir.older");
+    cpSync(aof, older, { recursive: true });
+
+    // Changes Redis applies and the writer persists a cursor for; then Redis loses them.
+    await bulk(s, churn(300, { tag: "lost", seed: 22, entities: 100 }));
+    await s.waitConsistent();
+    await cursorSaved();
+    const token = await s.client.get(LEASE_KEY);
+    await s.redis.kill("SIGKILL");
+    rmSync(aof, { recursive: true });
+    cpSync(older, aof, { recursive: true });
+    await s.redis.restart();
+    assert.equal(await s.client.get(LEASE_KEY), token, "the lease survived");
+    assert.ok((await s.differences()).length > 0, "Redis lost the latest changes");
+
+    await endsConsistent(s);
+    assert.equal(s.rep.process.pid, pid, "the same process healed it");
   });
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
 import type { Redis } from "ioredis";
-import { serverTime } from "../src/store/control-keys.js";
+import { ServerChangedError, serverId, serverTime } from "../src/store/control-keys.js";
 import { deleteCursor, loadCursor, saveCursor } from "../src/store/cursor.js";
 import { KeyScheme } from "../src/store/keys.js";
 import { type Marker, readMarker, readMarkerAndExpiry, saveMarker } from "../src/store/marker.js";
@@ -255,7 +255,7 @@ describe("marker and cursor", () => {
     }
   });
 
-  it("writes the marker only while holding the lease", async () => {
+  it("writes the marker only while holding the lease, and only on the server named", async () => {
     const marker: Marker = { state: "loaded", loaded_at: new Date().toISOString(), writer: "me" };
     await r.set(LEASE, "theirs");
     await assert.rejects(saveMarker(r, keys, marker, { lease: { key: LEASE, token: () => "mine" } }), LeaseLostError);
@@ -263,21 +263,27 @@ describe("marker and cursor", () => {
       saveMarker(r, keys, marker, { lease: { key: LEASE, token: () => undefined } }),
       LeaseLostError,
     );
+    await assert.rejects(saveMarker(r, keys, marker, { serverId: "0".repeat(40) }), ServerChangedError);
     assert.equal(await r.exists(keys.marker()), 0);
-    await saveMarker(r, keys, marker, { lease: { key: LEASE, token: () => "theirs" } });
+    await saveMarker(r, keys, marker, {
+      lease: { key: LEASE, token: () => "theirs" },
+      serverId: await serverId(r, LEASE),
+    });
     assert.deepEqual(await readMarker(r, keys), marker);
   });
 
   it("saves, loads and deletes the replay cursor as a raw string, without expiry unless asked", async () => {
     const key = "schematic:datastream:replay_cursor";
     const w = new StoreWriter(r, { ttlMs: 60_000 });
+    const server = await serverId(r, key);
+    assert.match(server, /^[0-9a-f]{40}$/);
     assert.equal(await loadCursor(r, key), null);
-    await saveCursor(r, key, "1719000000000-3", {});
+    await saveCursor(r, key, "1719000000000-3", { serverId: server });
     assert.equal(await r.get(key), "1719000000000-3");
     assert.equal(await r.ttl(key), -1);
     assert.equal(await loadCursor(r, key), "1719000000000-3");
     const expireAt = (await serverTime(r, key)) + 5000;
-    await saveCursor(r, key, "1719000000000-4", { expireAt });
+    await saveCursor(r, key, "1719000000000-4", { serverId: server, expireAt });
     const pttl = await r.pttl(key);
     assert.ok(pttl > 0 && pttl <= 5000, String(pttl));
     await deleteCursor(w, key);
@@ -285,7 +291,7 @@ describe("marker and cursor", () => {
 
     await r.set(key, '"1-2"');
     assert.equal(await loadCursor(r, key), null, "a JSON-quoted or garbage cursor is ignored");
-    await assert.rejects(saveCursor(r, key, "nope", {}), /not a stream id/);
+    await assert.rejects(saveCursor(r, key, "nope", { serverId: server }), /not a stream id/);
   });
 
   it("saves the cursor only while holding the lease", async () => {
@@ -294,8 +300,20 @@ describe("marker and cursor", () => {
     await r.set(LEASE, "theirs");
     const lease = { key: LEASE, token: () => "mine" };
     const w = new StoreWriter(r, { ttlMs: 0, lease });
-    await assert.rejects(saveCursor(r, key, "5-0", { lease }), LeaseLostError);
+    await assert.rejects(saveCursor(r, key, "5-0", { serverId: await serverId(r, key), lease }), LeaseLostError);
     await assert.rejects(deleteCursor(w, key), LeaseLostError);
     assert.equal(await r.get(key), "1-0");
+  });
+
+  it("saves the cursor only on the server the writer last checked", async () => {
+    const key = "schematic:datastream:replay_cursor";
+    await r.set(key, "1-0");
+    const server = await serverId(r, key);
+    const other = "0".repeat(40);
+    await assert.rejects(
+      saveCursor(r, key, "5-0", { serverId: other }),
+      (err: unknown) => err instanceof ServerChangedError && err.serverId === server,
+    );
+    assert.equal(await r.get(key), "1-0", "nothing saved");
   });
 });

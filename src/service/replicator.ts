@@ -15,8 +15,8 @@ import { ENTITY_TYPES } from "../model/wire.js";
 import { Pipeline } from "../replication/pipeline.js";
 import { type RetryContext, StoppedError, withRetry } from "../replication/retry.js";
 import { ReplicationStats } from "../replication/stats.js";
-import { masters } from "../store/connect.js";
-import { serverTime } from "../store/control-keys.js";
+import { isCluster, masters } from "../store/connect.js";
+import { ServerChangedError, serverId, serverTime } from "../store/control-keys.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
 import { WriterLease } from "../store/lease.js";
@@ -81,6 +81,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
    * outlive it (docs/design/marker.md). Undefined: no limit (no cache TTL).
    */
   private dataExpireAt: number | undefined;
+  /** The run_id of the Redis server this writer last checked; a new one means Redis restarted. */
+  private serverId: string | undefined;
+  private recovery: Promise<void> | undefined;
   private timers: NodeJS.Timeout[] = [];
   private loadAbort: AbortController | undefined;
   private sessionFlagsApplied = false;
@@ -195,7 +198,10 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     );
     this.markerSync = new MarkerSync((m) => this.saveMarkerNow(m), this.retryContext(tenure.signal));
     // A read that fails is not an absent marker or cursor (that would mean a needless full reload): retry while the
-    // lease is ours.
+    // lease is ours. The server's identity comes first, so a restart after it shows as a new one (checkMarker).
+    this.serverId = await this.readWhileWriter("identifying the Redis server", () =>
+      serverId(this.d.redis, c.replay.cursorKey),
+    );
     const { marker, expireAt } = await this.readWhileWriter("reading the marker", () =>
       readMarkerAndExpiry(this.d.redis, this.keys),
     );
@@ -227,7 +233,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       resume: () => this.datastream?.resume(),
     });
     this.pipeline = pipeline;
-    if (cursor && this.loaded) seedCursor(pipeline, cursor);
+    // A persisted cursor is where the previous writer got to: replay resumes from it.
+    if (cursor && this.loaded) pipeline.cursor.reset(cursor);
     pipeline.on("fatal", (err) => this.onPipelineFatal(err));
     pipeline.on("reload", () => this.onServerReload());
     pipeline.on("flagsSnapshot", () => {
@@ -569,17 +576,31 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     // While a full load runs, Redis is not yet complete up to the cursor: a restart that resumed from it would skip
     // the rest of the load (the Go original's W4). The cursor is persisted once the load is done.
     if (this.loading) return;
-    if (!this.writer || !committed || (committed === this.flushedCursor && !force)) return;
-    await saveCursor(this.d.redis, this.d.config.replay.cursorKey, committed, {
-      lease: this.leaseRef,
-      expireAt: this.dataExpireAt,
-    });
-    this.flushedCursor = committed;
+    const server = this.serverId;
+    if (!this.writer || !committed || !server || (committed === this.flushedCursor && !force)) return;
+    try {
+      await saveCursor(this.d.redis, this.d.config.replay.cursorKey, committed, {
+        serverId: server,
+        lease: this.leaseRef,
+        expireAt: this.dataExpireAt,
+      });
+    } catch (err) {
+      if (!(err instanceof ServerChangedError)) throw err;
+      return await this.onServerChanged(err.serverId);
+    }
+    if (this.serverId === server) this.flushedCursor = committed;
   }
 
-  /** The marker vanishing means Redis lost its data (flush, restart without persistence, failover to an empty replica). */
+  /**
+   * Watches for Redis losing data: a new server identity means it restarted (or failed over) and may have lost the
+   * writes it acknowledged last; the marker vanishing means it lost everything (a flush, a restart without
+   * persistence, a failover to an empty replica, or the cache TTL ran out while no writer refreshed it).
+   */
   private async checkMarker(): Promise<void> {
-    if (!this.loaded || this.loading || this.role !== "writer") return;
+    if (this.role !== "writer") return;
+    const id = await serverId(this.d.redis, this.d.config.replay.cursorKey);
+    if (id !== this.serverId) return await this.onServerChanged(id);
+    if (!this.loaded || this.loading) return;
     const marker = await readMarker(this.d.redis, this.keys);
     if (!marker) this.onDataLoss();
   }
@@ -596,14 +617,57 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.datastream?.restart("Redis lost its data");
   }
 
+  /** One recovery at a time, whichever check noticed the new server first. */
+  private onServerChanged(id: string): Promise<void> {
+    this.recovery ??= this.resumeOnNewServer(id).finally(() => {
+      this.recovery = undefined;
+    });
+    return this.recovery;
+  }
+
+  /**
+   * Redis restarted or failed over: what it kept is a prefix of what it was sent (an append-only file loses up to its
+   * last second), so its cursor is at or behind every change it still holds. Resume from there (a load in progress
+   * starts again); without a marker, it lost everything.
+   */
+  private async resumeOnNewServer(id: string): Promise<void> {
+    const pipeline = this.pipeline;
+    if (id === this.serverId || this.role !== "writer" || this.stopping || !pipeline) return;
+    const c = this.d.config;
+    const marker = await readMarker(this.d.redis, this.keys);
+    const kept = c.replay.disabled ? null : await loadCursor(this.d.redis, c.replay.cursorKey);
+    this.serverId = id;
+    this.d.log.warn({ server: id, cursor: kept }, "Redis restarted or failed over: it may have lost its latest writes");
+    if (this.loading) return this.startFullLoad("Redis restarted during the load");
+    if (!this.loaded) return;
+    if (!marker) return this.onDataLoss();
+    // No progress until the new session's backlog is in: a change the old session still delivers must not move the
+    // cursor past the ones Redis lost. Without a kept cursor the new session loads everything.
+    pipeline.cursor.reset(kept ?? undefined);
+    pipeline.beginSession();
+    this.flushedCursor = kept ?? undefined;
+    void this.updateMarker({}).catch(noop); // the copy Redis kept may be older than ours
+    this.datastream?.restart("resuming from the cursor Redis kept");
+  }
+
   private markerState: Marker | undefined;
 
-  /** One attempt at writing the marker (MarkerSync retries). A `loaded` marker expires with the data. */
+  /**
+   * One attempt at writing the marker (MarkerSync retries). A `loaded` marker expires with the data. On a single node
+   * and through Sentinel it is written only to the server this writer knows: a restarted one may have lost what it
+   * would vouch for (on Cluster the marker's master need not be the cursor's, whose identity is the one tracked).
+   */
   private async saveMarkerNow(marker: Marker): Promise<void> {
-    await saveMarker(this.d.redis, this.keys, marker, {
-      lease: this.leaseRef,
-      expireAt: marker.state === "loaded" ? this.dataExpireAt : undefined,
-    });
+    try {
+      await saveMarker(this.d.redis, this.keys, marker, {
+        lease: this.leaseRef,
+        serverId: isCluster(this.d.redis) ? undefined : this.serverId,
+        expireAt: marker.state === "loaded" ? this.dataExpireAt : undefined,
+      });
+    } catch (err) {
+      if (err instanceof ServerChangedError) await this.onServerChanged(err.serverId);
+      throw err;
+    }
   }
 
   /**
@@ -721,9 +785,3 @@ async function within(ms: number, work: Promise<unknown> | undefined): Promise<b
 }
 
 function noop(): void {}
-
-function seedCursor(pipeline: Pipeline, id: string): void {
-  // A persisted cursor is where the previous writer got to: replay resumes from it.
-  const tracked = pipeline.cursor.track(id);
-  pipeline.cursor.complete(tracked);
-}

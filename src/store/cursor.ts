@@ -1,7 +1,7 @@
 /**
  * Replay cursor persistence (redis-contract.md §6): a raw `<ms>-<seq>` string (not JSON) at
  * `{prefix}datastream:replay_cursor` unless REPLAY_CURSOR_KEY names another key. Saved as a control key (see
- * control-keys.ts): fenced by the lease, never expiring after the cache keys.
+ * control-keys.ts): fenced by the lease, on the server the writer knows, never expiring after the cache keys.
  */
 
 import type { RedisClient } from "./connect.js";
@@ -20,7 +20,7 @@ export async function loadCursor(client: RedisClient, key: string): Promise<stri
   return raw !== null && isStreamId(raw) ? raw : null;
 }
 
-/** Saves the cursor; throws LeaseLostError (nothing saved) as writeControlKey does. */
+/** Saves the cursor; throws LeaseLostError or ServerChangedError (nothing saved) as writeControlKey does. */
 export async function saveCursor(client: RedisClient, key: string, id: string, o: ControlWrite): Promise<void> {
   if (!isStreamId(id)) throw new Error(`not a stream id: ${JSON.stringify(id)}`);
   await writeControlKey(client, key, id, o);

@@ -71,7 +71,7 @@ export function serializeMarker(marker: Marker): string {
   return JSON.stringify(normalise(marker));
 }
 
-/** Writes the marker; throws LeaseLostError (nothing written) as writeControlKey does. */
+/** Writes the marker; throws LeaseLostError or ServerChangedError (nothing written) as writeControlKey does. */
 export async function saveMarker(client: RedisClient, keys: KeyScheme, marker: Marker, o: ControlWrite): Promise<void> {
   await writeControlKey(client, keys.marker(), serializeMarker(marker), o);
 }
