@@ -3,6 +3,8 @@
  * written to Redis, the cursor is flushed, the process exits 0; the next replicator resumes by replay (no full
  * reload) and ends with zero differences and the SDK reading the new values. Also with Redis stuck: the drain is
  * bounded by SHUTDOWN_TIMEOUT, the exit is still 0, and the changes that could not be written are replayed later.
+ * And during a synchronous load, whose held changes can only be applied after it: the process stops at once instead
+ * of waiting out SHUTDOWN_TIMEOUT (Kubernetes' grace period at the defaults) for them.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -107,6 +109,43 @@ describe("faults: SIGTERM during a burst", () => {
     assert.equal(code, 0, rep.logs.slice(-10).join("\n"));
     assert.equal(logsMatching(rep, /shutdown timeout reached/).length, 1, "the drain gave up at SHUTDOWN_TIMEOUT");
     await sending;
+    const next = await s.startReplicator();
+    await next.waitReady();
+    await markerChange(s);
+    await s.waitConsistent();
+    await sdkSeesMarker(s);
+  });
+
+  test("SIGTERM during a synchronous load with held changes: exit 0 at once, lease released, nothing lost", {
+    timeout: 180_000,
+  }, async () => {
+    await s.rep.stop("SIGTERM");
+    const rep = await s.startReplicator({
+      SHUTDOWN_TIMEOUT: "120s",
+      USE_ASYNC_LOADING: "false",
+      ASYNC_LOADER_PAGE_SIZE: "10",
+    });
+    await rep.waitReady();
+    // Every REST page now takes a second: the reload the server asks for runs for many seconds, holding the stream's
+    // changes until it completes.
+    await s.admin("POST", "/faults", { rest_latency_ms: 1000 });
+    await s.admin("POST", "/reload");
+    const sending = background(s, creations("held", 300), 10, 50);
+    await waitFor(async () => ((await rep.debug()).queues as Record<string, number>).held! > 0, {
+      what: "changes held during the load",
+    });
+    rep.process.kill("SIGTERM");
+    let limit: NodeJS.Timeout | undefined;
+    const tooLong = new Promise<string>((resolve) => {
+      limit = setTimeout(() => resolve("still running after 60 s"), 60_000);
+    });
+    const code = await Promise.race([rep.exited, tooLong]);
+    clearTimeout(limit);
+    assert.equal(code, 0, rep.logs.slice(-10).join("\n"));
+    assert.equal(await s.client.get("schematic:datastream:writer_lock"), null, "the lease was released");
+    await sending;
+    await s.admin("POST", "/faults", {});
+
     const next = await s.startReplicator();
     await next.waitReady();
     await markerChange(s);

@@ -119,7 +119,7 @@ describe("refreshExpiry", () => {
     await pipe.exec();
 
     const result = await refreshExpiry(r, keys, 120_000);
-    assert.deepEqual(result, { scanned: current.length, updated: current.length });
+    assert.deepEqual(result, { scanned: current.length, updated: current.length, failed: 0 });
     for (const k of [current[0]!, current[1]!, current[2]!, current[3]!, current.at(-1)!]) {
       const pttl = await r.pttl(k);
       assert.ok(pttl > 100_000 && pttl <= 120_000, `${k}: ${pttl}`);
@@ -135,7 +135,7 @@ describe("refreshExpiry", () => {
     await r.set("schematic:datastream:writer_lock", "tok", "EX", 60);
 
     const result = await refreshExpiry(r, keys, 0);
-    assert.deepEqual(result, { scanned: 3, updated: 2 });
+    assert.deepEqual(result, { scanned: 3, updated: 2, failed: 0 });
     assert.equal(await r.ttl(`schematic:company:${CUR}:c1`), -1);
     assert.equal(await r.ttl(`schematic:company:${CUR}:domain:acme.com`), -1);
     assert.equal(await r.ttl(`schematic:company:${CUR}:c2`), -1);
@@ -147,7 +147,11 @@ describe("refreshExpiry", () => {
     await r.set(`schematic:flags:${CUR}:f`, "v");
     const controller = new AbortController();
     controller.abort();
-    assert.deepEqual(await refreshExpiry(r, keys, 1000, { signal: controller.signal }), { scanned: 0, updated: 0 });
+    assert.deepEqual(await refreshExpiry(r, keys, 1000, { signal: controller.signal }), {
+      scanned: 0,
+      updated: 0,
+      failed: 0,
+    });
     assert.equal(await r.ttl(`schematic:flags:${CUR}:f`), -1);
   });
 });

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
 import type { Redis } from "ioredis";
+import { ServerChangedError, serverId, serverTime } from "../src/store/control-keys.js";
 import { deleteCursor, loadCursor, saveCursor } from "../src/store/cursor.js";
 import { KeyScheme } from "../src/store/keys.js";
-import { type Marker, readMarker, writeMarker } from "../src/store/marker.js";
+import { type Marker, readMarker, readMarkerAndExpiry, saveMarker } from "../src/store/marker.js";
 import { LeaseLostError, StoreWriter, type WriteOp } from "../src/store/writer.js";
 import { type RedisServer, startRedis } from "./helpers/redis.js";
 
@@ -202,8 +203,7 @@ describe("marker and cursor", () => {
     await r.flushall();
   });
 
-  it("round-trips the marker, without expiry even when the cache has a TTL", async () => {
-    const w = new StoreWriter(r, { ttlMs: 60_000 });
+  it("round-trips the marker, without expiry unless asked, whatever the cache TTL", async () => {
     assert.equal(await readMarker(r, keys), null);
     const marker: Marker = {
       state: "loaded",
@@ -211,7 +211,7 @@ describe("marker and cursor", () => {
       stream_id: "1719000000000-3",
       writer: "host-1234",
     };
-    await writeMarker(w, keys, marker);
+    await saveMarker(r, keys, marker, {});
     assert.deepEqual(await readMarker(r, keys), marker);
     assert.equal(await r.ttl("schematic:datastream:state:4b54a537"), -1);
     assert.deepEqual(JSON.parse((await r.get("schematic:datastream:state:4b54a537"))!), marker);
@@ -222,8 +222,24 @@ describe("marker and cursor", () => {
       writer: "h-1",
       stale_since: "2026-01-02T03:05:00Z",
     };
-    await writeMarker(w, keys, stale);
+    await saveMarker(r, keys, stale, {});
     assert.deepEqual(await readMarker(r, keys), stale);
+    assert.deepEqual(await readMarkerAndExpiry(r, keys), { marker: stale, expireAt: undefined });
+  });
+
+  it("gives the marker the absolute expiry it is asked for, in the server's clock", async () => {
+    const marker: Marker = { state: "loaded", loaded_at: "2026-01-02T03:04:05.678Z", writer: "host-1234" };
+    const expireAt = (await serverTime(r, keys.marker())) + 5000;
+    await saveMarker(r, keys, marker, { expireAt });
+    const read = await readMarkerAndExpiry(r, keys);
+    assert.deepEqual(read.marker, marker);
+    assert.ok(Math.abs((read.expireAt ?? 0) - expireAt) <= 5, `${read.expireAt} ≈ ${expireAt}`);
+    const pttl = await r.pttl(keys.marker());
+    assert.ok(pttl > 0 && pttl <= 5000, String(pttl));
+    await saveMarker(r, keys, marker, {});
+    assert.equal(await r.pttl(keys.marker()), -1, "rewritten without an expiry: none");
+    await saveMarker(r, keys, marker, { expireAt: expireAt - 60_000 });
+    assert.equal(await r.exists(keys.marker()), 0, "an expiry in the past: the marker is gone");
   });
 
   it("reads garbage as no marker", async () => {
@@ -239,39 +255,65 @@ describe("marker and cursor", () => {
     }
   });
 
-  it("writes the marker only while holding the lease", async () => {
+  it("writes the marker only while holding the lease, and only on the server named", async () => {
+    const marker: Marker = { state: "loaded", loaded_at: new Date().toISOString(), writer: "me" };
     await r.set(LEASE, "theirs");
-    const w = new StoreWriter(r, { ttlMs: 0, lease: { key: LEASE, token: () => "mine" } });
+    await assert.rejects(saveMarker(r, keys, marker, { lease: { key: LEASE, token: () => "mine" } }), LeaseLostError);
     await assert.rejects(
-      writeMarker(w, keys, { state: "loaded", loaded_at: new Date().toISOString(), writer: "me" }),
+      saveMarker(r, keys, marker, { lease: { key: LEASE, token: () => undefined } }),
       LeaseLostError,
     );
+    await assert.rejects(saveMarker(r, keys, marker, { serverId: "0".repeat(40) }), ServerChangedError);
     assert.equal(await r.exists(keys.marker()), 0);
+    await saveMarker(r, keys, marker, {
+      lease: { key: LEASE, token: () => "theirs" },
+      serverId: await serverId(r, LEASE),
+    });
+    assert.deepEqual(await readMarker(r, keys), marker);
   });
 
-  it("saves, loads and deletes the replay cursor as a raw string without expiry", async () => {
+  it("saves, loads and deletes the replay cursor as a raw string, without expiry unless asked", async () => {
     const key = "schematic:datastream:replay_cursor";
     const w = new StoreWriter(r, { ttlMs: 60_000 });
+    const server = await serverId(r, key);
+    assert.match(server, /^[0-9a-f]{40}$/);
     assert.equal(await loadCursor(r, key), null);
-    await saveCursor(w, key, "1719000000000-3");
+    await saveCursor(r, key, "1719000000000-3", { serverId: server });
     assert.equal(await r.get(key), "1719000000000-3");
     assert.equal(await r.ttl(key), -1);
     assert.equal(await loadCursor(r, key), "1719000000000-3");
+    const expireAt = (await serverTime(r, key)) + 5000;
+    await saveCursor(r, key, "1719000000000-4", { serverId: server, expireAt });
+    const pttl = await r.pttl(key);
+    assert.ok(pttl > 0 && pttl <= 5000, String(pttl));
     await deleteCursor(w, key);
     assert.equal(await r.exists(key), 0);
 
     await r.set(key, '"1-2"');
     assert.equal(await loadCursor(r, key), null, "a JSON-quoted or garbage cursor is ignored");
-    await assert.rejects(saveCursor(w, key, "nope"), /not a stream id/);
+    await assert.rejects(saveCursor(r, key, "nope", { serverId: server }), /not a stream id/);
   });
 
   it("saves the cursor only while holding the lease", async () => {
     const key = "schematic:datastream:replay_cursor";
     await r.set(key, "1-0");
     await r.set(LEASE, "theirs");
-    const w = new StoreWriter(r, { ttlMs: 0, lease: { key: LEASE, token: () => "mine" } });
-    await assert.rejects(saveCursor(w, key, "5-0"), LeaseLostError);
+    const lease = { key: LEASE, token: () => "mine" };
+    const w = new StoreWriter(r, { ttlMs: 0, lease });
+    await assert.rejects(saveCursor(r, key, "5-0", { serverId: await serverId(r, key), lease }), LeaseLostError);
     await assert.rejects(deleteCursor(w, key), LeaseLostError);
     assert.equal(await r.get(key), "1-0");
+  });
+
+  it("saves the cursor only on the server the writer last checked", async () => {
+    const key = "schematic:datastream:replay_cursor";
+    await r.set(key, "1-0");
+    const server = await serverId(r, key);
+    const other = "0".repeat(40);
+    await assert.rejects(
+      saveCursor(r, key, "5-0", { serverId: other }),
+      (err: unknown) => err instanceof ServerChangedError && err.serverId === server,
+    );
+    assert.equal(await r.get(key), "1-0", "nothing saved");
   });
 });

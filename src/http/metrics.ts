@@ -9,8 +9,29 @@
  * the alert rules built on them.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { Replicator } from "../replication/replicator.js";
-import type { RestErrorClass } from "../replication/stats.js";
+import type { RedisConfig } from "../config/types.js";
+import type { ReplicationStats, RestErrorClass } from "../replication/stats.js";
+import type { BreakerState } from "../util/breaker.js";
+
+/** What the metrics read at scrape time: the service's replicator, seen from below (http/ does not import it). */
+export interface MetricsSource {
+  readonly config: { readonly redis: RedisConfig };
+  readonly redis: { on(event: "error" | "node error", listener: () => void): unknown };
+  readonly stats: ReplicationStats;
+  readonly pipeline:
+    | { readonly queueDepths: Record<string, number>; readonly queueCapacities: Record<string, number> }
+    | undefined;
+  readonly datastream: { readonly connected: boolean } | undefined;
+  readonly role: "writer" | "standby";
+  readonly loaded: boolean;
+  readonly loading: boolean;
+  readonly redisBreaker: { readonly state: BreakerState };
+  readonly loaderBreaker: { readonly state: BreakerState };
+  readonly loadProgress: Record<string, { loaded: number; total: number }>;
+  on(event: "role", listener: (role: "writer" | "standby") => void): unknown;
+  /** Set here: the replicator reports each Redis round trip through it. */
+  observeRedis: (operation: string, seconds: number) => void;
+}
 
 const P = "schematic_replicator_";
 
@@ -42,7 +63,7 @@ export function redisBuckets(commandTimeoutMs: number): number[] {
   return [...new Set([...REDIS_BUCKETS, ...extra])].sort((a, b) => a - b);
 }
 
-export function createMetrics(r: Replicator, o: MetricsOptions): Registry {
+export function createMetrics(r: MetricsSource, o: MetricsOptions): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const registers = [registry];

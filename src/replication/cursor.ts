@@ -76,11 +76,14 @@ export class ReplayCursor {
     this.advance();
   }
 
-  /** Forgets everything (the server asked for a full reload, or Redis lost the data). */
-  reset(): void {
+  /**
+   * Forgets everything (the server asked for a full reload, or Redis lost the data), or starts again from `to` (what
+   * Redis kept after a restart).
+   */
+  reset(to?: string): void {
     this.pending = [];
     this.head = 0;
-    this.committedId = undefined;
+    this.committedId = to || undefined;
   }
 
   private advance(): void {

@@ -7,8 +7,10 @@
  * the writer is the lease's decision alone. If the lease is really gone, the lease reports it within a renewal
  * period and the pipeline is stopped (its queued work is replayed by the next writer); if the refusal was a timing
  * artefact (a renewal confirmed just late), the retry goes through. Stepping down on the write error itself would
- * leave the replicator standing by while its lease, still renewed, keeps every other instance out.
+ * leave the replicator standing by while its lease, still renewed, keeps every other instance out. A control key
+ * refused because the server changed (ServerChangedError: the caller learns the new one) is not Redis failing either.
  */
+import { ServerChangedError } from "../store/control-keys.js";
 import { LeaseLostError } from "../store/writer.js";
 import type { CircuitBreaker } from "../util/breaker.js";
 import type { Logger } from "../util/log.js";
@@ -37,7 +39,7 @@ export async function withRetry<T>(what: string, ctx: RetryContext, call: () => 
       ctx.breaker.success();
       return result;
     } catch (err) {
-      if (err instanceof LeaseLostError) {
+      if (err instanceof LeaseLostError || err instanceof ServerChangedError) {
         // Not a Redis failure: no outcome to report, but never keep the half-open trial.
         ctx.breaker.abandon(trial);
       } else {

@@ -8,7 +8,7 @@
  *    checked by the server on every batch; CACHE_TTL applies as for the replicator's writes);
  * 4. delete the current version's cache keys that the snapshot does not have;
  * 5. delete the replay cursor (it described the old data: the next replicator must load, not replay);
- * 6. write the marker `loaded` and release the lease.
+ * 6. write the marker `loaded` (with CACHE_TTL, expiring no later than the keys written) and release the lease.
  *
  * A replicator started afterwards finds the marker `loaded`, serves this data, and refreshes it by a full load as
  * soon as the API answers.
@@ -17,10 +17,11 @@ import { hostname } from "node:os";
 import { parseCompany, parseFlag, parseUser } from "../model/entities.js";
 import type { Fixture } from "../model/wire.js";
 import { masters, type RedisClient } from "../store/connect.js";
+import { serverTime } from "../store/control-keys.js";
 import type { KeyScheme } from "../store/keys.js";
 import { WriterLease } from "../store/lease.js";
-import { readMarker, writeMarker } from "../store/marker.js";
-import { StoreWriter, type WriteOp } from "../store/writer.js";
+import { readMarker, saveMarker } from "../store/marker.js";
+import { StoreWriter, type WriteOp, type WriterLeaseRef } from "../store/writer.js";
 import { nowIso } from "../util/time.js";
 import { SnapshotError } from "./export.js";
 
@@ -61,11 +62,9 @@ export async function importSnapshot(client: RedisClient, fixture: Fixture, o: I
     await acquire(client, lease, o.leaseWaitMs ?? o.lease.ttlMs + 2000);
   }
   try {
-    const writer = new StoreWriter(client, {
-      ttlMs: o.ttlMs,
-      lease: lease && o.lease ? { key: o.lease.key, token: () => lease?.token() } : undefined,
-    });
-    return await writeAll(client, writer, fixture, o, owner);
+    const leaseRef = lease && o.lease ? { key: o.lease.key, token: () => lease?.token() } : undefined;
+    const writer = new StoreWriter(client, { ttlMs: o.ttlMs, lease: leaseRef });
+    return await writeAll(client, writer, fixture, { ...o, leaseRef }, owner);
   } finally {
     if (lease) await lease.release().catch(() => false);
   }
@@ -95,14 +94,17 @@ async function writeAll(
   client: RedisClient,
   writer: StoreWriter,
   fixture: Fixture,
-  o: ImportOptions,
+  o: ImportOptions & { leaseRef?: WriterLeaseRef },
   owner: string,
 ): Promise<ImportResult> {
   const { keys } = o;
   const batchSize = Math.max(1, o.batchSize ?? 2000);
+  // Every key written from now on expires no sooner than this: the marker must not outlive them.
+  const expireAt = o.ttlMs > 0 ? (await serverTime(client, keys.marker())) + o.ttlMs : undefined;
   const previous = await readMarker(client, keys);
   if (previous) {
-    await writeMarker(writer, keys, { state: "reloading", loaded_at: previous.loaded_at, writer: owner });
+    const reloading = { state: "reloading", loaded_at: previous.loaded_at, writer: owner } as const;
+    await saveMarker(client, keys, reloading, { lease: o.leaseRef });
   }
 
   const wanted = new Set<string>();
@@ -162,7 +164,12 @@ async function writeAll(
   }
   if (removed > 0) o.info?.(`removed ${removed} keys the snapshot does not have`);
   if (o.cursorKey) await writer.apply([{ op: "del", key: o.cursorKey }]);
-  await writeMarker(writer, keys, { state: "loaded", loaded_at: nowIso(), writer: owner });
+  await saveMarker(
+    client,
+    keys,
+    { state: "loaded", loaded_at: nowIso(), writer: owner },
+    { lease: o.leaseRef, expireAt },
+  );
   return { flags, companies: counts.company, users: counts.user, written, removed };
 }
 

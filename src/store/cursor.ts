@@ -1,9 +1,11 @@
 /**
- * Replay cursor persistence (redis-contract.md §6): a raw `<ms>-<seq>` string (not JSON), no expiry, at
- * `{prefix}datastream:replay_cursor` unless REPLAY_CURSOR_KEY names another key. Written through the fenced
- * StoreWriter with `ttl: false`, so the cache TTL never applies to it and a deposed writer cannot move it.
+ * Replay cursor persistence (redis-contract.md §6): a raw `<ms>-<seq>` string (not JSON) at
+ * `{prefix}datastream:replay_cursor` unless REPLAY_CURSOR_KEY names another key. Saved as a control key (see
+ * control-keys.ts): fenced by the lease, on the server the writer knows, never expiring after the cache keys.
  */
+
 import type { RedisClient } from "./connect.js";
+import { type ControlWrite, writeControlKey } from "./control-keys.js";
 import type { StoreWriter } from "./writer.js";
 
 const STREAM_ID = /^\d+-\d+$/;
@@ -18,9 +20,10 @@ export async function loadCursor(client: RedisClient, key: string): Promise<stri
   return raw !== null && isStreamId(raw) ? raw : null;
 }
 
-export async function saveCursor(writer: StoreWriter, key: string, id: string): Promise<void> {
+/** Saves the cursor; throws LeaseLostError or ServerChangedError (nothing saved) as writeControlKey does. */
+export async function saveCursor(client: RedisClient, key: string, id: string, o: ControlWrite): Promise<void> {
   if (!isStreamId(id)) throw new Error(`not a stream id: ${JSON.stringify(id)}`);
-  await writer.apply([{ op: "set", key, value: id, ttl: false }]);
+  await writeControlKey(client, key, id, o);
 }
 
 export async function deleteCursor(writer: StoreWriter, key: string): Promise<void> {

@@ -1,4 +1,5 @@
 export * from "./connect.js";
+export * from "./control-keys.js";
 export * from "./cursor.js";
 export * from "./keys.js";
 export * from "./lease.js";

@@ -95,6 +95,8 @@ export interface RefreshResult {
   scanned: number;
   /** Keys whose expiry was set (ttlMs > 0) or removed (ttlMs = 0). */
   updated: number;
+  /** Keys whose PEXPIRE or PERSIST failed (logged; retried next run). */
+  failed: number;
 }
 
 export async function refreshExpiry(
@@ -136,7 +138,7 @@ export async function refreshExpiry(
   await allMasters(client, refreshNode);
   if (errors > 0) opts.log?.warn({ errors, err: firstError }, "expiry refresh: some keys failed (retried next run)");
   opts.log?.debug({ scanned, updated, ttlMs: ttl }, ttl > 0 ? "cache expiries refreshed" : "foreign expiries removed");
-  return { scanned, updated };
+  return { scanned, updated, failed: errors };
 }
 
 async function allMasters(client: RedisClient, each: (node: Redis) => Promise<void>): Promise<void> {

@@ -1,11 +1,14 @@
 /**
  * The readiness marker `{prefix}datastream:state:{ver}` (DESIGN.md §6 "Readiness and the marker"): JSON
- * `{ state, loaded_at, stream_id?, writer, stale_since? }`, no expiry. Its absence means Redis lost its data.
- * It is written through the fenced StoreWriter, so a deposed writer cannot overwrite it.
+ * `{ state, loaded_at, stream_id?, writer, stale_since? }`. Its absence means Redis lost its data. Without a cache
+ * TTL it never expires; with one, it expires no later than any cache key, so it cannot vouch for data that has
+ * expired (docs/design/marker.md). It is written as a control key (control-keys.ts), fenced by the lease.
  */
+
 import type { RedisClient } from "./connect.js";
+import { type ControlWrite, writeControlKey } from "./control-keys.js";
 import type { KeyScheme } from "./keys.js";
-import type { StoreWriter } from "./writer.js";
+import { LuaScript } from "./script.js";
 
 export type MarkerState = "loaded" | "reloading";
 
@@ -24,6 +27,20 @@ export interface Marker {
 /** The marker, or null when it is absent or unreadable (garbage counts as absent). Redis errors propagate. */
 export async function readMarker(client: RedisClient, keys: KeyScheme): Promise<Marker | null> {
   return parseMarker(await client.get(keys.marker()));
+}
+
+/** KEYS[1]: the marker. Its value, its PTTL and the server's clock (ms), read at one instant. */
+const READ_WITH_EXPIRY = new LuaScript(`local t = redis.call('TIME')
+return { redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), t[1] * 1000 + math.floor(t[2] / 1000) }`);
+
+/** The marker and when it expires, in the server's clock (ms; undefined when it never does). */
+export async function readMarkerAndExpiry(
+  client: RedisClient,
+  keys: KeyScheme,
+): Promise<{ marker: Marker | null; expireAt: number | undefined }> {
+  const [raw, pttl, now] = (await READ_WITH_EXPIRY.run(client, [keys.marker()], [])) as [string | null, number, number];
+  const marker = parseMarker(raw);
+  return { marker, expireAt: marker && pttl >= 0 ? now + pttl : undefined };
 }
 
 export function parseMarker(raw: string | null | undefined): Marker | null {
@@ -54,13 +71,9 @@ export function serializeMarker(marker: Marker): string {
   return JSON.stringify(normalise(marker));
 }
 
-/** Writes the marker (no expiry) through the fenced writer; throws LeaseLostError when deposed. */
-export async function writeMarker(writer: StoreWriter, keys: KeyScheme, marker: Marker): Promise<void> {
-  await writer.apply([{ op: "set", key: keys.marker(), value: serializeMarker(marker), ttl: false }]);
-}
-
-export async function deleteMarker(writer: StoreWriter, keys: KeyScheme): Promise<void> {
-  await writer.apply([{ op: "del", key: keys.marker() }]);
+/** Writes the marker; throws LeaseLostError or ServerChangedError (nothing written) as writeControlKey does. */
+export async function saveMarker(client: RedisClient, keys: KeyScheme, marker: Marker, o: ControlWrite): Promise<void> {
+  await writeControlKey(client, keys.marker(), serializeMarker(marker), o);
 }
 
 function normalise(m: Marker): Marker {

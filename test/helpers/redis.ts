@@ -34,12 +34,14 @@ export interface RedisServer {
   url: string;
   /** `127.0.0.1:PORT` */
   addr: string;
+  /** The server's working directory (its persistence files, when a test turns persistence on). */
+  dir: string;
   process: ChildProcess;
   /** A fresh ioredis client; closed by `stop()`. */
   client(): Redis;
   /** Kill the server (SIGKILL) without cleaning up, for fault tests. */
   kill(signal?: NodeJS.Signals): Promise<void>;
-  /** Start the server again on the same port (empty: there is no persistence). */
+  /** Start the server again on the same port (empty unless the test turned persistence on). */
   restart(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -84,6 +86,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     host: "127.0.0.1",
     url: `redis://127.0.0.1:${port}`,
     addr: `127.0.0.1:${port}`,
+    dir,
     get process() {
       return proc;
     },

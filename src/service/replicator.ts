@@ -12,19 +12,21 @@ import { subscribeFrame, subscribeFrames } from "../datastream/protocol.js";
 import { loadEverything } from "../loader/loader.js";
 import { LoadCancelledError, RestClient } from "../loader/rest-client.js";
 import { ENTITY_TYPES } from "../model/wire.js";
-import { masters } from "../store/connect.js";
+import { Pipeline } from "../replication/pipeline.js";
+import { type RetryContext, StoppedError, withRetry } from "../replication/retry.js";
+import { ReplicationStats } from "../replication/stats.js";
+import { isCluster, masters } from "../store/connect.js";
+import { ServerChangedError, serverId, serverTime } from "../store/control-keys.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
 import { WriterLease } from "../store/lease.js";
 import { cleanupOtherVersions, refreshExpiry } from "../store/maintenance.js";
-import { type Marker, readMarker, writeMarker } from "../store/marker.js";
-import { LeaseLostError, StoreWriter } from "../store/writer.js";
+import { type Marker, readMarker, readMarkerAndExpiry, saveMarker } from "../store/marker.js";
+import { LeaseLostError, StoreWriter, type WriterLeaseRef } from "../store/writer.js";
 import { CircuitBreaker } from "../util/breaker.js";
 import type { Logger } from "../util/log.js";
 import { backoffDelay, nowIso, sleep } from "../util/time.js";
-import { Pipeline } from "./pipeline.js";
-import { StoppedError, withRetry } from "./retry.js";
-import { ReplicationStats } from "./stats.js";
+import { MarkerSync } from "./marker-sync.js";
 
 export type Role = "writer" | "standby";
 
@@ -69,7 +71,19 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   /** Set by the metrics module to observe Redis round trips. */
   observeRedis: (operation: string, seconds: number) => void = () => undefined;
   private lease: WriterLease | undefined;
+  private leaseRef: WriterLeaseRef | undefined;
   private writer: StoreWriter | undefined;
+  /** Aborted when this writer tenure ends: its pending marker writes and retries stop. */
+  private tenure: AbortController | undefined;
+  private markerSync: MarkerSync | undefined;
+  /**
+   * Until when (the Redis server's clock, ms) every cache key is known to live: the marker and the cursor must not
+   * outlive it (docs/design/marker.md). Undefined: no limit (no cache TTL).
+   */
+  private dataExpireAt: number | undefined;
+  /** The run_id of the Redis server this writer last checked; a new one means Redis restarted. */
+  private serverId: string | undefined;
+  private recovery: Promise<void> | undefined;
   private timers: NodeJS.Timeout[] = [];
   private loadAbort: AbortController | undefined;
   private sessionFlagsApplied = false;
@@ -108,15 +122,21 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       this.serialise(() => this.becomeWriter());
       return;
     }
-    this.lease = new WriterLease(this.d.redis, {
+    this.d.log.info({ key: c.writerLock.key }, "waiting for the writer lease");
+    this.startLease();
+  }
+
+  private startLease(): void {
+    const c = this.d.config;
+    const lease = new WriterLease(this.d.redis, {
       key: c.writerLock.key,
       ttlMs: c.writerLock.ttlMs,
       owner: this.writerId,
     });
-    this.lease.on("acquired", () => this.serialise(() => this.becomeWriter()));
-    this.lease.on("lost", () => this.serialise(() => this.becomeStandby("the writer lease was lost")));
-    this.d.log.info({ key: c.writerLock.key }, "waiting for the writer lease");
-    this.lease.start();
+    this.lease = lease;
+    lease.on("acquired", () => this.serialise(() => this.becomeWriter()));
+    lease.on("lost", () => this.serialise(() => this.becomeStandby("the writer lease was lost")));
+    lease.start();
   }
 
   /** Role changes run one at a time, in the order they were asked for. */
@@ -130,12 +150,40 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
 
   private async becomeWriter(): Promise<void> {
     if (this.stopping || this.role === "writer") return;
-    const c = this.d.config;
-    const log = this.d.log;
     this.role = "writer";
     this.emit("role", "writer");
-    log.info({ writer: this.writerId }, "became the writer");
+    this.d.log.info({ writer: this.writerId }, "became the writer");
+    try {
+      await this.startWriting();
+    } catch (err) {
+      // Never a lease holder that does not replicate: step down, and give the lease up if it is still ours.
+      if (!this.stopping) this.d.log.error({ err: (err as Error).message }, "could not start writing; stepping down");
+      await this.becomeStandby("could not start writing");
+      await this.tryAgainLater();
+    }
+  }
 
+  /**
+   * Gives up a lease this instance holds but could not use (a standby takes over), and competes again after a lease
+   * period. The lease's own loop already does so when the lease was lost.
+   */
+  private async tryAgainLater(): Promise<void> {
+    if (this.stopping || (this.lease && !this.holdsLease)) return;
+    await this.lease?.release().catch(() => false);
+    const timer = setTimeout(() => {
+      if (this.stopping) return;
+      if (this.d.config.writerLock.disabled) this.serialise(() => this.becomeWriter());
+      else this.startLease();
+    }, this.d.config.writerLock.ttlMs);
+    timer.unref();
+  }
+
+  /** Every step either succeeds, is retried (reads, marker writes), or throws once the lease is gone. */
+  private async startWriting(): Promise<void> {
+    const c = this.d.config;
+    const log = this.d.log;
+    const tenure = new AbortController();
+    this.tenure = tenure;
     // Writes are fenced with this tenure's token only: a pipeline of an earlier tenure still finishing a call must
     // not write with the token of a later one.
     const tenureToken = this.lease?.token();
@@ -143,17 +191,22 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       const current = this.lease?.token();
       return current !== undefined && current === tenureToken ? current : undefined;
     };
+    this.leaseRef = c.writerLock.disabled ? undefined : { key: c.writerLock.key, token };
     this.writer = timed(
-      new StoreWriter(this.d.redis, {
-        ttlMs: c.cacheTtlMs,
-        lease: c.writerLock.disabled ? undefined : { key: c.writerLock.key, token },
-        log,
-      }),
+      new StoreWriter(this.d.redis, { ttlMs: c.cacheTtlMs, lease: this.leaseRef, log }),
       (operation, seconds) => this.observeRedis(operation, seconds),
     );
+    this.markerSync = new MarkerSync((m) => this.saveMarkerNow(m), this.retryContext(tenure.signal));
     // A read that fails is not an absent marker or cursor (that would mean a needless full reload): retry while the
-    // lease is ours.
-    const marker = await this.readWhileWriter("reading the marker", () => readMarker(this.d.redis, this.keys));
+    // lease is ours. The server's identity comes first, so a restart after it shows as a new one (checkMarker).
+    this.serverId = await this.readWhileWriter("identifying the Redis server", () =>
+      serverId(this.d.redis, c.replay.cursorKey),
+    );
+    const { marker, expireAt } = await this.readWhileWriter("reading the marker", () =>
+      readMarkerAndExpiry(this.d.redis, this.keys),
+    );
+    // The previous writer kept the marker's expiry at or below every cache key's: the data lives at least as long.
+    this.dataExpireAt = expireAt;
     const cursor = c.replay.disabled
       ? null
       : await this.readWhileWriter("reading the replay cursor", () => loadCursor(this.d.redis, c.replay.cursorKey));
@@ -180,7 +233,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       resume: () => this.datastream?.resume(),
     });
     this.pipeline = pipeline;
-    if (cursor && this.loaded) seedCursor(pipeline, cursor);
+    // A persisted cursor is where the previous writer got to: replay resumes from it.
+    if (cursor && this.loaded) pipeline.cursor.reset(cursor);
     pipeline.on("fatal", (err) => this.onPipelineFatal(err));
     pipeline.on("reload", () => this.onServerReload());
     pipeline.on("flagsSnapshot", () => {
@@ -218,7 +272,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       },
       log,
     );
-    if (this.loaded && marker && !marker.stale_since) await this.updateMarker({ stale_since: nowIso() });
+    // Until the datastream is up, the data may fall behind: say so (retried in the background; the datastream's own
+    // updates follow it, latest wins).
+    if (this.loaded && marker && !marker.stale_since) void this.updateMarker({ stale_since: nowIso() }).catch(noop);
     this.staleSince = this.loaded ? (marker?.stale_since ?? nowIso()) : undefined;
     this.datastream.start();
     this.startTimers();
@@ -239,12 +295,16 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   private async becomeStandby(reason: string): Promise<void> {
     if (this.role !== "writer") return;
     this.d.log.warn({ reason }, "stepping down to standby");
-    await this.stopWriting();
-    this.role = "standby";
-    this.emit("role", "standby");
+    try {
+      await this.stopWriting();
+    } finally {
+      this.role = "standby";
+      this.emit("role", "standby");
+    }
   }
 
   private async stopWriting(): Promise<void> {
+    this.tenure?.abort();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.loadAbort?.abort();
@@ -252,20 +312,18 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.pipeline?.clear();
     // Bounded: a Redis call that never returns must not keep the role machine (and so the next tenure) waiting.
     // A lane still in such a call is fenced (its tenure's token is gone) and stops at its next attempt.
-    let limit: NodeJS.Timeout | undefined;
-    const stopped = await Promise.race([
-      this.pipeline?.stop().then(() => true) ?? Promise.resolve(true),
-      new Promise<boolean>((resolve) => {
-        limit = setTimeout(() => resolve(false), PIPELINE_STOP_LIMIT_MS);
-        limit.unref();
-      }),
-    ]);
-    clearTimeout(limit);
+    const stopped = await within(PIPELINE_STOP_LIMIT_MS, this.pipeline?.stop());
     if (!stopped) this.d.log.warn({ ms: PIPELINE_STOP_LIMIT_MS }, "the pipeline did not stop in time; going on");
     this.datastream = undefined;
     this.pipeline = undefined;
+    this.markerSync = undefined;
     this.loaded = false;
     this.loading = false;
+  }
+
+  /** Retries of this tenure: they stop when it ends. */
+  private retryContext(signal: AbortSignal): RetryContext {
+    return { breaker: this.redisBreaker, stats: this.stats, log: this.d.log, signal };
   }
 
   private onPipelineFatal(err: unknown): void {
@@ -301,19 +359,25 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       this.d.log.info({ replayFrom }, "resuming the datastream from the replay cursor");
     }
     this.staleSince = undefined;
-    void this.updateMarker({ stale_since: undefined }).catch(() => undefined);
+    void this.updateMarker({ stale_since: undefined }).catch(noop);
     if (fullLoad) this.startFullLoad(this.needFullLoad ? "initial load" : "reconnected without a replay cursor");
   }
 
   private onDatastreamClose(): void {
     if (this.stopping) return;
     this.staleSince ??= nowIso();
-    void this.updateMarker({ stale_since: this.staleSince }).catch(() => undefined);
+    void this.updateMarker({ stale_since: this.staleSince }).catch(noop);
   }
 
   private onServerReload(): void {
     this.pipeline?.cursor.reset();
-    if (this.writer) void deleteCursor(this.writer, this.d.config.replay.cursorKey).catch(() => undefined);
+    const writer = this.writer;
+    if (writer && this.tenure) {
+      const key = this.d.config.replay.cursorKey;
+      void withRetry("deleting the replay cursor", this.retryContext(this.tenure.signal), () =>
+        deleteCursor(writer, key),
+      ).catch(noop);
+    }
     this.flushedCursor = undefined;
     this.startFullLoad("the server asked for a reload");
   }
@@ -336,9 +400,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const started = Date.now();
     this.d.log.info({ reason, mode: c.useAsyncLoading ? "async" : "sync" }, "starting a full load");
     const run = async () => {
-      // Marker writes are retried like the pipeline's (a Redis hiccup must not restart the whole load).
-      const retry = { breaker: this.redisBreaker, stats: this.stats, log: this.d.log, signal: abort.signal };
-      if (this.dataLoss) await withRetry("writing the marker", retry, () => this.updateMarker({ state: "reloading" }));
+      // Marker writes are retried (a Redis hiccup must not restart the whole load).
+      if (this.dataLoss) await this.updateMarker({ state: "reloading" });
       const result = await loadEverything(
         {
           rest,
@@ -361,9 +424,13 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       await pipeline.whenLoadApplied();
       while (!this.sessionFlagsApplied && !abort.signal.aborted) await new Promise((r) => setTimeout(r, 20));
       if (abort.signal.aborted) return;
+      // With a cache TTL, every key's expiry is pushed out first: the marker must not outlive any of them. Without
+      // one, the load rewrote every key without an expiry.
+      const retry = this.retryContext(abort.signal);
+      if (c.cacheTtlMs > 0) await withRetry("refreshing expiries", retry, () => this.refreshTtl());
+      else this.dataExpireAt = undefined;
       // The marker first: the marker check (running once loaded) must never find it missing after a load.
-      const loadedAt = nowIso();
-      await withRetry("writing the marker", retry, () => this.updateMarker({ state: "loaded", loaded_at: loadedAt }));
+      await this.updateMarker({ state: "loaded", loaded_at: nowIso() });
       if (abort.signal.aborted) return;
       this.needFullLoad = false;
       this.dataLoss = false;
@@ -396,10 +463,10 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
 
   private startTimers(): void {
     const c = this.d.config;
-    const every = (ms: number, task: () => Promise<unknown>) => {
+    const every = (ms: number, task: () => Promise<unknown>, { now = false } = {}) => {
       if (ms <= 0) return;
       let running = false;
-      const timer = setInterval(() => {
+      const run = () => {
         if (running) return;
         running = true;
         task()
@@ -407,9 +474,11 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
           .finally(() => {
             running = false;
           });
-      }, ms);
+      };
+      const timer = setInterval(run, ms);
       timer.unref();
       this.timers.push(timer);
+      if (now) run();
     };
     if (!c.replay.disabled) every(c.replay.flushIntervalMs, () => this.flushCursor());
     every(c.markerCheckIntervalMs, () => this.checkMarker());
@@ -417,7 +486,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       const result = await cleanupOtherVersions(this.d.redis, this.keys, this.d.log);
       if (result.deleted > 0) this.d.log.info(result, "removed keys of other cache versions");
     });
-    if (c.cacheTtlMs > 0) every(Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl());
+    // At once too: until its first pass, this writer knows the data's expiry only from the marker it found.
+    if (c.cacheTtlMs > 0) every(Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl(), { now: true });
     every(c.reconcileIntervalMs, () => this.reconcile());
     let logged = -1;
     every(MESSAGE_LOG_INTERVAL_MS, async () => {
@@ -492,26 +562,54 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     }
   }
 
+  /** Pushes every cache key's expiry out again, then the marker's and the cursor's, which may live that long too. */
   private async refreshTtl(): Promise<void> {
     if (this.role !== "writer" || !this.holdsLease) return;
-    await refreshExpiry(this.d.redis, this.keys, this.d.config.cacheTtlMs);
+    const ttl = this.d.config.cacheTtlMs;
+    // Read before the first key is touched; later writes only push a key's expiry further out.
+    const started = await serverTime(this.d.redis, this.keys.marker());
+    const result = await refreshExpiry(this.d.redis, this.keys, ttl);
+    if (result.failed > 0) throw new Error(`the expiry of ${result.failed} keys could not be refreshed`);
+    this.dataExpireAt = ttl > 0 ? started + ttl : undefined;
+    if (this.markerState?.state === "loaded") void this.updateMarker({}).catch(noop);
+    await this.flushCursor({ force: true });
   }
 
-  async flushCursor(): Promise<void> {
+  async flushCursor({ force = false } = {}): Promise<void> {
     const committed = this.pipeline?.cursor.committed;
     // While a full load runs, Redis is not yet complete up to the cursor: a restart that resumed from it would skip
     // the rest of the load (the Go original's W4). The cursor is persisted once the load is done.
     if (this.loading) return;
-    if (!this.writer || !committed || committed === this.flushedCursor) return;
-    await saveCursor(this.writer, this.d.config.replay.cursorKey, committed);
-    this.flushedCursor = committed;
+    const server = this.serverId;
+    if (!this.writer || !committed || !server || (committed === this.flushedCursor && !force)) return;
+    try {
+      await saveCursor(this.d.redis, this.d.config.replay.cursorKey, committed, {
+        serverId: server,
+        lease: this.leaseRef,
+        expireAt: this.dataExpireAt,
+      });
+    } catch (err) {
+      if (!(err instanceof ServerChangedError)) throw err;
+      return await this.onServerChanged(err.serverId);
+    }
+    if (this.serverId === server) this.flushedCursor = committed;
   }
 
-  /** The marker vanishing means Redis lost its data (flush, restart without persistence, failover to an empty replica). */
+  /**
+   * Watches for Redis losing data: a new server identity means it restarted (or failed over) and may have lost the
+   * writes it acknowledged last; the marker vanishing means it lost everything (a flush, a restart without
+   * persistence, a failover to an empty replica, or the cache TTL ran out while no writer refreshed it).
+   */
   private async checkMarker(): Promise<void> {
-    if (!this.loaded || this.loading || this.role !== "writer") return;
+    if (this.role !== "writer") return;
+    const id = await serverId(this.d.redis, this.d.config.replay.cursorKey);
+    if (id !== this.serverId) return await this.onServerChanged(id);
+    if (!this.loaded || this.loading) return;
     const marker = await readMarker(this.d.redis, this.keys);
-    if (marker) return;
+    if (!marker) this.onDataLoss();
+  }
+
+  private onDataLoss(): void {
     this.d.log.warn("the readiness marker is gone: Redis lost its data; rebuilding the whole keyspace");
     this.stats.dataLossEvents++;
     this.loaded = false;
@@ -519,15 +617,71 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.needFullLoad = true;
     this.pipeline?.cursor.reset();
     this.flushedCursor = undefined;
-    await this.updateMarker({ state: "reloading" });
+    void this.updateMarker({ state: "reloading" }).catch(noop);
     // A new session brings a fresh flags snapshot; its open handler starts the full load.
     this.datastream?.restart("Redis lost its data");
   }
 
+  /** One recovery at a time, whichever check noticed the new server first. */
+  private onServerChanged(id: string): Promise<void> {
+    this.recovery ??= this.resumeOnNewServer(id).finally(() => {
+      this.recovery = undefined;
+    });
+    return this.recovery;
+  }
+
+  /**
+   * Redis restarted or failed over: what it kept is a prefix of what it was sent (an append-only file loses up to its
+   * last second), so its cursor is at or behind every change it still holds. Resume from there (a load in progress
+   * starts again); without a marker, it lost everything.
+   */
+  private async resumeOnNewServer(id: string): Promise<void> {
+    const pipeline = this.pipeline;
+    if (id === this.serverId || this.role !== "writer" || this.stopping || !pipeline) return;
+    const c = this.d.config;
+    const marker = await readMarker(this.d.redis, this.keys);
+    const kept = c.replay.disabled ? null : await loadCursor(this.d.redis, c.replay.cursorKey);
+    this.serverId = id;
+    this.d.log.warn({ server: id, cursor: kept }, "Redis restarted or failed over: it may have lost its latest writes");
+    if (this.loading) return this.startFullLoad("Redis restarted during the load");
+    if (!this.loaded) return;
+    if (!marker) return this.onDataLoss();
+    // No progress until the new session's backlog is in: a change the old session still delivers must not move the
+    // cursor past the ones Redis lost. Without a kept cursor the new session loads everything.
+    pipeline.cursor.reset(kept ?? undefined);
+    pipeline.beginSession();
+    this.flushedCursor = kept ?? undefined;
+    void this.updateMarker({}).catch(noop); // the copy Redis kept may be older than ours
+    this.datastream?.restart("resuming from the cursor Redis kept");
+  }
+
   private markerState: Marker | undefined;
 
-  private async updateMarker(change: Partial<Marker>): Promise<void> {
-    if (!this.writer) return;
+  /**
+   * One attempt at writing the marker (MarkerSync retries). A `loaded` marker expires with the data. On a single node
+   * and through Sentinel it is written only to the server this writer knows: a restarted one may have lost what it
+   * would vouch for (on Cluster the marker's master need not be the cursor's, whose identity is the one tracked).
+   */
+  private async saveMarkerNow(marker: Marker): Promise<void> {
+    try {
+      await saveMarker(this.d.redis, this.keys, marker, {
+        lease: this.leaseRef,
+        serverId: isCluster(this.d.redis) ? undefined : this.serverId,
+        expireAt: marker.state === "loaded" ? this.dataExpireAt : undefined,
+      });
+    } catch (err) {
+      if (err instanceof ServerChangedError) await this.onServerChanged(err.serverId);
+      throw err;
+    }
+  }
+
+  /**
+   * Records a change of the marker and writes it (retried until it lands or the tenure ends; only the latest version
+   * is written). Resolves once it is in Redis.
+   */
+  private updateMarker(change: Partial<Marker>): Promise<void> {
+    const sync = this.markerSync;
+    if (!sync) return Promise.resolve();
     const base: Marker = this.markerState ?? {
       state: this.loaded ? "loaded" : "reloading",
       loaded_at: nowIso(),
@@ -539,8 +693,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     if (committed) next.stream_id = committed;
     this.markerState = next;
     // Until a load completes there is nothing to vouch for: only data loss writes "reloading" before that.
-    if (next.state === "reloading" && !this.dataLoss) return;
-    await writeMarker(this.writer, this.keys, next);
+    if (next.state === "reloading" && !this.dataLoss) return Promise.resolve();
+    return sync.set(next);
   }
 
   // ---- Redis helpers ---------------------------------------------------------------------------------------------
@@ -573,24 +727,29 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.stopping = true;
     const log = this.d.log;
     const c = this.d.config;
+    const deadline = Date.now() + c.shutdownTimeoutMs;
     await this.transition;
     for (const t of this.timers) clearInterval(t);
+    const loadCutShort = this.loading;
     this.loadAbort?.abort();
     if (this.role === "writer") {
       await this.datastream?.stop();
-      const drained = await Promise.race([
-        this.pipeline?.whenIdle().then(() => true) ?? Promise.resolve(true),
-        new Promise<boolean>((r) => setTimeout(() => r(false), c.shutdownTimeoutMs).unref()),
-      ]);
+      // A load cut short leaves changes that may only be applied after it (held, or queued behind its rows): leave
+      // them, and the rows, to the next writer. The persisted cursor never passed them: it waits for loads.
+      if (loadCutShort) this.pipeline?.clear();
+      const drained = await within(deadline - Date.now(), this.pipeline?.whenIdle());
       const depths = this.pipeline?.queueDepths;
       if (!drained) log.warn({ queued: depths }, "shutdown timeout reached; unapplied changes will be replayed");
       await this.pipeline?.stop();
-      try {
-        await this.flushCursor();
-        await this.updateMarker({ stale_since: nowIso() });
-      } catch (err) {
+      // The last cursor and marker, within what is left of the bound (a second at least: they are one round trip).
+      const last = Promise.all([this.flushCursor(), this.updateMarker({ stale_since: nowIso() })]);
+      const saved = await within(Math.max(1000, deadline - Date.now()), last).catch((err) => {
         log.warn({ err: (err as Error).message }, "could not flush the cursor at shutdown");
-      }
+        return true;
+      });
+      if (!saved) log.warn("could not flush the cursor at shutdown: Redis did not answer in time");
+      this.tenure?.abort();
+      last.catch(noop);
     }
     await this.lease?.release().catch(() => undefined);
     this.lease?.stop();
@@ -615,8 +774,19 @@ function timed(writer: StoreWriter, observe: (operation: string, seconds: number
   return writer;
 }
 
-function seedCursor(pipeline: Pipeline, id: string): void {
-  // A persisted cursor is where the previous writer got to: replay resumes from it.
-  const tracked = pipeline.cursor.track(id);
-  pipeline.cursor.complete(tracked);
+/** Whether `work` settled within `ms` (a rejection propagates); nothing to wait for counts as done. */
+async function within(ms: number, work: Promise<unknown> | undefined): Promise<boolean> {
+  if (!work) return true;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, ms));
+    timer.unref();
+  });
+  try {
+    return await Promise.race([work.then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
+
+function noop(): void {}
