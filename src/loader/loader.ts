@@ -1,7 +1,8 @@
 /**
  * Bulk load of companies and users over REST into the pipeline (DESIGN.md §6 "Loading modes"). Rows go through
  * the same per-entity lanes as stream changes, so one entity is never written by two paths at once. A load is
- * complete only when the distinct rows seen equal the count; only then are entities missing upstream evicted.
+ * complete only when a walk through the pages proved that it missed no row and the rows seen agree with the count
+ * (docs/design/loading.md); only then are entities missing upstream evicted.
  */
 import { restCompanyToEngine, restUserToEngine } from "../model/rest.js";
 import type { Company, User } from "../model/wire.js";
@@ -60,61 +61,36 @@ async function loadKind(
   const restKind = REST_KIND[kind];
   const maxPasses = o.maxPasses ?? 3;
   const seen = new Set<string>();
-  let expected = 0;
   for (let pass = 1; pass <= maxPasses; pass++) {
-    // Offset paging is no snapshot: an entity deleted upstream during the pass moves later rows to earlier pages,
-    // and one of them can be skipped while the counts still agree. Deletes arrive on the datastream (subscribed
-    // before any load), so a pass during which none arrived skipped nothing.
-    const deletesBefore = o.pipeline.deletesSeen(kind);
-    expected = await o.rest.count(restKind, signal);
+    const fullsBefore = o.pipeline.fullsSeen(kind);
+    const expected = await o.rest.count(restKind, signal);
     const progress = new Progress(o.log, restKind, expected, o.onProgress);
-    // Rows of this pass alone: entities deleted upstream after an earlier pass saw them stay in `seen` for good,
-    // so a pass that returns exactly the count also completes the load.
     const passSeen = new Set<string>();
-    const pages = Math.ceil(expected / o.pageSize);
-    const handlePage = async (rows: unknown[]) => {
+    const proven = await walkPages(o, restKind, expected, signal, async (rows) => {
+      const ids: string[] = [];
+      let fresh = 0;
       for (const row of rows) {
         const entity = toEngine(o, kind, row);
         if (!entity) continue;
+        ids.push(entity.id);
         seen.add(entity.id);
-        passSeen.add(entity.id);
+        if (!passSeen.has(entity.id)) {
+          passSeen.add(entity.id);
+          fresh++;
+        }
         await enqueue(o, generation, kind, "full", entity.id, entity);
       }
-      progress.add(rows.length);
-    };
-    if (o.concurrent) {
-      // Up to `maxConcurrent` pages are fetched ahead, as text; pages are parsed and queued one at a time, in order.
-      // Parsing is CPU work on this one thread either way, and a page parsed early would only sit in memory (its
-      // object graph is ~10 times its text) and make every garbage collection of the load slower.
-      const ahead: Promise<string>[] = [];
-      let next = 0;
-      const fetchAhead = () => {
-        while (ahead.length < o.rest.maxConcurrent && next < pages) {
-          const text = o.rest.pageText(restKind, o.pageSize, next++ * o.pageSize, signal);
-          text.catch(() => {}); // awaited in order below; a later page's failure must not go unhandled meanwhile
-          ahead.push(text);
-        }
-      };
-      fetchAhead();
-      for (let n = 0; ahead.length > 0; n++) {
-        const text = await ahead.shift()!;
-        fetchAhead();
-        await handlePage(await parsePage(o, restKind, text, n * o.pageSize, signal));
-      }
-    } else {
-      for (let offset = 0; ; offset += o.pageSize) {
-        const rows = await o.rest.page(restKind, o.pageSize, offset, signal);
-        await handlePage(rows);
-        if (rows.length < o.pageSize) break;
-      }
-    }
-    const shifted = o.pipeline.deletesSeen(kind) !== deletesBefore;
-    if (!shifted && (seen.size === expected || passSeen.size === expected)) break;
+      progress.add(fresh);
+      return ids;
+    });
+    // The walk saw every row that existed throughout it. The count, read again, checks the listing itself: fewer rows
+    // than it says (beyond those created meanwhile, each announced by a stream `full`) means a page ended early.
+    const count = await o.rest.count(restKind, signal);
+    const created = o.pipeline.fullsSeen(kind) - fullsBefore;
+    if (proven && passSeen.size + created >= count) break;
     o.log.warn(
-      { kind: restKind, seen: seen.size, count: expected, pass },
-      shifted
-        ? "entities were deleted upstream during the pass, so rows may have moved between pages; paging again"
-        : "rows seen differ from the count; paging again",
+      { kind: restKind, seen: passSeen.size, count, pass },
+      proven ? "rows seen fall short of the count; paging again" : "rows kept moving between pages; paging again",
     );
     if (pass === maxPasses) {
       o.log.warn({ kind: restKind }, "the load did not converge; nothing will be evicted this time");
@@ -123,6 +99,67 @@ async function loadKind(
   }
   const evicted = await evictMissing(o, kind, seen, generation, signal);
   return { seen: seen.size, complete: true, evicted };
+}
+
+/** Rows two successive pages share: fewer deletions than this between reading them need no second look. */
+const PAGE_OVERLAP = 2;
+
+/**
+ * One walk through a REST listing, page by page, that proves it missed no row (docs/design/loading.md). Offset paging
+ * is no snapshot: entities created or deleted upstream move later rows between pages, also between pages fetched
+ * concurrently. So successive pages overlap, and a page counts only if it holds a row of the page before it: then no
+ * row can lie between them, whenever each was read. A page that does not is read again one page earlier (rows were
+ * deleted before it), and the walk ends at the first short page that counts. `take` queues a page's rows and returns
+ * their ids. Resolves false when the rows kept moving for longer than the walk may take (it then stopped).
+ *
+ * Pages up to the one expected to be short are fetched ahead (up to the client's concurrency, one at a time when
+ * loading synchronously) as text, and parsed and queued one at a time, in order: parsing is CPU work on this one
+ * thread either way, and a page parsed early would only sit in memory (its object graph is ~10 times its text).
+ */
+async function walkPages(
+  o: LoaderOptions,
+  kind: RestKind,
+  expected: number,
+  signal: AbortSignal,
+  take: (rows: unknown[]) => Promise<string[]>,
+): Promise<boolean> {
+  const size = o.pageSize;
+  const step = size - Math.min(PAGE_OVERLAP, size - 1);
+  const lastOffset = expected < size ? 0 : (Math.floor((expected - size) / step) + 1) * step;
+  // Twice the pages expected, and a few: beyond that the listing changes faster than it can be read.
+  const budget = 2 * (lastOffset / step + 1) + 4;
+  const ahead = new Map<number, Promise<string>>();
+  let planned = 0;
+  const fetch = (offset: number) => {
+    const text = o.rest.pageText(kind, size, offset, signal);
+    text.catch(() => {}); // awaited in order below; a later page's failure must not go unhandled meanwhile
+    return text;
+  };
+  let at = 0;
+  let anchors: Set<string> | undefined;
+  let moved = 0;
+  for (let fetched = 1; fetched <= budget; fetched++) {
+    const text = ahead.get(at) ?? fetch(at);
+    ahead.delete(at);
+    for (planned = Math.max(planned, at + step); ahead.size < o.rest.maxConcurrent && planned <= lastOffset; ) {
+      ahead.set(planned, fetch(planned));
+      planned += step;
+    }
+    const rows = await parsePage(o, kind, await text, at, signal);
+    const ids = await take(rows);
+    if (anchors && !ids.some((id) => anchors!.has(id))) {
+      if (moved++ === 0) {
+        o.log.info({ kind, offset: at }, "rows moved between pages (created or deleted upstream); reading back");
+      }
+      at -= step;
+      if (at === 0) anchors = undefined;
+      continue;
+    }
+    if (rows.length < size) return true;
+    anchors = new Set(ids);
+    at += step;
+  }
+  return false;
 }
 
 /** The rows of a prefetched page; a malformed one is fetched again the ordinary way (with retries). */

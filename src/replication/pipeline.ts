@@ -70,8 +70,8 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   private loadEnded = false;
   private loadGeneration = 0;
   private paused = false;
-  /** Stream deletes received per kind (a load uses them to tell whether rows may have moved between its pages). */
-  private readonly deletes: Record<EntityKind, number> = { company: 0, user: 0 };
+  /** Stream fulls received per kind (a load allows for entities created while it pages; see fullsSeen). */
+  private readonly fulls: Record<EntityKind, number> = { company: 0, user: 0 };
   private loadOutstanding = 0;
   private progressWaiters: (() => void)[] = [];
   private sessionTimer: NodeJS.Timeout | undefined;
@@ -213,9 +213,9 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     while (!this.abort.signal.aborted && lanes.some((lane, i) => !lane.reached(marks[i]!))) await this.nextProgress();
   }
 
-  /** How many company or user deletes the datastream has sent so far (held ones included). */
-  deletesSeen(kind: EntityKind): number {
-    return this.deletes[kind];
+  /** How many company or user fulls (creations among them) the datastream has sent so far (held ones included). */
+  fullsSeen(kind: EntityKind): number {
+    return this.fulls[kind];
   }
 
   /** Whether a stream change to this entity arrived since the current load began (async loading). */
@@ -322,7 +322,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
           source: "stream",
           streamTime,
         };
-        if (messageType === "delete") this.deletes[kind]++;
+        if (messageType === "full") this.fulls[kind]++;
         if (messageType !== "partial") this.touched?.add(`${kind}:${id}`);
         else if (this.partials) {
           const list = this.partials.get(`${kind}:${id}`);
