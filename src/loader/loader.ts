@@ -7,7 +7,7 @@
 import { restCompanyToEngine, restUserToEngine } from "../model/rest.js";
 import type { Company, User } from "../model/wire.js";
 import type { EntityKind } from "../replication/jobs.js";
-import type { Pipeline } from "../replication/pipeline.js";
+import type { LoadRequest, Pipeline } from "../replication/pipeline.js";
 import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter } from "../store/writer.js";
 import type { Logger } from "../util/log.js";
@@ -66,7 +66,7 @@ async function loadKind(
     const expected = await o.rest.count(restKind, signal);
     const progress = new Progress(o.log, restKind, expected, o.onProgress);
     const passSeen = new Set<string>();
-    const proven = await walkPages(o, restKind, expected, signal, async (rows) => {
+    const proven = await walkPages(o, restKind, expected, signal, async (rows, order) => {
       const ids: string[] = [];
       let fresh = 0;
       for (const row of rows) {
@@ -78,7 +78,7 @@ async function loadKind(
           passSeen.add(entity.id);
           fresh++;
         }
-        await enqueue(o, generation, kind, "full", entity.id, entity);
+        await enqueue(o, generation, kind, "full", entity.id, entity, order);
       }
       progress.add(fresh);
       return ids;
@@ -109,8 +109,8 @@ const PAGE_OVERLAP = 2;
  * is no snapshot: entities created or deleted upstream move later rows between pages, also between pages fetched
  * concurrently. So successive pages overlap, and a page counts only if it holds a row of the page before it: then no
  * row can lie between them, whenever each was read. A page that does not is read again one page earlier (rows were
- * deleted before it), and the walk ends at the first short page that counts. `take` queues a page's rows and returns
- * their ids. Resolves false when the rows kept moving for longer than the walk may take (it then stopped).
+ * deleted before it), and the walk ends at the first short page that counts. `take` queues a page's rows (of the
+ * given order, see Pipeline.loadRequest) and returns their ids. Resolves false when the rows kept moving for longer than the walk may take (it then stopped).
  *
  * Pages up to the one expected to be short are fetched ahead (up to the client's concurrency, one at a time when
  * loading synchronously) as text, and parsed and queued one at a time, in order: parsing is CPU work on this one
@@ -121,45 +121,61 @@ async function walkPages(
   kind: RestKind,
   expected: number,
   signal: AbortSignal,
-  take: (rows: unknown[]) => Promise<string[]>,
+  take: (rows: unknown[], order: number) => Promise<string[]>,
 ): Promise<boolean> {
   const size = o.pageSize;
   const step = size - Math.min(PAGE_OVERLAP, size - 1);
   const lastOffset = expected < size ? 0 : (Math.floor((expected - size) / step) + 1) * step;
   // Twice the pages expected, and a few: beyond that the listing changes faster than it can be read.
   const budget = 2 * (lastOffset / step + 1) + 4;
-  const ahead = new Map<number, Promise<string>>();
+  const ahead = new Map<number, Page>();
   let planned = 0;
-  const fetch = (offset: number) => {
+  const fetch = (offset: number): Page => {
+    const request = o.pipeline.loadRequest();
     const text = o.rest.pageText(kind, size, offset, signal);
     text.catch(() => {}); // awaited in order below; a later page's failure must not go unhandled meanwhile
-    return text;
+    return { text, request };
   };
   let at = 0;
   let anchors: Set<string> | undefined;
   let moved = 0;
-  for (let fetched = 1; fetched <= budget; fetched++) {
-    const text = ahead.get(at) ?? fetch(at);
-    ahead.delete(at);
-    for (planned = Math.max(planned, at + step); ahead.size < o.rest.maxConcurrent && planned <= lastOffset; ) {
-      ahead.set(planned, fetch(planned));
-      planned += step;
-    }
-    const rows = await parsePage(o, kind, await text, at, signal);
-    const ids = await take(rows);
-    if (anchors && !ids.some((id) => anchors!.has(id))) {
-      if (moved++ === 0) {
-        o.log.info({ kind, offset: at }, "rows moved between pages (created or deleted upstream); reading back");
+  try {
+    for (let fetched = 1; fetched <= budget; fetched++) {
+      const page = ahead.get(at) ?? fetch(at);
+      ahead.delete(at);
+      for (planned = Math.max(planned, at + step); ahead.size < o.rest.maxConcurrent && planned <= lastOffset; ) {
+        ahead.set(planned, fetch(planned));
+        planned += step;
       }
-      at -= step;
-      if (at === 0) anchors = undefined;
-      continue;
+      let rows: unknown[];
+      let ids: string[];
+      try {
+        rows = await parsePage(o, kind, await page.text, at, signal);
+        ids = await take(rows, page.request.order);
+      } finally {
+        page.request.done();
+      }
+      if (anchors && !ids.some((id) => anchors!.has(id))) {
+        if (moved++ === 0) {
+          o.log.info({ kind, offset: at }, "rows moved between pages (created or deleted upstream); reading back");
+        }
+        at -= step;
+        if (at === 0) anchors = undefined;
+        continue;
+      }
+      if (rows.length < size) return true;
+      anchors = new Set(ids);
+      at += step;
     }
-    if (rows.length < size) return true;
-    anchors = new Set(ids);
-    at += step;
+    return false;
+  } finally {
+    for (const page of ahead.values()) page.request.done();
   }
-  return false;
+}
+
+interface Page {
+  text: Promise<string>;
+  request: LoadRequest;
 }
 
 /** The rows of a prefetched page; a malformed one is fetched again the ordinary way (with retries). */
@@ -220,19 +236,29 @@ async function evictMissing(
     const upstream = new Set<string>();
     const asked = [...ask];
     for (let i = 0; i < asked.length; i += CONFIRM_CHUNK) {
-      for (const row of await o.rest.existing(restKind, asked.slice(i, i + CONFIRM_CHUNK), signal)) {
-        const entity = toEngine(o, kind, row);
-        if (!entity || !ask.has(entity.id) || upstream.has(entity.id)) continue;
-        upstream.add(entity.id);
-        seen.add(entity.id);
-        recovered++;
-        await enqueue(o, generation, kind, "full", entity.id, entity);
+      const request = o.pipeline.loadRequest();
+      try {
+        for (const row of await o.rest.existing(restKind, asked.slice(i, i + CONFIRM_CHUNK), signal)) {
+          const entity = toEngine(o, kind, row);
+          if (!entity || !ask.has(entity.id) || upstream.has(entity.id)) continue;
+          upstream.add(entity.id);
+          seen.add(entity.id);
+          recovered++;
+          await enqueue(o, generation, kind, "full", entity.id, entity, request.order);
+        }
+      } finally {
+        request.done();
       }
     }
-    for (const id of missing) {
-      if (upstream.has(id) || !unchanged(id)) continue;
-      evicted++;
-      await enqueue(o, generation, kind, "delete", id, { id });
+    const evicting = o.pipeline.loadRequest();
+    try {
+      for (const id of missing) {
+        if (upstream.has(id) || !unchanged(id)) continue;
+        evicted++;
+        await enqueue(o, generation, kind, "delete", id, { id }, evicting.order);
+      }
+    } finally {
+      evicting.done();
     }
     const ops = [];
     for (let i = 0; i < strayLookups.length; i++) {
@@ -269,6 +295,7 @@ function enqueue(
   op: "full" | "delete",
   id: string,
   data: unknown,
+  order: number,
 ): Promise<void> {
   return o.pipeline.enqueueLoad({
     kind,
@@ -279,6 +306,7 @@ function enqueue(
     source: "load",
     generation,
     reconcile: o.reconcile,
+    order,
   });
 }
 

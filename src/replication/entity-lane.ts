@@ -9,6 +9,7 @@ import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter, WriteOp } from "../store/writer.js";
 import type { Logger } from "../util/log.js";
 import { nextTurn } from "../util/time.js";
+import type { LookupClaims } from "./claims.js";
 import type { Tracked } from "./cursor.js";
 import { entityOps, foldEntity, parseStored, sameStoredEntity, storedKeys } from "./fold.js";
 import type { EntityJob, EntityKind } from "./jobs.js";
@@ -33,6 +34,8 @@ export interface LaneOptions {
   stats: ReplicationStats;
   log: Logger;
   retry: RetryContext;
+  /** Lookup keys claimed across lanes, in stream order. */
+  claims: LookupClaims;
   /** True when a `load` job must yield to a stream change seen since its load began. */
   supersededByStream(kind: EntityKind, id: string, generation: number | undefined): boolean;
   /** Stream partials seen since the current load began for this entity: merged again on top of its REST row. */
@@ -51,6 +54,8 @@ export class EntityLane {
   /** Latest queued full job per entity id, for coalescing. */
   private queuedFull = new Map<string, EntityJob>();
   private wake: (() => void) | undefined;
+  /** The jobs being applied. */
+  private inFlight: EntityJob[] = [];
   private running: Promise<void> | undefined;
   private busy = false;
   private stopped = false;
@@ -80,6 +85,15 @@ export class EntityLane {
 
   get idle(): boolean {
     return this.depth === 0 && !this.busy;
+  }
+
+  /** The order of the oldest job queued or being applied (Infinity when none). */
+  oldestOrder(): number {
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const job of this.inFlight) if (job.order < oldest) oldest = job.order;
+    for (let i = this.head; i < this.queue.length; i++)
+      if (this.queue[i]!.order < oldest) oldest = this.queue[i]!.order;
+    return oldest;
   }
 
   start(): void {
@@ -112,6 +126,7 @@ export class EntityLane {
         waiting.text = job.text;
         waiting.tracked.push(...job.tracked);
         waiting.streamTime = job.streamTime ?? waiting.streamTime;
+        waiting.order = job.order;
         this.o.stats.coalesced++;
         return;
       }
@@ -162,6 +177,7 @@ export class EntityLane {
       this.busy = true;
       try {
         const batch = this.take(this.o.batchSize * BATCHES_PER_ROUND_TRIP);
+        this.inFlight = batch;
         // The queue has room again: let the socket (or the loader) refill it while this batch is written, so that
         // parsing overlaps the round trips instead of waiting for them. At most capacity + one batch are held.
         if (this.wasFull(batch.length)) this.o.onProgress();
@@ -169,13 +185,14 @@ export class EntityLane {
         this.appliedCount = Math.max(this.appliedCount, this.taken);
       } finally {
         this.busy = false;
+        this.inFlight = [];
       }
       this.o.onProgress();
     }
   }
 
   private async applyBatch(batch: EntityJob[]): Promise<void> {
-    const { kind, keys, writer, stats, retry } = this.o;
+    const { kind, keys, writer, stats, retry, claims } = this.o;
     const live = batch.filter(
       (job) => job.source === "stream" || !this.o.supersededByStream(kind, job.id, job.generation),
     );
@@ -187,7 +204,7 @@ export class EntityLane {
       if (job.source !== "load" || job.op !== "full") continue;
       // A REST row may predate partials already applied (or skipped for want of a base): apply them again on top.
       for (const data of this.o.streamPartials?.(kind, job.id) ?? []) {
-        list.push({ kind, id: job.id, op: "partial", data, tracked: [], source: "stream" });
+        list.push({ kind, id: job.id, op: "partial", data, tracked: [], source: "stream", order: job.order });
       }
     }
     const ids = [...byId.keys()];
@@ -223,21 +240,33 @@ export class EntityLane {
       }
       if (!fold.touched) return;
       const entityWrites = entityOps(keys, kind, id, previous, fold);
+      // A lookup key is written only if no newer change of another entity claimed it (claims.ts).
+      let order = 0;
+      for (const job of jobs) if (job.order > order) order = job.order;
+      const idKey = idKeys[i]!;
       if (!jobs.every((job) => job.reconcile)) {
-        ops.push(...entityWrites);
+        for (const op of entityWrites) if (admitted(claims, op, idKey, order)) ops.push(op);
         return;
       }
       const sameBody = body !== null && fold.next !== null && sameStoredEntity(kind, body, fold.next);
       const differing = entityWrites.filter((op) => {
         if (op.op !== "set") return true;
-        if (op.key === idKeys[i]) return !sameBody;
+        if (op.key === idKey) return !sameBody;
         const at = lookupsAt.get(op.key);
         return at === undefined || stored[at] !== op.value;
       });
-      stats.repaired += differing.length;
-      ops.push(...differing);
+      for (const op of differing) {
+        if (!admitted(claims, op, idKey, order)) continue;
+        stats.repaired++;
+        ops.push(op);
+      }
     });
-    if (ops.length) await withRetry(`writing ${kind} batch`, retry, () => writer.apply(ops));
+    if (ops.length) {
+      // A retry comes after other lanes' writes: lookup keys they took over since are left to them.
+      let attempt = 0;
+      const current = (op: WriteOp) => op.op !== "set" || claims.current(op.key, op.value);
+      await withRetry(`writing ${kind} batch`, retry, () => writer.apply(attempt++ === 0 ? ops : ops.filter(current)));
+    }
 
     let streamTime: number | undefined;
     for (const job of batch) {
@@ -250,4 +279,9 @@ export class EntityLane {
       if (job.source === "load") this.o.loadJobDone();
     }
   }
+}
+
+/** Whether an op may be written: anything but a lookup key, or a lookup key the claims let this change write. */
+function admitted(claims: LookupClaims, op: WriteOp, idKey: string, order: number): boolean {
+  return op.op !== "set" || op.key === idKey || claims.admit(op.key, op.value, order);
 }

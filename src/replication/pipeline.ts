@@ -12,6 +12,7 @@ import type { StoreWriter } from "../store/writer.js";
 import type { CircuitBreaker } from "../util/breaker.js";
 import { memberText } from "../util/json-span.js";
 import type { Logger } from "../util/log.js";
+import { LookupClaims } from "./claims.js";
 import { ReplayCursor, type Tracked } from "./cursor.js";
 import { EntityLane } from "./entity-lane.js";
 import { FlagLane } from "./flag-lane.js";
@@ -45,6 +46,12 @@ export interface PipelineEvents {
   fatal: [err: unknown];
 }
 
+/** A REST request of a load: its rows carry `order`; done() once they are queued (or the request is given up). */
+export interface LoadRequest {
+  readonly order: number;
+  done(): void;
+}
+
 const ENTITY_OPS = new Set(["full", "partial", "delete"]);
 /** Longest wait for the answers to a session's subscriptions before the replay cursor may move again. */
 const SESSION_START_LIMIT_MS = 60_000;
@@ -70,6 +77,12 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   private loadEnded = false;
   private loadGeneration = 0;
   private paused = false;
+  /** Company and user stream changes received so far: the arrival number of the last one (see EntityJob.order). */
+  private arrivals = 0;
+  /** Lookup keys claimed across lanes (claims.ts). */
+  private readonly claims = new LookupClaims(() => this.oldestPendingOrder());
+  /** REST requests in flight (their rows not yet queued), by order: their rows are still to come. */
+  private readonly requests = new Map<number, number>();
   /** Stream fulls received per kind (a load allows for entities created while it pages; see fullsSeen). */
   private readonly fulls: Record<EntityKind, number> = { company: 0, user: 0 };
   private loadOutstanding = 0;
@@ -88,6 +101,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       stats: this.stats,
       log: o.log,
       retry,
+      claims: this.claims,
       supersededByStream: (kind: EntityKind, id: string, generation: number | undefined) =>
         generation !== this.loadGeneration || (this.touched?.has(`${kind}:${id}`) ?? false),
       streamPartials: (kind: EntityKind, id: string) => this.partials?.get(`${kind}:${id}`),
@@ -138,6 +152,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     this.loadOutstanding = 0;
     this.closeLoadWindowIfApplied();
     this.cursor.reset();
+    this.claims.clear();
     this.updateFlow();
   }
 
@@ -148,6 +163,11 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       flags: this.flags.depth,
       held: this.held?.length ?? 0,
     };
+  }
+
+  /** What the pipeline remembers besides its queues, in entries (bounded; for tests and diagnostics). */
+  get bookkeeping(): { lookupClaims: number } {
+    return { lookupClaims: this.claims.size };
   }
 
   get isIdle(): boolean {
@@ -221,6 +241,36 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   /** Whether a stream change to this entity arrived since the current load began (async loading). */
   changedByStream(kind: EntityKind, id: string): boolean {
     return (this.touched?.has(`${kind}:${id}`) ?? false) || (this.partials?.has(`${kind}:${id}`) ?? false);
+  }
+
+  /**
+   * Registers a REST request about to be made for a load. Its rows are as old as the stream changes received so far
+   * and older than any received later (they may not reflect those): they carry the returned order.
+   */
+  loadRequest(): LoadRequest {
+    const order = this.arrivals + 0.5;
+    this.requests.set(order, (this.requests.get(order) ?? 0) + 1);
+    let open = true;
+    return {
+      order,
+      done: () => {
+        if (!open) return;
+        open = false;
+        const left = this.requests.get(order)! - 1;
+        if (left > 0) this.requests.set(order, left);
+        else this.requests.delete(order);
+      },
+    };
+  }
+
+  /** The order of the oldest company or user change not yet applied: queued, held, or a REST row still to come. */
+  private oldestPendingOrder(): number {
+    let oldest = this.arrivals + 0.5; // the order of a REST request made now
+    for (const lane of this.lanes.company) oldest = Math.min(oldest, lane.oldestOrder());
+    for (const lane of this.lanes.user) oldest = Math.min(oldest, lane.oldestOrder());
+    for (const job of this.held ?? []) if (job.order < oldest) oldest = job.order;
+    for (const order of this.requests.keys()) if (order < oldest) oldest = order;
+    return oldest;
   }
 
   /** Queues a REST row or eviction; waits while the lane is full (backpressure on the loader). */
@@ -321,6 +371,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
           tracked: tracked ? [tracked] : [],
           source: "stream",
           streamTime,
+          order: ++this.arrivals,
         };
         if (messageType === "full") this.fulls[kind]++;
         if (messageType !== "partial") this.touched?.add(`${kind}:${id}`);
@@ -381,7 +432,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
 
   private laneFor(kind: EntityKind, id: string): EntityLane {
     const lanes = this.lanes[kind];
-    return lanes[fnv1a(id) % lanes.length]!;
+    return lanes[laneOf(id, lanes.length)]!;
   }
 
   private allLanes(): readonly (EntityLane | FlagLane)[] {
@@ -410,6 +461,11 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
 
 function sum(values: number[]): number {
   return values.reduce((a, b) => a + b, 0);
+}
+
+/** The lane (of `lanes`) an entity id is sharded to. */
+export function laneOf(id: string, lanes: number): number {
+  return fnv1a(id) % lanes;
 }
 
 /** FNV-1a (32 bit): a cheap, stable hash to shard entity ids over lanes. */
