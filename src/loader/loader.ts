@@ -8,10 +8,12 @@ import { restCompanyToEngine, restUserToEngine } from "../model/rest.js";
 import type { Company, User } from "../model/wire.js";
 import type { EntityKind } from "../replication/jobs.js";
 import type { LoadRequest, Pipeline } from "../replication/pipeline.js";
+import { type RetryContext, withRetry } from "../replication/retry.js";
 import type { KeyScheme } from "../store/keys.js";
-import type { StoreWriter } from "../store/writer.js";
+import type { StoreWriter, WriteOp } from "../store/writer.js";
 import type { Logger } from "../util/log.js";
-import { pageRows, type RestClient, type RestKind } from "./rest-client.js";
+import { backoffDelay, sleep } from "../util/time.js";
+import { LoadCancelledError, pageRows, type RestClient, type RestKind } from "./rest-client.js";
 
 export interface LoaderOptions {
   rest: RestClient;
@@ -40,15 +42,23 @@ export interface LoadResult {
 const REST_KIND: Record<EntityKind, RestKind> = { company: "companies", user: "users" };
 
 export async function loadEverything(o: LoaderOptions, generation: number, signal: AbortSignal): Promise<LoadResult> {
-  const [companies, users] = await Promise.all([
-    loadKind(o, "company", generation, signal),
-    loadKind(o, "user", generation, signal),
-  ]);
+  // One kind failing ends the other: the load is over, and its rows (or evictions) must not keep coming.
+  const failed = new AbortController();
+  const either = AbortSignal.any([signal, failed.signal]);
+  let failure: { err: unknown } | undefined;
+  const load = (kind: EntityKind) =>
+    loadKind(o, kind, generation, either).catch((err: unknown) => {
+      failure ??= { err };
+      failed.abort();
+      throw err;
+    });
+  const [companies, users] = await Promise.allSettled([load("company"), load("user")]);
+  if (companies.status === "rejected" || users.status === "rejected") throw failure!.err;
   return {
-    companies: companies.seen,
-    users: users.seen,
-    complete: companies.complete && users.complete,
-    evicted: companies.evicted + users.evicted,
+    companies: companies.value.seen,
+    users: users.value.seen,
+    complete: companies.value.complete && users.value.complete,
+    evicted: companies.value.evicted + users.value.evicted,
   };
 }
 
@@ -199,9 +209,9 @@ const CONFIRM_CHUNK = 100;
 
 /**
  * Deletes entities (and stray lookup keys) that Redis has but the complete load did not return — once the API
- * confirms they are gone. Offset paging is not a snapshot: a row deleted upstream during the load shifts later rows
- * to earlier pages, so one can be skipped while the count still matches (the deleted row was seen). Every eviction
- * candidate is therefore asked for by id; one that still exists is loaded (it was skipped), not deleted.
+ * confirms they are gone: every eviction candidate is asked for by id, and one that still exists is loaded, not
+ * deleted (a second line of defence behind the walk's proof). Its Redis calls are retried like the lanes' (a pass
+ * must not fail on one timeout); a failed SCAN starts the scan over, which is harmless: evicting is idempotent.
  */
 async function evictMissing(
   o: LoaderOptions,
@@ -213,12 +223,13 @@ async function evictMissing(
   const idPrefix = kind === "company" ? o.keys.companyId("") : o.keys.userId("");
   const restKind = REST_KIND[kind];
   const unchanged = (id: string) => !seen.has(id) && !o.pipeline.changedByStream(kind, id);
+  const retry = o.pipeline.redisRetry(signal);
   let evicted = 0;
   let recovered = 0;
   // Everything queued before the scan (this load's rows, stream changes received earlier) must be in Redis first:
   // a write still queued could recreate an entity after the scan found it absent.
   await o.pipeline.flushed();
-  for await (const batch of o.scanKeys(o.keys.scanPattern(kind))) {
+  for await (const batch of scanRetrying(o, o.keys.scanPattern(kind), retry)) {
     if (signal.aborted) break;
     const missing: string[] = [];
     const strayLookups: string[] = [];
@@ -229,7 +240,7 @@ async function evictMissing(
       else missing.push(rest);
     }
     if (missing.length === 0 && strayLookups.length === 0) continue;
-    const values = await o.writer.readMany(strayLookups);
+    const values = await withRetry("reading lookup keys to evict", retry, () => o.writer.readMany(strayLookups));
     const targets = values.map(lookupTarget);
     const ask = new Set(missing);
     for (const t of targets) if (t !== undefined && unchanged(t)) ask.add(t);
@@ -260,21 +271,39 @@ async function evictMissing(
     } finally {
       evicting.done();
     }
-    const ops = [];
+    const ops: WriteOp[] = [];
     for (let i = 0; i < strayLookups.length; i++) {
       const raw = values[i];
       const target = targets[i];
       if (raw == null || (target !== undefined && (upstream.has(target) || !unchanged(target)))) continue;
-      ops.push({ op: "delIfEquals" as const, key: strayLookups[i]!, value: raw });
+      ops.push({ op: "delIfEquals", key: strayLookups[i]!, value: raw });
     }
     if (ops.length) {
       evicted += ops.length;
-      await o.writer.apply(ops);
+      await withRetry("evicting lookup keys", retry, () => o.writer.apply(ops));
     }
   }
   if (recovered > 0) o.log.info({ kind, recovered }, "loaded entities the paging skipped (changed during the load)");
   if (evicted > 0) o.log.info({ kind, evicted }, "evicted entities missing upstream");
   return evicted;
+}
+
+/** Every key matching `pattern`, in batches; a SCAN that fails starts the scan over after a pause. */
+async function* scanRetrying(o: LoaderOptions, pattern: string, retry: RetryContext): AsyncIterable<string[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // A failure of the caller's loop body does not land in the catch: the generator is closed at the yield.
+      for await (const batch of o.scanKeys(pattern)) yield batch;
+      return;
+    } catch (err) {
+      if (retry.signal.aborted) throw new LoadCancelledError("load cancelled");
+      retry.stats.retried++;
+      if (attempt === 1 || attempt % 20 === 0) {
+        o.log.warn({ err: (err as Error).message, attempt }, "scanning for entities to evict failed; retrying");
+      }
+      await sleep(backoffDelay(attempt, 50, 2000), retry.signal);
+    }
+  }
 }
 
 /** A REST row as a rules-engine entity, or undefined (logged) when it cannot be one. */

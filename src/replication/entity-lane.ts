@@ -13,6 +13,7 @@ import type { LookupClaims } from "./claims.js";
 import type { Tracked } from "./cursor.js";
 import { entityOps, foldEntity, parseStored, sameStoredEntity, storedKeys } from "./fold.js";
 import type { EntityJob, EntityKind } from "./jobs.js";
+import type { StreamPartial } from "./load-window.js";
 import { type RetryContext, StoppedError, withRetry } from "./retry.js";
 import type { ReplicationStats } from "./stats.js";
 
@@ -38,10 +39,10 @@ export interface LaneOptions {
   claims: LookupClaims;
   /** True when a `load` job must yield to a stream change seen since its load began. */
   supersededByStream(kind: EntityKind, id: string, generation: number | undefined): boolean;
-  /** Stream partials seen since the current load began for this entity: merged again on top of its REST row. */
-  streamPartials?(kind: EntityKind, id: string): unknown[] | undefined;
+  /** Stream partials of this entity a REST row of `order` may predate: merged again on top of the row. */
+  streamPartials?(kind: EntityKind, id: string, order: number): StreamPartial[];
   /** Called for every `load` job once it is applied or skipped. */
-  loadJobDone(): void;
+  loadJobDone(job: EntityJob): void;
   /** Marks a cursor entry applied. */
   complete(entry: Tracked): void;
   onProgress(): void;
@@ -203,8 +204,8 @@ export class EntityLane {
       list.push(job);
       if (job.source !== "load" || job.op !== "full") continue;
       // A REST row may predate partials already applied (or skipped for want of a base): apply them again on top.
-      for (const data of this.o.streamPartials?.(kind, job.id) ?? []) {
-        list.push({ kind, id: job.id, op: "partial", data, tracked: [], source: "stream", order: job.order });
+      for (const { order, data } of this.o.streamPartials?.(kind, job.id, job.order) ?? []) {
+        list.push({ kind, id: job.id, op: "partial", data, tracked: [], source: "stream", order });
       }
     }
     const ids = [...byId.keys()];
@@ -276,7 +277,7 @@ export class EntityLane {
     if (streamTime !== undefined) stats.lastAppliedStreamTime = Math.max(stats.lastAppliedStreamTime ?? 0, streamTime);
     for (const job of batch) {
       for (const t of job.tracked) this.o.complete(t);
-      if (job.source === "load") this.o.loadJobDone();
+      if (job.source === "load") this.o.loadJobDone(job);
     }
   }
 }
