@@ -9,7 +9,7 @@ import { describe, test } from "node:test";
 import type { Company } from "../src/model/wire.js";
 import { laneOf } from "../src/replication/pipeline.js";
 import { bulk, endsConsistent, fixture, KEYS, region, startStack, templates } from "./helpers/faults.js";
-import { entityFrame, keys, type PipelineRig, startPipelineRig } from "./helpers/pipeline.js";
+import { entityFrame, keys, type PipelineRig, withPipelineRig } from "./helpers/pipeline.js";
 import { waitFor } from "./helpers/redis.js";
 
 /** Two company ids on different lanes (of 2). */
@@ -48,8 +48,7 @@ const kWithA = (rig: PipelineRig) =>
 
 describe("lookup keys moving between entities on different lanes", () => {
   test("stream: B gains k, B is deleted, A gains k while B's lane is behind: k stays with A", async () => {
-    const rig = await startPipelineRig();
-    try {
+    await withPipelineRig({}, async (rig) => {
       const behind = rig.holdReads("company", B);
       rig.pipeline.handleFrame(entityFrame("company", "full", B, company(B, true), "100-1"));
       await behind.held; // B's first change is taken alone; its batch waits before deciding what to write
@@ -59,14 +58,11 @@ describe("lookup keys moving between entities on different lanes", () => {
       behind.release();
       await expectKWithA(rig);
       assert.equal(rig.pipeline.cursor.committed, "100-3");
-    } finally {
-      await rig.close();
-    }
+    });
   });
 
   test("stream: B's write of k fails and is retried after A gained k: the retry leaves k to A", async () => {
-    const rig = await startPipelineRig();
-    try {
+    await withPipelineRig({}, async (rig) => {
       const failing = rig.failWrite("company", B);
       rig.pipeline.handleFrame(entityFrame("company", "full", B, company(B, true), "100-1"));
       await failing.held;
@@ -76,14 +72,11 @@ describe("lookup keys moving between entities on different lanes", () => {
       failing.release();
       await expectKWithA(rig);
       assert.ok(rig.pipeline.stats.retried > 0, "B's batch was retried");
-    } finally {
-      await rig.close();
-    }
+    });
   });
 
   test("load: a REST row of B read before B lost k does not take k back from A", async () => {
-    const rig = await startPipelineRig({ fixture: { flags: [], companies: [company(B, true)], users: [] } });
-    try {
+    await withPipelineRig({ fixture: { flags: [], companies: [company(B, true)], users: [] } }, async (rig) => {
       const generation = rig.pipeline.beginLoad("stream-wins");
       const behind = rig.holdReads("company", B);
       const loading = rig.load(generation);
@@ -100,20 +93,15 @@ describe("lookup keys moving between entities on different lanes", () => {
       rig.pipeline.handleFrame(entityFrame("company", "full", A, company(A, true), created));
       await kWithA(rig);
       behind.release();
-      const result = await loading;
-      assert.equal(result.complete, true);
-      rig.pipeline.endLoad();
-      await rig.pipeline.whenLoadApplied();
+      assert.equal((await loading).complete, true);
+      await rig.endLoad();
       await expectKWithA(rig);
-    } finally {
-      await rig.close();
-    }
+    });
   });
 });
 
 test("claims are dropped once no older change is pending: they stay few however many keys were written", async () => {
-  const rig = await startPipelineRig();
-  try {
+  await withPipelineRig({}, async (rig) => {
     for (let i = 0; i < 5000; i++) {
       rig.pipeline.handleFrame(entityFrame("company", "full", `c${i}`, company(`c${i}`, false), `200-${i}`));
     }
@@ -121,9 +109,7 @@ test("claims are dropped once no older change is pending: they stay few however 
     assert.equal(await rig.client.get(keys.companyLookups("slug", "c4999")[0]!), JSON.stringify("c4999"));
     const { lookupClaims } = rig.pipeline.bookkeeping;
     assert.ok(lookupClaims > 0 && lookupClaims <= 2048, `${lookupClaims} lookup claims kept`);
-  } finally {
-    await rig.close();
-  }
+  });
 });
 
 describe("lookup keys moving between entities on different lanes, end to end", () => {

@@ -43,7 +43,22 @@ export interface PipelineRig {
   failWrite(kind: EntityKind, id: string): Gate;
   /** A full load or anti-entropy pass through the loader, against the emulator. */
   load(generation: number, extra?: Partial<LoaderOptions>, signal?: AbortSignal): Promise<LoadResult>;
+  /** Ends the load window and waits until everything queued is written. */
+  endLoad(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** Runs `body` with a fresh rig, closed afterwards whatever happens. */
+export async function withPipelineRig(
+  opts: Parameters<typeof startPipelineRig>[0],
+  body: (rig: PipelineRig) => Promise<void>,
+): Promise<void> {
+  const rig = await startPipelineRig(opts);
+  try {
+    await body(rig);
+  } finally {
+    await rig.close();
+  }
 }
 
 export async function startPipelineRig(
@@ -125,6 +140,11 @@ export async function startPipelineRig(
         generation,
         signal,
       );
+    },
+    async endLoad() {
+      pipeline.endLoad();
+      await pipeline.whenLoadApplied();
+      await pipeline.whenIdle();
     },
     async close() {
       await pipeline.stop();
