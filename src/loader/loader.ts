@@ -120,9 +120,10 @@ const PAGE_OVERLAP = 2;
  * concurrently. So successive pages overlap, and a page counts only if it holds a row of the page before it: then no
  * row can lie between them, whenever each was read. A page that does not is read again one page earlier (rows were
  * deleted before it), and the walk ends at the first short page that counts. `take` queues a page's rows (of the
- * given order, see Pipeline.loadRequest) and returns their ids. Resolves false when the rows kept moving for longer than the walk may take (it then stopped).
+ * given order, see Pipeline.loadRequest) and returns their ids. Resolves false when the rows kept moving for longer
+ * than the walk may take (it then stopped).
  *
- * Pages up to the one expected to be short are fetched ahead (up to the client's concurrency, one at a time when
+ * Pages up to the one expected to be short are fetched ahead (up to the client's concurrency; one at a time when
  * loading synchronously) as text, and parsed and queued one at a time, in order: parsing is CPU work on this one
  * thread either way, and a page parsed early would only sit in memory (its object graph is ~10 times its text).
  */
@@ -138,6 +139,7 @@ async function walkPages(
   const lastOffset = expected < size ? 0 : (Math.floor((expected - size) / step) + 1) * step;
   // Twice the pages expected, and a few: beyond that the listing changes faster than it can be read.
   const budget = 2 * (lastOffset / step + 1) + 4;
+  const maxAhead = o.concurrent ? o.rest.maxConcurrent : 1;
   const ahead = new Map<number, Page>();
   let planned = 0;
   const fetch = (offset: number): Page => {
@@ -153,7 +155,7 @@ async function walkPages(
     for (let fetched = 1; fetched <= budget; fetched++) {
       const page = ahead.get(at) ?? fetch(at);
       ahead.delete(at);
-      for (planned = Math.max(planned, at + step); ahead.size < o.rest.maxConcurrent && planned <= lastOffset; ) {
+      for (planned = Math.max(planned, at + step); ahead.size < maxAhead && planned <= lastOffset; ) {
         ahead.set(planned, fetch(planned));
         planned += step;
       }

@@ -76,6 +76,8 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   private paused = false;
   /** Company and user stream changes received so far: the arrival number of the last one (see EntityJob.order). */
   private arrivals = 0;
+  /** While a synchronous load holds stream changes: `arrivals` when it began (see loadRequest). */
+  private holdingSince: number | undefined;
   /** Lookup keys claimed across lanes (claims.ts). */
   private readonly claims = new LookupClaims(() => this.oldestPendingOrder());
   /** REST rows still to be applied, by order: queued, or still to come from a request in flight (counted once). */
@@ -200,6 +202,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       // ahead of its rows. Held back until after them, they would overwrite newer REST data with older states.
       for (const job of this.held ?? []) this.route(job);
       this.held = [];
+      this.holdingSince = this.arrivals;
       // Stream changes are held from now on, so none can be newer than this load's rows: a window an earlier
       // (asynchronous or anti-entropy) load left open must not make them yield.
       this.window = undefined;
@@ -213,6 +216,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   endLoad(): void {
     const held = this.held ?? [];
     this.held = undefined;
+    this.holdingSince = undefined;
     for (const job of held) this.route(job);
     this.loadEnded = true;
     this.closeLoadWindowIfApplied();
@@ -229,6 +233,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     this.loadGeneration++;
     const held = this.held ?? [];
     this.held = undefined;
+    this.holdingSince = undefined;
     for (const job of held) this.route(job);
     this.loadEnded = false;
     this.window = undefined;
@@ -264,10 +269,11 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
 
   /**
    * Registers a REST request about to be made for a load. Its rows are as old as the stream changes received so far
-   * and older than any received later (they may not reflect those): they carry the returned order.
+   * and older than any received later (they may not reflect those): they carry the returned order. A synchronous
+   * load's rows are older than every change it holds, which it applies after them, whatever the API answered.
    */
   loadRequest(): LoadRequest {
-    const order = this.arrivals + 0.5;
+    const order = (this.holdingSince ?? this.arrivals) + 0.5;
     this.loadRowsAdded(order);
     let open = true;
     return {
