@@ -83,11 +83,12 @@ async function loadKind(
         const entity = toEngine(o, kind, row);
         if (!entity) continue;
         ids.push(entity.id);
+        // A row already queued by this pass (pages overlap, or were read again) is not written twice: any change
+        // since its first copy comes on the stream.
+        if (passSeen.has(entity.id)) continue;
         seen.add(entity.id);
-        if (!passSeen.has(entity.id)) {
-          passSeen.add(entity.id);
-          fresh++;
-        }
+        passSeen.add(entity.id);
+        fresh++;
         await enqueue(o, generation, kind, "full", entity.id, entity, order);
       }
       progress.add(fresh);
