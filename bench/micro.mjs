@@ -5,6 +5,7 @@
 // Usage: node bench/micro.mjs [--redis HOST:PORT]  (with --redis, also the Redis round trips of one batch)
 import { generateFixture } from "../dist/emulator/generate.js";
 import { parseCompany, parseEngineEntity } from "../dist/model/entities.js";
+import { LookupClaims } from "../dist/replication/claims.js";
 import { entityOps, foldEntity, parseStored, storedKeys } from "../dist/replication/fold.js";
 import { KeyScheme } from "../dist/store/keys.js";
 import { memberText } from "../dist/util/json-span.js";
@@ -66,6 +67,20 @@ stage("key strings (id + 2 lookups)", (i) => {
   );
 });
 stage("Buffer.byteLength(body) (utf8 encode size)", (i) => Buffer.byteLength(stored[i]));
+// Lookup-key claims across lanes: every change applied at once (pruning keeps the map small, as in a steady stream).
+const lookups = companies.map((c) => [
+  ...keys.companyLookups("id", c.keys.id),
+  ...keys.companyLookups("domain", c.keys.domain),
+]);
+const owners = companies.map((c) => JSON.stringify(c.id));
+let order = 0;
+const claims = new LookupClaims(() => order);
+stage("LookupClaims.admit (2 lookups)", (i) => {
+  order++;
+  let admitted = 0;
+  for (const key of lookups[i]) if (claims.admit(key, owners[i], order)) admitted++;
+  return admitted;
+});
 
 let redisLine = "";
 const redisArg = process.argv.indexOf("--redis");

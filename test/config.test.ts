@@ -374,7 +374,6 @@ describe("integers", () => {
     ["USER_CHANNEL_SIZE", 200, (c) => c.userChannelSize],
     ["FLAGS_CHANNEL_SIZE", 50, (c) => c.flagsChannelSize],
     ["CIRCUIT_BREAKER_THRESHOLD", 3, (c) => c.circuitBreakerThreshold],
-    ["ASYNC_LOADER_PAGE_SIZE", 100, (c) => c.loader.pageSize],
     ["ASYNC_LOADER_CIRCUIT_BREAKER_THRESHOLD", 5, (c) => c.loader.circuitBreakerThreshold],
     ["ASYNC_LOADER_MAX_CONCURRENT_REQUESTS", 5, (c) => c.loader.maxConcurrentRequests],
     ["REDIS_MAX_RETRIES", 3, (c) => c.redis.maxRetries],
@@ -400,6 +399,14 @@ describe("integers", () => {
     fails({ HEALTH_PORT: "0" }, `HEALTH_PORT="0" is out of range ${exp}`);
     fails({ HEALTH_PORT: "65536" }, `HEALTH_PORT="65536" is out of range ${exp}`);
     fails({ HEALTH_PORT: "http" }, `HEALTH_PORT="http" is not an integer ${exp}`);
+  });
+  test("ASYNC_LOADER_PAGE_SIZE: 2 or more (successive pages overlap)", () => {
+    assert.equal(load({ ASYNC_LOADER_PAGE_SIZE: "2" }).loader.pageSize, 2);
+    assert.equal(load({ ASYNC_LOADER_PAGE_SIZE: "500" }).loader.pageSize, 500);
+    fails(
+      { ASYNC_LOADER_PAGE_SIZE: "1" },
+      'ASYNC_LOADER_PAGE_SIZE="1" is out of range (expected an integer ≥ 2 such as 100)',
+    );
   });
   test("REDIS_DB: ≥ 0", () => {
     assert.equal(load({ REDIS_DB: "0" }).redis.topology.kind, "single");

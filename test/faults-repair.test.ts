@@ -9,8 +9,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import {
   background,
+  bulk,
   churn,
   KEYS,
+  logsMatching,
   markerChange,
   type Stack,
   sdkSeesMarker,
@@ -86,5 +88,35 @@ describe("faults: anti-entropy repairs only what differs", () => {
     assert.deepEqual([...ready.seen], [200], "/ready stayed 200");
     assert.ok(s.rep.logs.some((l) => /anti-entropy pass complete/.test(l)));
     await sdkSeesMarker(s);
+  });
+
+  test("a pass that fails midway closes its load window; the next pass completes", async () => {
+    const loadWindow = async () =>
+      ((await s.rep.debug()).bookkeeping as { loadWindow: { open: boolean; changed: number; partials: number } })
+        .loadWindow;
+    const failed = () => logsMatching(s.rep, /background task failed/).filter((l) => /401/.test(String(l.err))).length;
+    // Every pass now fails at the company count, after it opened its window (issue 13, defect 5).
+    await s.admin("POST", "/faults", {
+      rest_error_status: 401,
+      rest_error_rate: 1,
+      rest_fail_paths: ["/companies/count"],
+    });
+    await waitFor(() => failed() >= 2, { what: "two failed passes" });
+    // Stream changes keep coming: no window may keep them once its pass failed.
+    await bulk(s, churn(300, { tag: "aefail", seed: 52, entities: 50 }));
+    await waitFor(
+      async () => {
+        const w = await loadWindow();
+        return !w.open && w.changed === 0 && w.partials === 0;
+      },
+      { what: "no load window left open by the failed passes" },
+    );
+    await s.admin("POST", "/faults", {});
+    const completed = logsMatching(s.rep, /anti-entropy pass complete/).length;
+    await waitFor(() => logsMatching(s.rep, /anti-entropy pass complete/).length > completed, {
+      what: "a pass to complete again",
+    });
+    await markerChange(s);
+    await s.waitConsistent(30_000);
   });
 });

@@ -32,6 +32,7 @@ const job = (op: EntityJob["op"], data: unknown): EntityJob => ({
   data,
   tracked: [],
   source: "stream",
+  order: 1,
 });
 
 test("changes fold in arrival order: the last full wins, a delete removes, a partial merges", () => {

@@ -653,7 +653,12 @@ export function loadConfig(env: NodeJS.ProcessEnv, opts: LoadConfigOptions = {})
 
   const useAsyncLoading = r.get("USE_ASYNC_LOADING", boolSchema, false);
   const loader = {
-    pageSize: r.get("ASYNC_LOADER_PAGE_SIZE", countSchema(100), 100),
+    // Successive pages overlap (the loader proves that no row moved past it), so a page holds two rows at least.
+    pageSize: r.get(
+      "ASYNC_LOADER_PAGE_SIZE",
+      integerSchema(2, Number.MAX_SAFE_INTEGER, "an integer ≥ 2 such as 100"),
+      100,
+    ),
     circuitBreakerThreshold: r.get("ASYNC_LOADER_CIRCUIT_BREAKER_THRESHOLD", countSchema(5), 5),
     circuitBreakerTimeoutMs: r.get("ASYNC_LOADER_CIRCUIT_BREAKER_TIMEOUT", durationSchema(), 30_000),
     maxConcurrentRequests: r.get("ASYNC_LOADER_MAX_CONCURRENT_REQUESTS", countSchema(5), 5),

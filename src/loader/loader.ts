@@ -1,16 +1,19 @@
 /**
  * Bulk load of companies and users over REST into the pipeline (DESIGN.md §6 "Loading modes"). Rows go through
  * the same per-entity lanes as stream changes, so one entity is never written by two paths at once. A load is
- * complete only when the distinct rows seen equal the count; only then are entities missing upstream evicted.
+ * complete only when a walk through the pages proved that it missed no row and the rows seen agree with the count
+ * (docs/design/loading.md); only then are entities missing upstream evicted.
  */
 import { restCompanyToEngine, restUserToEngine } from "../model/rest.js";
 import type { Company, User } from "../model/wire.js";
 import type { EntityKind } from "../replication/jobs.js";
-import type { Pipeline } from "../replication/pipeline.js";
+import type { LoadRequest, Pipeline } from "../replication/pipeline.js";
+import { type RetryContext, withRetry } from "../replication/retry.js";
 import type { KeyScheme } from "../store/keys.js";
-import type { StoreWriter } from "../store/writer.js";
+import type { StoreWriter, WriteOp } from "../store/writer.js";
 import type { Logger } from "../util/log.js";
-import { pageRows, type RestClient, type RestKind } from "./rest-client.js";
+import { backoffDelay, sleep } from "../util/time.js";
+import { LoadCancelledError, pageRows, type RestClient, type RestKind } from "./rest-client.js";
 
 export interface LoaderOptions {
   rest: RestClient;
@@ -39,15 +42,23 @@ export interface LoadResult {
 const REST_KIND: Record<EntityKind, RestKind> = { company: "companies", user: "users" };
 
 export async function loadEverything(o: LoaderOptions, generation: number, signal: AbortSignal): Promise<LoadResult> {
-  const [companies, users] = await Promise.all([
-    loadKind(o, "company", generation, signal),
-    loadKind(o, "user", generation, signal),
-  ]);
+  // One kind failing ends the other: the load is over, and its rows (or evictions) must not keep coming.
+  const failed = new AbortController();
+  const either = AbortSignal.any([signal, failed.signal]);
+  let failure: { err: unknown } | undefined;
+  const load = (kind: EntityKind) =>
+    loadKind(o, kind, generation, either).catch((err: unknown) => {
+      failure ??= { err };
+      failed.abort();
+      throw err;
+    });
+  const [companies, users] = await Promise.allSettled([load("company"), load("user")]);
+  if (companies.status === "rejected" || users.status === "rejected") throw failure!.err;
   return {
-    companies: companies.seen,
-    users: users.seen,
-    complete: companies.complete && users.complete,
-    evicted: companies.evicted + users.evicted,
+    companies: companies.value.seen,
+    users: users.value.seen,
+    complete: companies.value.complete && users.value.complete,
+    evicted: companies.value.evicted + users.value.evicted,
   };
 }
 
@@ -60,61 +71,37 @@ async function loadKind(
   const restKind = REST_KIND[kind];
   const maxPasses = o.maxPasses ?? 3;
   const seen = new Set<string>();
-  let expected = 0;
   for (let pass = 1; pass <= maxPasses; pass++) {
-    // Offset paging is no snapshot: an entity deleted upstream during the pass moves later rows to earlier pages,
-    // and one of them can be skipped while the counts still agree. Deletes arrive on the datastream (subscribed
-    // before any load), so a pass during which none arrived skipped nothing.
-    const deletesBefore = o.pipeline.deletesSeen(kind);
-    expected = await o.rest.count(restKind, signal);
+    const fullsBefore = o.pipeline.fullsSeen(kind);
+    const expected = await o.rest.count(restKind, signal);
     const progress = new Progress(o.log, restKind, expected, o.onProgress);
-    // Rows of this pass alone: entities deleted upstream after an earlier pass saw them stay in `seen` for good,
-    // so a pass that returns exactly the count also completes the load.
     const passSeen = new Set<string>();
-    const pages = Math.ceil(expected / o.pageSize);
-    const handlePage = async (rows: unknown[]) => {
+    const proven = await walkPages(o, restKind, expected, signal, async (rows, order) => {
+      const ids: string[] = [];
+      let fresh = 0;
       for (const row of rows) {
         const entity = toEngine(o, kind, row);
         if (!entity) continue;
+        ids.push(entity.id);
+        // A row already queued by this pass (pages overlap, or were read again) is not written twice: any change
+        // since its first copy comes on the stream.
+        if (passSeen.has(entity.id)) continue;
         seen.add(entity.id);
         passSeen.add(entity.id);
-        await enqueue(o, generation, kind, "full", entity.id, entity);
+        fresh++;
+        await enqueue(o, generation, kind, "full", entity.id, entity, order);
       }
-      progress.add(rows.length);
-    };
-    if (o.concurrent) {
-      // Up to `maxConcurrent` pages are fetched ahead, as text; pages are parsed and queued one at a time, in order.
-      // Parsing is CPU work on this one thread either way, and a page parsed early would only sit in memory (its
-      // object graph is ~10 times its text) and make every garbage collection of the load slower.
-      const ahead: Promise<string>[] = [];
-      let next = 0;
-      const fetchAhead = () => {
-        while (ahead.length < o.rest.maxConcurrent && next < pages) {
-          const text = o.rest.pageText(restKind, o.pageSize, next++ * o.pageSize, signal);
-          text.catch(() => {}); // awaited in order below; a later page's failure must not go unhandled meanwhile
-          ahead.push(text);
-        }
-      };
-      fetchAhead();
-      for (let n = 0; ahead.length > 0; n++) {
-        const text = await ahead.shift()!;
-        fetchAhead();
-        await handlePage(await parsePage(o, restKind, text, n * o.pageSize, signal));
-      }
-    } else {
-      for (let offset = 0; ; offset += o.pageSize) {
-        const rows = await o.rest.page(restKind, o.pageSize, offset, signal);
-        await handlePage(rows);
-        if (rows.length < o.pageSize) break;
-      }
-    }
-    const shifted = o.pipeline.deletesSeen(kind) !== deletesBefore;
-    if (!shifted && (seen.size === expected || passSeen.size === expected)) break;
+      progress.add(fresh);
+      return ids;
+    });
+    // The walk saw every row that existed throughout it. The count, read again, checks the listing itself: fewer rows
+    // than it says (beyond those created meanwhile, each announced by a stream `full`) means a page ended early.
+    const count = await o.rest.count(restKind, signal);
+    const created = o.pipeline.fullsSeen(kind) - fullsBefore;
+    if (proven && passSeen.size + created >= count) break;
     o.log.warn(
-      { kind: restKind, seen: seen.size, count: expected, pass },
-      shifted
-        ? "entities were deleted upstream during the pass, so rows may have moved between pages; paging again"
-        : "rows seen differ from the count; paging again",
+      { kind: restKind, seen: passSeen.size, count, pass },
+      proven ? "rows seen fall short of the count; paging again" : "rows kept moving between pages; paging again",
     );
     if (pass === maxPasses) {
       o.log.warn({ kind: restKind }, "the load did not converge; nothing will be evicted this time");
@@ -123,6 +110,85 @@ async function loadKind(
   }
   const evicted = await evictMissing(o, kind, seen, generation, signal);
   return { seen: seen.size, complete: true, evicted };
+}
+
+/** Rows two successive pages share: fewer deletions than this between reading them need no second look. */
+const PAGE_OVERLAP = 2;
+
+/**
+ * One walk through a REST listing, page by page, that proves it missed no row (docs/design/loading.md). Offset paging
+ * is no snapshot: entities created or deleted upstream move later rows between pages, also between pages fetched
+ * concurrently. So successive pages overlap, and a page counts only if it holds a row of the page before it: then no
+ * row can lie between them, whenever each was read. A page that does not is read again one page earlier (rows were
+ * deleted before it), and the walk ends at the first short page that counts. `take` queues a page's rows (of the
+ * given order, see Pipeline.loadRequest) and returns their ids. Resolves false when the rows kept moving for longer
+ * than the walk may take (it then stopped).
+ *
+ * Pages up to the one expected to be short are fetched ahead (up to the client's concurrency; one at a time when
+ * loading synchronously) as text, and parsed and queued one at a time, in order: parsing is CPU work on this one
+ * thread either way, and a page parsed early would only sit in memory (its object graph is ~10 times its text).
+ */
+async function walkPages(
+  o: LoaderOptions,
+  kind: RestKind,
+  expected: number,
+  signal: AbortSignal,
+  take: (rows: unknown[], order: number) => Promise<string[]>,
+): Promise<boolean> {
+  const size = o.pageSize;
+  const step = size - Math.min(PAGE_OVERLAP, size - 1);
+  const lastOffset = expected < size ? 0 : (Math.floor((expected - size) / step) + 1) * step;
+  // Twice the pages expected, and a few: beyond that the listing changes faster than it can be read.
+  const budget = 2 * (lastOffset / step + 1) + 4;
+  const maxAhead = o.concurrent ? o.rest.maxConcurrent : 1;
+  const ahead = new Map<number, Page>();
+  let planned = 0;
+  const fetch = (offset: number): Page => {
+    const request = o.pipeline.loadRequest();
+    const text = o.rest.pageText(kind, size, offset, signal);
+    text.catch(() => {}); // awaited in order below; a later page's failure must not go unhandled meanwhile
+    return { text, request };
+  };
+  let at = 0;
+  let anchors: Set<string> | undefined;
+  let moved = 0;
+  try {
+    for (let fetched = 1; fetched <= budget; fetched++) {
+      const page = ahead.get(at) ?? fetch(at);
+      ahead.delete(at);
+      for (planned = Math.max(planned, at + step); ahead.size < maxAhead && planned <= lastOffset; ) {
+        ahead.set(planned, fetch(planned));
+        planned += step;
+      }
+      let rows: unknown[];
+      let ids: string[];
+      try {
+        rows = await parsePage(o, kind, await page.text, at, signal);
+        ids = await take(rows, page.request.order);
+      } finally {
+        page.request.done();
+      }
+      if (anchors && !ids.some((id) => anchors!.has(id))) {
+        if (moved++ === 0) {
+          o.log.info({ kind, offset: at }, "rows moved between pages (created or deleted upstream); reading back");
+        }
+        at -= step;
+        if (at === 0) anchors = undefined;
+        continue;
+      }
+      if (rows.length < size) return true;
+      anchors = new Set(ids);
+      at += step;
+    }
+    return false;
+  } finally {
+    for (const page of ahead.values()) page.request.done();
+  }
+}
+
+interface Page {
+  text: Promise<string>;
+  request: LoadRequest;
 }
 
 /** The rows of a prefetched page; a malformed one is fetched again the ordinary way (with retries). */
@@ -146,9 +212,9 @@ const CONFIRM_CHUNK = 100;
 
 /**
  * Deletes entities (and stray lookup keys) that Redis has but the complete load did not return — once the API
- * confirms they are gone. Offset paging is not a snapshot: a row deleted upstream during the load shifts later rows
- * to earlier pages, so one can be skipped while the count still matches (the deleted row was seen). Every eviction
- * candidate is therefore asked for by id; one that still exists is loaded (it was skipped), not deleted.
+ * confirms they are gone: every eviction candidate is asked for by id, and one that still exists is loaded, not
+ * deleted (a second line of defence behind the walk's proof). Its Redis calls are retried like the lanes' (a pass
+ * must not fail on one timeout); a failed SCAN starts the scan over, which is harmless: evicting is idempotent.
  */
 async function evictMissing(
   o: LoaderOptions,
@@ -160,12 +226,13 @@ async function evictMissing(
   const idPrefix = kind === "company" ? o.keys.companyId("") : o.keys.userId("");
   const restKind = REST_KIND[kind];
   const unchanged = (id: string) => !seen.has(id) && !o.pipeline.changedByStream(kind, id);
+  const retry = o.pipeline.redisRetry(signal);
   let evicted = 0;
   let recovered = 0;
   // Everything queued before the scan (this load's rows, stream changes received earlier) must be in Redis first:
   // a write still queued could recreate an entity after the scan found it absent.
   await o.pipeline.flushed();
-  for await (const batch of o.scanKeys(o.keys.scanPattern(kind))) {
+  for await (const batch of scanRetrying(o, o.keys.scanPattern(kind), retry)) {
     if (signal.aborted) break;
     const missing: string[] = [];
     const strayLookups: string[] = [];
@@ -176,42 +243,70 @@ async function evictMissing(
       else missing.push(rest);
     }
     if (missing.length === 0 && strayLookups.length === 0) continue;
-    const values = await o.writer.readMany(strayLookups);
+    const values = await withRetry("reading lookup keys to evict", retry, () => o.writer.readMany(strayLookups));
     const targets = values.map(lookupTarget);
     const ask = new Set(missing);
     for (const t of targets) if (t !== undefined && unchanged(t)) ask.add(t);
     const upstream = new Set<string>();
     const asked = [...ask];
     for (let i = 0; i < asked.length; i += CONFIRM_CHUNK) {
-      for (const row of await o.rest.existing(restKind, asked.slice(i, i + CONFIRM_CHUNK), signal)) {
-        const entity = toEngine(o, kind, row);
-        if (!entity || !ask.has(entity.id) || upstream.has(entity.id)) continue;
-        upstream.add(entity.id);
-        seen.add(entity.id);
-        recovered++;
-        await enqueue(o, generation, kind, "full", entity.id, entity);
+      const request = o.pipeline.loadRequest();
+      try {
+        for (const row of await o.rest.existing(restKind, asked.slice(i, i + CONFIRM_CHUNK), signal)) {
+          const entity = toEngine(o, kind, row);
+          if (!entity || !ask.has(entity.id) || upstream.has(entity.id)) continue;
+          upstream.add(entity.id);
+          seen.add(entity.id);
+          recovered++;
+          await enqueue(o, generation, kind, "full", entity.id, entity, request.order);
+        }
+      } finally {
+        request.done();
       }
     }
-    for (const id of missing) {
-      if (upstream.has(id) || !unchanged(id)) continue;
-      evicted++;
-      await enqueue(o, generation, kind, "delete", id, { id });
+    const evicting = o.pipeline.loadRequest();
+    try {
+      for (const id of missing) {
+        if (upstream.has(id) || !unchanged(id)) continue;
+        evicted++;
+        await enqueue(o, generation, kind, "delete", id, { id }, evicting.order);
+      }
+    } finally {
+      evicting.done();
     }
-    const ops = [];
+    const ops: WriteOp[] = [];
     for (let i = 0; i < strayLookups.length; i++) {
       const raw = values[i];
       const target = targets[i];
       if (raw == null || (target !== undefined && (upstream.has(target) || !unchanged(target)))) continue;
-      ops.push({ op: "delIfEquals" as const, key: strayLookups[i]!, value: raw });
+      ops.push({ op: "delIfEquals", key: strayLookups[i]!, value: raw });
     }
     if (ops.length) {
       evicted += ops.length;
-      await o.writer.apply(ops);
+      await withRetry("evicting lookup keys", retry, () => o.writer.apply(ops));
     }
   }
   if (recovered > 0) o.log.info({ kind, recovered }, "loaded entities the paging skipped (changed during the load)");
   if (evicted > 0) o.log.info({ kind, evicted }, "evicted entities missing upstream");
   return evicted;
+}
+
+/** Every key matching `pattern`, in batches; a SCAN that fails starts the scan over after a pause. */
+async function* scanRetrying(o: LoaderOptions, pattern: string, retry: RetryContext): AsyncIterable<string[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // A failure of the caller's loop body does not land in the catch: the generator is closed at the yield.
+      for await (const batch of o.scanKeys(pattern)) yield batch;
+      return;
+    } catch (err) {
+      if (retry.signal.aborted) throw new LoadCancelledError("load cancelled");
+      retry.stats.retried++;
+      if (attempt === 1 || attempt % 20 === 0) {
+        o.log.warn({ err: (err as Error).message, attempt }, "scanning for entities to evict failed; retrying");
+      }
+      await sleep(backoffDelay(attempt, 50, 2000), retry.signal);
+    }
+  }
 }
 
 /** A REST row as a rules-engine entity, or undefined (logged) when it cannot be one. */
@@ -232,6 +327,7 @@ function enqueue(
   op: "full" | "delete",
   id: string,
   data: unknown,
+  order: number,
 ): Promise<void> {
   return o.pipeline.enqueueLoad({
     kind,
@@ -242,6 +338,7 @@ function enqueue(
     source: "load",
     generation,
     reconcile: o.reconcile,
+    order,
   });
 }
 

@@ -9,9 +9,11 @@ import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter, WriteOp } from "../store/writer.js";
 import type { Logger } from "../util/log.js";
 import { nextTurn } from "../util/time.js";
+import type { LookupClaims } from "./claims.js";
 import type { Tracked } from "./cursor.js";
 import { entityOps, foldEntity, parseStored, sameStoredEntity, storedKeys } from "./fold.js";
 import type { EntityJob, EntityKind } from "./jobs.js";
+import type { StreamPartial } from "./load-window.js";
 import { type RetryContext, StoppedError, withRetry } from "./retry.js";
 import type { ReplicationStats } from "./stats.js";
 
@@ -33,12 +35,14 @@ export interface LaneOptions {
   stats: ReplicationStats;
   log: Logger;
   retry: RetryContext;
+  /** Lookup keys claimed across lanes, in stream order. */
+  claims: LookupClaims;
   /** True when a `load` job must yield to a stream change seen since its load began. */
   supersededByStream(kind: EntityKind, id: string, generation: number | undefined): boolean;
-  /** Stream partials seen since the current load began for this entity: merged again on top of its REST row. */
-  streamPartials?(kind: EntityKind, id: string): unknown[] | undefined;
+  /** Stream partials of this entity a REST row of `order` may predate: merged again on top of the row. */
+  streamPartials?(kind: EntityKind, id: string, order: number): StreamPartial[];
   /** Called for every `load` job once it is applied or skipped. */
-  loadJobDone(): void;
+  loadJobDone(job: EntityJob): void;
   /** Marks a cursor entry applied. */
   complete(entry: Tracked): void;
   onProgress(): void;
@@ -51,6 +55,8 @@ export class EntityLane {
   /** Latest queued full job per entity id, for coalescing. */
   private queuedFull = new Map<string, EntityJob>();
   private wake: (() => void) | undefined;
+  /** The jobs being applied. */
+  private inFlight: EntityJob[] = [];
   private running: Promise<void> | undefined;
   private busy = false;
   private stopped = false;
@@ -80,6 +86,15 @@ export class EntityLane {
 
   get idle(): boolean {
     return this.depth === 0 && !this.busy;
+  }
+
+  /** The order of the oldest job queued or being applied (Infinity when none). */
+  oldestOrder(): number {
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const job of this.inFlight) if (job.order < oldest) oldest = job.order;
+    for (let i = this.head; i < this.queue.length; i++)
+      if (this.queue[i]!.order < oldest) oldest = this.queue[i]!.order;
+    return oldest;
   }
 
   start(): void {
@@ -112,6 +127,7 @@ export class EntityLane {
         waiting.text = job.text;
         waiting.tracked.push(...job.tracked);
         waiting.streamTime = job.streamTime ?? waiting.streamTime;
+        waiting.order = job.order;
         this.o.stats.coalesced++;
         return;
       }
@@ -162,6 +178,7 @@ export class EntityLane {
       this.busy = true;
       try {
         const batch = this.take(this.o.batchSize * BATCHES_PER_ROUND_TRIP);
+        this.inFlight = batch;
         // The queue has room again: let the socket (or the loader) refill it while this batch is written, so that
         // parsing overlaps the round trips instead of waiting for them. At most capacity + one batch are held.
         if (this.wasFull(batch.length)) this.o.onProgress();
@@ -169,13 +186,14 @@ export class EntityLane {
         this.appliedCount = Math.max(this.appliedCount, this.taken);
       } finally {
         this.busy = false;
+        this.inFlight = [];
       }
       this.o.onProgress();
     }
   }
 
   private async applyBatch(batch: EntityJob[]): Promise<void> {
-    const { kind, keys, writer, stats, retry } = this.o;
+    const { kind, keys, writer, stats, retry, claims } = this.o;
     const live = batch.filter(
       (job) => job.source === "stream" || !this.o.supersededByStream(kind, job.id, job.generation),
     );
@@ -186,8 +204,8 @@ export class EntityLane {
       list.push(job);
       if (job.source !== "load" || job.op !== "full") continue;
       // A REST row may predate partials already applied (or skipped for want of a base): apply them again on top.
-      for (const data of this.o.streamPartials?.(kind, job.id) ?? []) {
-        list.push({ kind, id: job.id, op: "partial", data, tracked: [], source: "stream" });
+      for (const { order, data } of this.o.streamPartials?.(kind, job.id, job.order) ?? []) {
+        list.push({ kind, id: job.id, op: "partial", data, tracked: [], source: "stream", order });
       }
     }
     const ids = [...byId.keys()];
@@ -223,26 +241,43 @@ export class EntityLane {
       }
       if (!fold.touched) return;
       const entityWrites = entityOps(keys, kind, id, previous, fold);
+      // A lookup key is written only if no newer change of another entity claimed it (claims.ts).
+      let order = 0;
+      for (const job of jobs) if (job.order > order) order = job.order;
+      const idKey = idKeys[i]!;
       if (!jobs.every((job) => job.reconcile)) {
-        ops.push(...entityWrites);
+        for (const op of entityWrites) if (admitted(claims, op, idKey, order)) ops.push(op);
         return;
       }
       const sameBody = body !== null && fold.next !== null && sameStoredEntity(kind, body, fold.next);
       const differing = entityWrites.filter((op) => {
         if (op.op !== "set") return true;
-        if (op.key === idKeys[i]) return !sameBody;
+        if (op.key === idKey) return !sameBody;
         const at = lookupsAt.get(op.key);
         return at === undefined || stored[at] !== op.value;
       });
-      stats.repaired += differing.length;
-      ops.push(...differing);
+      for (const op of differing) {
+        if (!admitted(claims, op, idKey, order)) continue;
+        stats.repaired++;
+        ops.push(op);
+      }
     });
-    if (ops.length) await withRetry(`writing ${kind} batch`, retry, () => writer.apply(ops));
+    if (ops.length) {
+      // A retry comes after other lanes' writes: lookup keys they took over since are left to them.
+      let attempt = 0;
+      const current = (op: WriteOp) => op.op !== "set" || claims.current(op.key, op.value);
+      await withRetry(`writing ${kind} batch`, retry, () => writer.apply(attempt++ === 0 ? ops : ops.filter(current)));
+    }
 
     for (const job of batch) stats.countApplied(kind, job.op, job.source, job.streamTime);
     for (const job of batch) {
       for (const t of job.tracked) this.o.complete(t);
-      if (job.source === "load") this.o.loadJobDone();
+      if (job.source === "load") this.o.loadJobDone(job);
     }
   }
+}
+
+/** Whether an op may be written: anything but a lookup key, or a lookup key the claims let this change write. */
+function admitted(claims: LookupClaims, op: WriteOp, idKey: string, order: number): boolean {
+  return op.op !== "set" || op.key === idKey || claims.admit(op.key, op.value, order);
 }

@@ -12,6 +12,12 @@ export interface EntityJob {
   data: unknown;
   /** A stream `full`'s data as received (a slice of the frame): stored as it is when validation changes nothing. */
   text?: string;
+  /**
+   * Where the job stands in stream order (orders lookup-key writes across lanes, see claims.ts): a stream change's
+   * arrival number; a REST row's is the arrival number when its request was made, plus ½ — older than every change
+   * received after the request, which the row may not reflect.
+   */
+  order: number;
   /** Cursor entries this job completes (several once coalesced). */
   tracked: Tracked[];
   /** Stream changes always apply; REST rows yield to stream changes seen since their load began. */

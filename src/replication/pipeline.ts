@@ -12,10 +12,12 @@ import type { StoreWriter } from "../store/writer.js";
 import type { CircuitBreaker } from "../util/breaker.js";
 import { memberText } from "../util/json-span.js";
 import type { Logger } from "../util/log.js";
+import { LookupClaims } from "./claims.js";
 import { ReplayCursor, type Tracked } from "./cursor.js";
 import { EntityLane } from "./entity-lane.js";
 import { FlagLane } from "./flag-lane.js";
 import type { EntityJob, EntityKind, EntityOp } from "./jobs.js";
+import { LoadWindow } from "./load-window.js";
 import type { RetryContext } from "./retry.js";
 import { ReplicationStats } from "./stats.js";
 
@@ -45,6 +47,12 @@ export interface PipelineEvents {
   fatal: [err: unknown];
 }
 
+/** A REST request of a load: its rows carry `order`; done() once they are queued (or the request is given up). */
+export interface LoadRequest {
+  readonly order: number;
+  done(): void;
+}
+
 const ENTITY_OPS = new Set(["full", "partial", "delete"]);
 /** Longest wait for the answers to a session's subscriptions before the replay cursor may move again. */
 const SESSION_START_LIMIT_MS = 60_000;
@@ -57,22 +65,28 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   private readonly flags: FlagLane;
   private readonly everyLane: readonly (EntityLane | FlagLane)[];
   private readonly abort = new AbortController();
+  private readonly retry: RetryContext;
   private held: EntityJob[] | undefined;
   private heldCapacity: number;
-  /** Entities the stream replaced or deleted since the current load began; REST rows for them are stale. */
-  private touched: Set<string> | undefined;
-  /**
-   * Partials the stream sent since the current (asynchronous) load began, per entity, in order. A REST row does not
-   * yield to them (a partial alone cannot rebuild the entity): they are merged again on top of the row instead.
-   */
-  private partials: Map<string, unknown[]> | undefined;
+  /** Stream changes an asynchronous load (or anti-entropy pass) must know of, while one runs (load-window.ts). */
+  private window: LoadWindow | undefined;
   /** endLoad was called; the window closes once the load's queued rows are written. */
   private loadEnded = false;
   private loadGeneration = 0;
   private paused = false;
-  /** Stream deletes received per kind (a load uses them to tell whether rows may have moved between its pages). */
-  private readonly deletes: Record<EntityKind, number> = { company: 0, user: 0 };
+  /** Company and user stream changes received so far: the arrival number of the last one (see EntityJob.order). */
+  private arrivals = 0;
+  /** While a synchronous load holds stream changes: `arrivals` when it began (see loadRequest). */
+  private holdingSince: number | undefined;
+  /** Lookup keys claimed across lanes (claims.ts). */
+  private readonly claims = new LookupClaims(() => this.oldestPendingOrder());
+  /** REST rows still to be applied, by order: queued, or still to come from a request in flight (counted once). */
+  private readonly loadRows = new Map<number, number>();
+  /** Stream fulls received per kind (a load allows for entities created while it pages; see fullsSeen). */
+  private readonly fulls: Record<EntityKind, number> = { company: 0, user: 0 };
   private loadOutstanding = 0;
+  /** Load jobs applied so far (the window's partials are pruned every so many). */
+  private loadJobsDone = 0;
   private progressWaiters: (() => void)[] = [];
   private sessionTimer: NodeJS.Timeout | undefined;
 
@@ -80,6 +94,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     super();
     this.stats = o.stats ?? new ReplicationStats();
     const retry: RetryContext = { breaker: o.breaker, stats: this.stats, log: o.log, signal: this.abort.signal };
+    this.retry = retry;
     const common = {
       batchSize: o.batchSize,
       batchTimeoutMs: o.batchTimeoutMs,
@@ -88,12 +103,17 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       stats: this.stats,
       log: o.log,
       retry,
+      claims: this.claims,
       supersededByStream: (kind: EntityKind, id: string, generation: number | undefined) =>
-        generation !== this.loadGeneration || (this.touched?.has(`${kind}:${id}`) ?? false),
-      streamPartials: (kind: EntityKind, id: string) => this.partials?.get(`${kind}:${id}`),
+        generation !== this.loadGeneration || (this.window?.replacedByStream(`${kind}:${id}`) ?? false),
+      streamPartials: (kind: EntityKind, id: string, order: number) =>
+        this.window?.partialsAfter(`${kind}:${id}`, order) ?? [],
       complete: (t: Tracked) => this.cursor.complete(t),
-      loadJobDone: () => {
+      loadJobDone: (job: EntityJob) => {
         this.loadOutstanding = Math.max(0, this.loadOutstanding - 1);
+        this.loadRowsDone(job.order);
+        // Rows written: partials only they could predate can go (now and then; pruning scans the queues).
+        if (this.loadOutstanding === 0 || (++this.loadJobsDone & 255) === 0) this.window?.prune();
         this.closeLoadWindowIfApplied();
       },
       onProgress: () => this.onProgress(),
@@ -136,8 +156,10 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     for (const lane of this.allLanes()) lane.clear();
     this.held = this.held ? [] : undefined;
     this.loadOutstanding = 0;
+    this.loadRows.clear();
     this.closeLoadWindowIfApplied();
     this.cursor.reset();
+    this.claims.clear();
     this.updateFlow();
   }
 
@@ -159,6 +181,12 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       flags: flagsChannelSize,
       held: this.heldCapacity,
     };
+  }
+
+  /** What the pipeline remembers besides its queues, in entries (bounded; for tests and diagnostics). */
+  get bookkeeping(): { lookupClaims: number; loadWindow: { open: boolean; changed: number; partials: number } } {
+    const window = this.window?.size ?? { changed: 0, partials: 0 };
+    return { lookupClaims: this.claims.size, loadWindow: { open: this.window !== undefined, ...window } };
   }
 
   get isIdle(): boolean {
@@ -185,13 +213,12 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       // ahead of its rows. Held back until after them, they would overwrite newer REST data with older states.
       for (const job of this.held ?? []) this.route(job);
       this.held = [];
+      this.holdingSince = this.arrivals;
       // Stream changes are held from now on, so none can be newer than this load's rows: a window an earlier
       // (asynchronous or anti-entropy) load left open must not make them yield.
-      this.touched = undefined;
-      this.partials = undefined;
+      this.window = undefined;
     } else {
-      this.touched = new Set();
-      this.partials = new Map();
+      this.window = new LoadWindow(() => this.oldestPendingLoad());
     }
     return this.loadGeneration;
   }
@@ -200,9 +227,27 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   endLoad(): void {
     const held = this.held ?? [];
     this.held = undefined;
+    this.holdingSince = undefined;
     for (const job of held) this.route(job);
     this.loadEnded = true;
     this.closeLoadWindowIfApplied();
+    this.onProgress();
+  }
+
+  /**
+   * Gives up the load of `generation` (it failed): its rows still queued are skipped, stream changes it held are
+   * released, and its window closes at once — left open, it would keep every stream change until the next load.
+   * Ignored when a later load has begun since.
+   */
+  abandonLoad(generation: number): void {
+    if (generation !== this.loadGeneration) return;
+    this.loadGeneration++;
+    const held = this.held ?? [];
+    this.held = undefined;
+    this.holdingSince = undefined;
+    for (const job of held) this.route(job);
+    this.loadEnded = false;
+    this.window = undefined;
     this.onProgress();
   }
 
@@ -210,8 +255,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   private closeLoadWindowIfApplied(): void {
     if (!this.loadEnded || this.loadOutstanding > 0) return;
     this.loadEnded = false;
-    this.touched = undefined;
-    this.partials = undefined;
+    this.window = undefined;
   }
 
   /**
@@ -224,14 +268,64 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     while (!this.abort.signal.aborted && lanes.some((lane, i) => !lane.reached(marks[i]!))) await this.nextProgress();
   }
 
-  /** How many company or user deletes the datastream has sent so far (held ones included). */
-  deletesSeen(kind: EntityKind): number {
-    return this.deletes[kind];
+  /** How many company or user fulls (creations among them) the datastream has sent so far (held ones included). */
+  fullsSeen(kind: EntityKind): number {
+    return this.fulls[kind];
   }
 
   /** Whether a stream change to this entity arrived since the current load began (async loading). */
   changedByStream(kind: EntityKind, id: string): boolean {
-    return (this.touched?.has(`${kind}:${id}`) ?? false) || (this.partials?.has(`${kind}:${id}`) ?? false);
+    return this.window?.changedByStream(`${kind}:${id}`) ?? false;
+  }
+
+  /**
+   * Registers a REST request about to be made for a load. Its rows are as old as the stream changes received so far
+   * and older than any received later (they may not reflect those): they carry the returned order. A synchronous
+   * load's rows are older than every change it holds, which it applies after them, whatever the API answered.
+   */
+  loadRequest(): LoadRequest {
+    const order = (this.holdingSince ?? this.arrivals) + 0.5;
+    this.loadRowsAdded(order);
+    let open = true;
+    return {
+      order,
+      done: () => {
+        if (!open) return;
+        open = false;
+        this.loadRowsDone(order);
+      },
+    };
+  }
+
+  private loadRowsAdded(order: number): void {
+    this.loadRows.set(order, (this.loadRows.get(order) ?? 0) + 1);
+  }
+
+  private loadRowsDone(order: number): void {
+    const left = (this.loadRows.get(order) ?? 0) - 1;
+    if (left > 0) this.loadRows.set(order, left);
+    else this.loadRows.delete(order);
+  }
+
+  /** The order of the oldest REST row not yet applied (queued or still to come), or of a request made now. */
+  private oldestPendingLoad(): number {
+    let oldest = this.arrivals + 0.5;
+    for (const order of this.loadRows.keys()) if (order < oldest) oldest = order;
+    return oldest;
+  }
+
+  /** The order of the oldest company or user change not yet applied: queued, held, or a REST row still to come. */
+  private oldestPendingOrder(): number {
+    let oldest = this.oldestPendingLoad();
+    for (const lane of this.lanes.company) oldest = Math.min(oldest, lane.oldestOrder());
+    for (const lane of this.lanes.user) oldest = Math.min(oldest, lane.oldestOrder());
+    for (const job of this.held ?? []) if (job.order < oldest) oldest = job.order;
+    return oldest;
+  }
+
+  /** How the loader retries its own Redis calls: as the lanes do, until `signal` aborts or the pipeline stops. */
+  redisRetry(signal: AbortSignal): RetryContext {
+    return { ...this.retry, signal: AbortSignal.any([signal, this.abort.signal]) };
   }
 
   /** Queues a REST row or eviction; waits while the lane is full (backpressure on the loader). */
@@ -239,6 +333,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     const lane = this.laneFor(job.kind, job.id);
     while (lane.full && !this.abort.signal.aborted) await this.nextProgress();
     this.loadOutstanding++;
+    this.loadRowsAdded(job.order);
     lane.push(job);
   }
 
@@ -332,13 +427,12 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
           tracked: tracked ? [tracked] : [],
           source: "stream",
           streamTime,
+          order: ++this.arrivals,
         };
-        if (messageType === "delete") this.deletes[kind]++;
-        if (messageType !== "partial") this.touched?.add(`${kind}:${id}`);
-        else if (this.partials) {
-          const list = this.partials.get(`${kind}:${id}`);
-          if (list) list.push(msg.data);
-          else this.partials.set(`${kind}:${id}`, [msg.data]);
+        if (messageType === "full") this.fulls[kind]++;
+        if (this.window) {
+          if (messageType === "partial") this.window.partial(`${kind}:${id}`, job.order, msg.data);
+          else this.window.replaced(`${kind}:${id}`);
         }
         if (this.held) this.held.push(job);
         else this.route(job);
@@ -392,7 +486,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
 
   private laneFor(kind: EntityKind, id: string): EntityLane {
     const lanes = this.lanes[kind];
-    return lanes[fnv1a(id) % lanes.length]!;
+    return lanes[laneOf(id, lanes.length)]!;
   }
 
   private allLanes(): readonly (EntityLane | FlagLane)[] {
@@ -421,6 +515,11 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
 
 function sum(values: number[]): number {
   return values.reduce((a, b) => a + b, 0);
+}
+
+/** The lane (of `lanes`) an entity id is sharded to. */
+export function laneOf(id: string, lanes: number): number {
+  return fnv1a(id) % lanes;
 }
 
 /** FNV-1a (32 bit): a cheap, stable hash to shard entity ids over lanes. */

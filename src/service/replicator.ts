@@ -527,10 +527,14 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.stats.reconciles++;
     const repairedBefore = this.stats.repaired;
     const started = Date.now();
+    // The pass's load window until it is ended normally: a pass that fails or is cancelled must close it, or the
+    // pipeline would keep every stream change received meanwhile until the next pass.
+    let window: number | undefined;
     try {
       await this.refreshTtl();
       this.datastream?.send(subscribeFrame(ENTITY_TYPES.flags));
       const generation = pipeline.beginLoad("stream-wins");
+      window = generation;
       const result = await loadEverything(
         {
           rest,
@@ -548,6 +552,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       );
       if (abort.signal.aborted) return;
       pipeline.endLoad();
+      window = undefined;
       await pipeline.whenLoadApplied();
       this.stats.loadCompleted("reconcile", Date.now() - started);
       log.info(
@@ -558,6 +563,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       if (err instanceof LoadCancelledError || abort.signal.aborted) return;
       throw err;
     } finally {
+      if (window !== undefined) pipeline.abandonLoad(window);
       if (this.loadAbort === abort) this.loadAbort = undefined;
     }
   }

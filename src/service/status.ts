@@ -76,6 +76,7 @@ export function replicatorDebug(r: Replicator): Record<string, unknown> {
     },
     repair: { reconciles: s.reconciles, repaired: s.repaired },
     queues: p?.queueDepths ?? {},
+    bookkeeping: p?.bookkeeping ?? {},
     breakers: { redis: r.redisBreaker.state, api: r.loaderBreaker.state },
     loaded: r.loaded,
     loading: r.loading,
