@@ -19,6 +19,7 @@ import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
 import type { RedisConfig, RedisTlsConfig } from "../config/types.js";
 import { errorMessage, type StoreLog } from "./log.js";
+import { type ServerVersion, serverVersions, versionProblem } from "./server-version.js";
 
 export type RedisClient = Redis | Cluster;
 
@@ -415,9 +416,10 @@ async function probe(
 }
 
 /**
- * At start-up: PING until Redis answers, at most `maxRetries + 1` times with backoff. Throws a
- * {@link RedisStartupError} with one clear line: unreachable (with the attempt count), credentials rejected or
- * TLS handshake failed (these two are not retried: they cannot heal by waiting).
+ * At start-up: PING until Redis answers, at most `maxRetries + 1` times with backoff, then check that every master
+ * runs a version we support (server-version.ts). Throws a {@link RedisStartupError} with one clear line: unreachable
+ * (with the attempt count), credentials rejected, TLS handshake failed or a server too old (these three are not
+ * retried: they cannot heal by waiting).
  * The client is left as it is on failure; the caller disconnects it (or exits).
  */
 export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: StoreLog): Promise<void> {
@@ -445,9 +447,11 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
         });
         failed.catch(() => {});
         await withTimeout(Promise.race([client.ping(), failed]), perAttemptMs);
+        await withTimeout(requireSupportedVersion(client, log), perAttemptMs);
         if (attempt > 1) log?.info({ redis: describeRedis(cfg), attempt }, "Redis answers");
         return;
       } catch (err) {
+        if (err instanceof RedisStartupError) throw err;
         commandError = err;
       }
       let cause = pickCause(commandError, eventError);
@@ -470,6 +474,26 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
   } finally {
     client.off("error", isCluster(client) ? onClusterError : onError);
     if (isCluster(client)) client.off("node error", onError);
+  }
+}
+
+/**
+ * Refuses (RedisStartupError) a master older than server-version.ts's minimum. A user whose ACL denies INFO, or a
+ * server that reports no version, is let through with a warning: the version cannot be known.
+ */
+async function requireSupportedVersion(client: RedisClient, log: StoreLog | undefined): Promise<void> {
+  let versions: ServerVersion[];
+  try {
+    versions = await serverVersions(masters(client));
+  } catch (err) {
+    if (!/^NOPERM\b/.test(errorMessage(err))) throw err;
+    log?.warn({ err: errorMessage(err) }, "cannot read the Redis version (INFO is not allowed): not checked");
+    return;
+  }
+  const problem = versionProblem(versions);
+  if (problem) throw new RedisStartupError(problem, "rejected");
+  for (const v of versions) {
+    if (!v.version) log?.warn({ redis: v.server }, "Redis reports no redis_version: cannot check that it is recent");
   }
 }
 
