@@ -12,7 +12,8 @@ import { subscribeFrame, subscribeFrames } from "../datastream/protocol.js";
 import { loadEverything } from "../loader/loader.js";
 import { LoadCancelledError, RestClient } from "../loader/rest-client.js";
 import { ENTITY_TYPES } from "../model/wire.js";
-import { masters } from "../store/connect.js";
+import { ClusterCanaries } from "../store/canary.js";
+import { isCluster, masters } from "../store/connect.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
 import { WriterLease } from "../store/lease.js";
@@ -70,6 +71,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   observeRedis: (operation: string, seconds: number) => void = () => undefined;
   private lease: WriterLease | undefined;
   private writer: StoreWriter | undefined;
+  /** Cluster only: the per-master canaries of this tenure (marker loss covers a single node). */
+  private canaries: ClusterCanaries | undefined;
   private timers: NodeJS.Timeout[] = [];
   private loadAbort: AbortController | undefined;
   private sessionFlagsApplied = false;
@@ -151,6 +154,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       }),
       (operation, seconds) => this.observeRedis(operation, seconds),
     );
+    this.canaries = isCluster(this.d.redis) ? new ClusterCanaries(this.d.redis, this.keys, this.writerId) : undefined;
     // A read that fails is not an absent marker or cursor (that would mean a needless full reload): retry while the
     // lease is ours.
     const marker = await this.readWhileWriter("reading the marker", () => readMarker(this.d.redis, this.keys));
@@ -359,7 +363,11 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       await pipeline.whenLoadApplied();
       while (!this.sessionFlagsApplied && !abort.signal.aborted) await new Promise((r) => setTimeout(r, 20));
       if (abort.signal.aborted) return;
-      // The marker first: the marker check (running once loaded) must never find it missing after a load.
+      // Canaries, then the marker, then `loaded`: the marker check (running once loaded) must never find either
+      // missing after a load, and a marker saying `loaded` must never lack the canaries that vouch for it.
+      const canaries = this.canaries;
+      if (canaries) await withRetry("planting the canaries", retry, () => canaries.plant(writer));
+      if (abort.signal.aborted) return;
       const loadedAt = nowIso();
       await withRetry("writing the marker", retry, () => this.updateMarker({ state: "loaded", loaded_at: loadedAt }));
       if (abort.signal.aborted) return;
@@ -503,12 +511,17 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.flushedCursor = committed;
   }
 
-  /** The marker vanishing means Redis lost its data (flush, restart without persistence, failover to an empty replica). */
+  /**
+   * The marker vanishing means Redis lost its data (flush, restart without persistence, failover to an empty replica);
+   * on a Cluster, so do the canaries of any master vanishing (canary.ts).
+   */
   private async checkMarker(): Promise<void> {
-    if (!this.loaded || this.loading || this.role !== "writer") return;
+    const writer = this.writer;
+    if (!this.loaded || this.loading || this.role !== "writer" || !writer) return;
     const marker = await readMarker(this.d.redis, this.keys);
-    if (marker) return;
-    this.d.log.warn("the readiness marker is gone: Redis lost its data; rebuilding the whole keyspace");
+    const lost = marker ? await this.canaries?.check(writer) : "the readiness marker is gone";
+    if (!lost) return;
+    this.d.log.warn(`${lost}: Redis lost its data; rebuilding the whole keyspace`);
     this.loaded = false;
     this.dataLoss = true;
     this.needFullLoad = true;

@@ -66,6 +66,14 @@ export interface RedisClusterServer {
   waitHealthy(opts?: { replicas?: boolean; timeoutMs?: number }): Promise<void>;
   /** SIGKILLs a master and waits until its replica has taken over its slots (returns the new master's address). */
   killMaster(addr: string): Promise<string>;
+  /**
+   * SIGKILLs a master and starts it again at once on its port: empty (no persistence), with the same node id and
+   * slots (its nodes.conf). Its replica is told not to take over meanwhile, and resynchronises from the empty
+   * master. Resolves once the cluster is healthy again.
+   */
+  restartEmpty(addr: string): Promise<void>;
+  /** Migrates one slot, with its keys, from the master serving it to the master at `toAddr` (as redis-cli does). */
+  migrateSlot(slot: number, toAddr: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -221,6 +229,53 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       );
       await server.waitHealthy({ replicas: false });
       return replica.addr;
+    },
+    async restartEmpty(addr) {
+      const before = await topology();
+      const victim = before.find((n) => n.addr === addr && n.role === "master");
+      if (!victim) throw new Error(`${addr} is not a master`);
+      const replica = before.find((n) => n.masterId === victim.id && !n.failed);
+      const proc = nodes.find((n) => n.addr === addr);
+      if (!proc) throw new Error(`${addr} is not one of this cluster's processes`);
+      const noFailover = (on: boolean) =>
+        replica ? command(replica.port, ["CONFIG", "SET", "cluster-replica-no-failover", on ? "yes" : "no"], auth) : 0;
+      await noFailover(true);
+      try {
+        await stopProcess(proc.process, "SIGKILL");
+        proc.process = spawnNode(proc.port);
+        await waitForServer(proc.port, auth);
+        await waitFor(
+          async () => {
+            const again = (await topology()).find((n) => n.id === victim.id);
+            return again?.role === "master" && again.slots === victim.slots && !again.failed;
+          },
+          { timeoutMs: 30_000, intervalMs: 100, what: `${addr} to serve its slots again` },
+        );
+        await server.waitHealthy();
+      } finally {
+        await noFailover(false);
+      }
+    },
+    async migrateSlot(slot, toAddr) {
+      const masters = await server.masters();
+      const to = masters.find((m) => m.addr === toAddr);
+      if (!to) throw new Error(`${toAddr} is not a master`);
+      const ranges = (await command(to.port, ["CLUSTER", "SLOTS"], auth)) as [number, number, [string, number]][];
+      const range = ranges.find(([start, end]) => slot >= start && slot <= end);
+      const from = masters.find((m) => range && m.port === Number(range[2][1]));
+      if (!from) throw new Error(`no master serves slot ${slot}`);
+      if (from.id === to.id) return;
+      await command(to.port, ["CLUSTER", "SETSLOT", slot, "IMPORTING", from.id], auth);
+      await command(from.port, ["CLUSTER", "SETSLOT", slot, "MIGRATING", to.id], auth);
+      for (;;) {
+        const keys = (await command(from.port, ["CLUSTER", "GETKEYSINSLOT", slot, 100], auth)) as string[];
+        if (keys.length === 0) break;
+        const authArgs = opts.password ? ["AUTH", opts.password] : [];
+        await command(from.port, ["MIGRATE", "127.0.0.1", to.port, "", 0, 5000, ...authArgs, "KEYS", ...keys], auth);
+      }
+      for (const m of [to, from, ...masters.filter((x) => x.id !== to.id && x.id !== from.id)]) {
+        await command(m.port, ["CLUSTER", "SETSLOT", slot, "NODE", to.id], auth);
+      }
     },
     stop,
   };
