@@ -17,6 +17,7 @@ import {
 } from "../src/store/connect.js";
 import { parseRedisVersion, serverVersions, supportedVersion, versionProblem } from "../src/store/server-version.js";
 import { freePort, type RedisServer, startRedis } from "./helpers/redis.js";
+import { parseCommand } from "./helpers/resp.js";
 import { runUntilExit } from "./helpers/topology.js";
 
 function config(topology: RedisTopology, extra: Partial<RedisConfig> = {}): RedisConfig {
@@ -336,14 +337,14 @@ async function startFakeRedis(
   const server: Server = createServer((socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
-    let buffer = "";
+    let buffer = Buffer.alloc(0);
     socket.on("error", () => socket.destroy());
-    socket.on("data", (chunk) => {
-      buffer += chunk.toString("utf8");
+    socket.on("data", (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
       for (;;) {
         const parsed = parseCommand(buffer);
         if (!parsed) return;
-        buffer = buffer.slice(parsed.length);
+        buffer = buffer.subarray(parsed.length);
         const [name = "", arg = ""] = parsed.args.map((a) => a.toLowerCase());
         if (name === "ping") socket.write("+PONG\r\n");
         else if (name === "client") socket.write("+OK\r\n");
@@ -366,21 +367,4 @@ async function startFakeRedis(
         server.close(() => resolve());
       }),
   };
-}
-
-/** One RESP array of bulk strings from the start of `text`, with its length in characters, or undefined if partial. */
-function parseCommand(text: string): { args: string[]; length: number } | undefined {
-  const head = /^\*(\d+)\r\n/.exec(text);
-  if (!head) return undefined;
-  let at = head[0].length;
-  const args: string[] = [];
-  for (let i = 0; i < Number(head[1]); i++) {
-    const len = /^\$(\d+)\r\n/.exec(text.slice(at));
-    if (!len) return undefined;
-    at += len[0].length;
-    if (text.length < at + Number(len[1]) + 2) return undefined;
-    args.push(text.slice(at, at + Number(len[1])));
-    at += Number(len[1]) + 2;
-  }
-  return { args, length: at };
 }

@@ -13,7 +13,7 @@ import { loadEverything } from "../loader/loader.js";
 import { LoadCancelledError, RestClient } from "../loader/rest-client.js";
 import { ENTITY_TYPES } from "../model/wire.js";
 import { ClusterCanaries } from "../store/canary.js";
-import { isCluster, masters } from "../store/connect.js";
+import { isCluster, masters, writerConnectionName } from "../store/connect.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
 import { WriterLease } from "../store/lease.js";
@@ -150,6 +150,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       new StoreWriter(this.d.redis, {
         ttlMs: c.cacheTtlMs,
         lease: c.writerLock.disabled ? undefined : { key: c.writerLock.key, token },
+        connectionName: writerConnectionName(this.writerId),
         log,
       }),
       (operation, seconds) => this.observeRedis(operation, seconds),
@@ -253,6 +254,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.loadAbort?.abort();
     await this.datastream?.stop();
     this.pipeline?.clear();
+    // On a Cluster the writer's own connections go at once: nothing this tenure queued may reach Redis later.
+    this.writer?.close();
     // Bounded: a Redis call that never returns must not keep the role machine (and so the next tenure) waiting.
     // A lane still in such a call is fenced (its tenure's token is gone) and stops at its next attempt.
     let limit: NodeJS.Timeout | undefined;
@@ -599,6 +602,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       } catch (err) {
         log.warn({ err: (err as Error).message }, "could not flush the cursor at shutdown");
       }
+      this.writer?.close();
     }
     await this.lease?.release().catch(() => undefined);
     this.lease?.stop();

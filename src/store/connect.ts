@@ -100,18 +100,35 @@ export function createRedis(cfg: RedisConfig, options: CreateRedisOptions = {}):
     });
   }
 
-  // Without a listener ioredis prints every connection error to the console.
+  logErrors(client, describeRedis(cfg), log);
+  return client;
+}
+
+/**
+ * Logs connection errors, at most one line per distinct message every 30 s (without a listener ioredis prints every
+ * one to the console).
+ */
+function logErrors(client: RedisClient, where: string, log: StoreLog | undefined): void {
   let last = { message: "", at: 0 };
   const onError = (err: unknown) => {
     const message = errorMessage(err);
     const now = Date.now();
     if (message === last.message && now - last.at < 30_000) return;
     last = { message, at: now };
-    log?.warn({ err: message, redis: describeRedis(cfg) }, "Redis connection error");
+    log?.warn({ err: message, redis: where }, "Redis connection error");
   };
   client.on("error", onError);
   if (client instanceof Cluster) client.on("node error", onError);
-  return client;
+}
+
+/**
+ * A second client of the same cluster, with the same settings but connections named `connectionName` (the batch
+ * writer's own, see writer.ts). Connects on first use; disconnect() it when done.
+ */
+export function namedDuplicate(cluster: Cluster, connectionName: string, log?: StoreLog): Cluster {
+  const copy = cluster.duplicate([], { redisOptions: { ...cluster.options.redisOptions, connectionName } });
+  logErrors(copy, `cluster (connections named ${connectionName})`, log);
+  return copy;
 }
 
 function tlsOptions(tls: RedisTlsConfig | undefined): ConnectionOptions | undefined {
@@ -130,6 +147,14 @@ function tlsOptions(tls: RedisTlsConfig | undefined): ConnectionOptions | undefi
  */
 export function redisConnectionName(id: string): string {
   return `schematic-replicator:${id}`.replace(/[^!-~]/g, "_");
+}
+
+/** Names of the connections a writer writes through on a Cluster start with this (see writer.ts). */
+export const WRITER_CONNECTION_PREFIX = "schematic-replicator-writer:";
+
+/** The name of a writer's own write connections on a Cluster: {@link WRITER_CONNECTION_PREFIX} + `id`, as above. */
+export function writerConnectionName(id: string): string {
+  return `${WRITER_CONNECTION_PREFIX}${id}`.replace(/[^!-~]/g, "_");
 }
 
 /** `127.0.0.1:6379`, `cluster 10.0.0.1:7000,10.0.0.2:7000`, `Sentinel master "mymaster" (sentinels a:26379)`. */

@@ -13,6 +13,7 @@ import { promisify } from "node:util";
 import { Cluster, type RedisOptions } from "ioredis";
 import { command, parseInfo, running, spawnTracked, stopProcess, waitForServer } from "./procs.js";
 import { freePort, redisServerArgs, waitFor } from "./redis.js";
+import { type FreezableProxy, startFreezableProxy } from "./topology.js";
 
 const run = promisify(execFile);
 
@@ -34,10 +35,13 @@ function portIsFree(port: number): Promise<boolean> {
 }
 
 export interface ClusterNodeProcess {
+  /** The port the node listens on. */
   port: number;
-  /** `127.0.0.1:PORT` */
+  /** The address clients are told to use (`127.0.0.1:PORT`): the node's own, or its proxy's. */
   addr: string;
   process: ChildProcess;
+  /** With `proxied`: the proxy every client connection to this node goes through. */
+  proxy?: FreezableProxy;
 }
 
 export interface ClusterTopologyNode {
@@ -83,6 +87,12 @@ export interface StartClusterOptions {
   password?: string;
   /** `cluster-node-timeout` in ms (default 1500). */
   nodeTimeoutMs?: number;
+  /**
+   * Put a freezable TCP proxy (topology.ts) in front of every node, and make the node announce the proxy's port, so
+   * that every client connection (and replication) goes through it: a test can then cut one client off from
+   * chosen nodes. The cluster bus stays direct.
+   */
+  proxied?: boolean;
   args?: string[];
 }
 
@@ -97,10 +107,11 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
   const stop = async () => {
     for (const c of clients) c.disconnect();
     await Promise.all(nodes.map((n) => stopProcess(n.process, "SIGKILL")));
+    await Promise.all(nodes.map((n) => n.proxy?.close()));
     rmSync(dir, { recursive: true, force: true });
   };
 
-  const spawnNode = (port: number) =>
+  const spawnNode = (port: number, proxy?: FreezableProxy) =>
     spawnTracked("redis-server", [
       ...redisServerArgs(port, dir),
       "--cluster-enabled",
@@ -110,6 +121,9 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       "--cluster-node-timeout",
       String(opts.nodeTimeoutMs ?? 1500),
       ...authArgs,
+      ...(proxy
+        ? ["--cluster-announce-port", String(proxy.port), "--cluster-announce-bus-port", String(port + 10_000)]
+        : []),
       ...(opts.args ?? []),
     ]);
 
@@ -119,7 +133,8 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       // not bind it exits at once, and is started again on other ports.
       for (let attempt = 1; ; attempt++) {
         const port = await clusterPort();
-        const child = spawnNode(port);
+        const proxy = opts.proxied ? await startFreezableProxy(port) : undefined;
+        const child = spawnNode(port, proxy);
         const exited = new Promise<"exited">((resolve) => child.once("exit", () => resolve("exited")));
         const up = waitForServer(port, auth).then(
           () => "up" as const,
@@ -128,9 +143,10 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
         const started = await Promise.race([up, exited]);
         if (started instanceof Error) throw started;
         if (started === "up") {
-          nodes.push({ port, addr: `127.0.0.1:${port}`, process: child });
+          nodes.push({ port, addr: `127.0.0.1:${proxy?.port ?? port}`, process: child, proxy });
           break;
         }
+        await proxy?.close();
         if (attempt === 5) throw new Error(`redis-server (cluster node) exited at start-up ${attempt} times`);
       }
     }
@@ -141,7 +157,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
         ...(opts.password ? ["-a", opts.password, "--no-auth-warning"] : []),
         "--cluster",
         "create",
-        ...nodes.map((n) => n.addr),
+        ...nodes.map((n) => `127.0.0.1:${n.port}`),
         "--cluster-replicas",
         "1",
         "--cluster-yes",
@@ -242,7 +258,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       await noFailover(true);
       try {
         await stopProcess(proc.process, "SIGKILL");
-        proc.process = spawnNode(proc.port);
+        proc.process = spawnNode(proc.port, proc.proxy);
         await waitForServer(proc.port, auth);
         await waitFor(
           async () => {
