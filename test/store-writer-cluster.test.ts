@@ -2,7 +2,8 @@
  * The batch writer on a real Redis Cluster (three masters with a replica each), with what keeps a deposed writer from
  * writing there (issue 13, defect 6): its own named connections, closed by its successor on every master before the
  * successor writes; a lease check before every pipeline it sends, redirected ones included; nothing left to the
- * cluster client's queues. The end-to-end partition is test/ha-cluster-partition.test.ts.
+ * cluster client's queues; and, for an ACL user that may not list or kill connections, writes all the same (with a
+ * warning). The end-to-end partition is test/ha-cluster-partition.test.ts.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -131,6 +132,21 @@ describe("StoreWriter on a Redis Cluster", { timeout: 120_000 }, () => {
     checks = 0;
     await w.apply([{ op: "set", key, value: "after" }]);
     assert.equal(await db.get(key), "after", "with the lease, the write follows the redirect");
+  });
+
+  it("an ACL user without CLIENT LIST/KILL: the writer writes all the same, and says it cannot close others", async () => {
+    for (const n of cluster.nodes) {
+      await command(n.port, ["ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-client|list", "-client|kill"]);
+    }
+    const warnings: string[] = [];
+    const log = { debug() {}, info() {}, warn: (_: object, msg?: string) => warnings.push(String(msg)), error() {} };
+    const client = createRedis({ ...config(), username: "limited", password: "pw" }, { log });
+    clients.push(client);
+    const w = new StoreWriter(client, { ttlMs: 0, connectionName: writerConnectionName("host-limited"), log });
+    writers.push(w);
+    await w.apply(sets("limited"));
+    for (const key of KEYS) assert.equal(await db.get(key), "limited");
+    assert.equal(warnings.filter((m) => m.includes("CLIENT LIST/KILL not allowed")).length, 1, warnings.join("\n"));
   });
 
   it("a closed writer writes nothing more, and its connections are gone", async () => {

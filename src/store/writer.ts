@@ -330,7 +330,7 @@ export class StoreWriter {
     /** A master's pipeline failed as a whole (its replicas fell short): reported once the rest is done. */
     let failure: unknown;
     for (let round = 0; pending.length > 0; round++) {
-      if (round === rounds) throw lastError;
+      if (round === rounds) throw lastError ?? new Error(`${pending.length} writes not applied after ${rounds} rounds`);
       if (round > 0) await refreshSlots(cluster);
       const redo: Routed[] = [];
       let redirectsOnly = true;
@@ -435,7 +435,9 @@ export class StoreWriter {
       if (others.length > 0) {
         const pipe = node.pipeline();
         for (const c of others) pipe.call("CLIENT", "KILL", "ID", c.id);
-        await pipe.exec();
+        // A connection gone meanwhile ("No such client") is fine; a refusal is not.
+        const refused = (await pipe.exec())?.find(([err]) => err && /^NOPERM\b/.test(err.message));
+        if (refused) throw refused[0];
         this.log?.info(
           { redis: address, writers: [...new Set(others.map((c) => c.name))] },
           "closed another writer's connections before writing",
