@@ -15,7 +15,8 @@ import { ENTITY_TYPES } from "../model/wire.js";
 import { Pipeline } from "../replication/pipeline.js";
 import { type RetryContext, StoppedError, withRetry } from "../replication/retry.js";
 import { ReplicationStats } from "../replication/stats.js";
-import { isCluster, masters } from "../store/connect.js";
+import { ClusterCanaries } from "../store/canary.js";
+import { isCluster, masters, writerConnectionName } from "../store/connect.js";
 import { ServerChangedError, serverId, serverTime } from "../store/control-keys.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
@@ -84,6 +85,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   /** The run_id of the Redis server this writer last checked; a new one means Redis restarted. */
   private serverId: string | undefined;
   private recovery: Promise<void> | undefined;
+  /** Cluster only: the per-master canaries of this tenure (marker loss covers a single node). */
+  private canaries: ClusterCanaries | undefined;
   private timers: NodeJS.Timeout[] = [];
   private loadAbort: AbortController | undefined;
   private sessionFlagsApplied = false;
@@ -193,10 +196,16 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     };
     this.leaseRef = c.writerLock.disabled ? undefined : { key: c.writerLock.key, token };
     this.writer = timed(
-      new StoreWriter(this.d.redis, { ttlMs: c.cacheTtlMs, lease: this.leaseRef, log }),
+      new StoreWriter(this.d.redis, {
+        ttlMs: c.cacheTtlMs,
+        lease: this.leaseRef,
+        connectionName: writerConnectionName(this.writerId),
+        log,
+      }),
       (operation, seconds) => this.observeRedis(operation, seconds),
     );
     this.markerSync = new MarkerSync((m) => this.saveMarkerNow(m), this.retryContext(tenure.signal));
+    this.canaries = isCluster(this.d.redis) ? new ClusterCanaries(this.d.redis, this.keys, this.writerId) : undefined;
     // A read that fails is not an absent marker or cursor (that would mean a needless full reload): retry while the
     // lease is ours. The server's identity comes first, so a restart after it shows as a new one (checkMarker).
     this.serverId = await this.readWhileWriter("identifying the Redis server", () =>
@@ -310,6 +319,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.loadAbort?.abort();
     await this.datastream?.stop();
     this.pipeline?.clear();
+    // On a Cluster the writer's own connections go at once: nothing this tenure queued may reach Redis later.
+    this.writer?.close();
     // Bounded: a Redis call that never returns must not keep the role machine (and so the next tenure) waiting.
     // A lane still in such a call is fenced (its tenure's token is gone) and stops at its next attempt.
     const stopped = await within(PIPELINE_STOP_LIMIT_MS, this.pipeline?.stop());
@@ -429,7 +440,11 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       const retry = this.retryContext(abort.signal);
       if (c.cacheTtlMs > 0) await withRetry("refreshing expiries", retry, () => this.refreshTtl());
       else this.dataExpireAt = undefined;
-      // The marker first: the marker check (running once loaded) must never find it missing after a load.
+      // Canaries, then the marker: the marker check (running once loaded) must never find either missing after a
+      // load, and a marker saying `loaded` must never lack the canaries that vouch for it.
+      const canaries = this.canaries;
+      if (canaries) await withRetry("planting the canaries", retry, () => canaries.plant(writer));
+      if (abort.signal.aborted) return;
       await this.updateMarker({ state: "loaded", loaded_at: nowIso() });
       if (abort.signal.aborted) return;
       this.needFullLoad = false;
@@ -604,19 +619,22 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   /**
    * Watches for Redis losing data: a new server identity means it restarted (or failed over) and may have lost the
    * writes it acknowledged last; the marker vanishing means it lost everything (a flush, a restart without
-   * persistence, a failover to an empty replica, or the cache TTL ran out while no writer refreshed it).
+   * persistence, a failover to an empty replica, or the cache TTL ran out while no writer refreshed it); on a
+   * Cluster, so do the canaries of any master vanishing (docs/design/cluster-data-loss.md).
    */
   private async checkMarker(): Promise<void> {
     if (this.role !== "writer") return;
     const id = await serverId(this.d.redis, this.d.config.replay.cursorKey);
     if (id !== this.serverId) return await this.onServerChanged(id);
-    if (!this.loaded || this.loading) return;
+    const writer = this.writer;
+    if (!this.loaded || this.loading || !writer) return;
     const marker = await readMarker(this.d.redis, this.keys);
-    if (!marker) this.onDataLoss();
+    const lost = marker ? await this.canaries?.check(writer) : "the readiness marker is gone";
+    if (lost) this.onDataLoss(lost);
   }
 
-  private onDataLoss(): void {
-    this.d.log.warn("the readiness marker is gone: Redis lost its data; rebuilding the whole keyspace");
+  private onDataLoss(why: string): void {
+    this.d.log.warn(`${why}: Redis lost its data; rebuilding the whole keyspace`);
     this.stats.dataLossEvents++;
     this.loaded = false;
     this.dataLoss = true;
@@ -651,7 +669,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.d.log.warn({ server: id, cursor: kept }, "Redis restarted or failed over: it may have lost its latest writes");
     if (this.loading) return this.startFullLoad("Redis restarted during the load");
     if (!this.loaded) return;
-    if (!marker) return this.onDataLoss();
+    if (!marker) return this.onDataLoss("the readiness marker is gone");
     // No progress until the new session's backlog is in: a change the old session still delivers must not move the
     // cursor past the ones Redis lost. Without a kept cursor the new session loads everything.
     pipeline.cursor.reset(kept ?? undefined);
@@ -756,6 +774,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       if (!saved) log.warn("could not flush the cursor at shutdown: Redis did not answer in time");
       this.tenure?.abort();
       last.catch(noop);
+      this.writer?.close();
     }
     await this.lease?.release().catch(() => undefined);
     this.lease?.stop();

@@ -19,6 +19,7 @@ import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
 import type { RedisConfig, RedisTlsConfig } from "../config/types.js";
 import { errorMessage, type StoreLog } from "./log.js";
+import { type ServerVersion, serverVersions, versionProblem } from "./server-version.js";
 
 export type RedisClient = Redis | Cluster;
 
@@ -99,18 +100,35 @@ export function createRedis(cfg: RedisConfig, options: CreateRedisOptions = {}):
     });
   }
 
-  // Without a listener ioredis prints every connection error to the console.
+  logErrors(client, describeRedis(cfg), log);
+  return client;
+}
+
+/**
+ * Logs connection errors, at most one line per distinct message every 30 s (without a listener ioredis prints every
+ * one to the console).
+ */
+function logErrors(client: RedisClient, where: string, log: StoreLog | undefined): void {
   let last = { message: "", at: 0 };
   const onError = (err: unknown) => {
     const message = errorMessage(err);
     const now = Date.now();
     if (message === last.message && now - last.at < 30_000) return;
     last = { message, at: now };
-    log?.warn({ err: message, redis: describeRedis(cfg) }, "Redis connection error");
+    log?.warn({ err: message, redis: where }, "Redis connection error");
   };
   client.on("error", onError);
   if (client instanceof Cluster) client.on("node error", onError);
-  return client;
+}
+
+/**
+ * A second client of the same cluster, with the same settings but connections named `connectionName` (the batch
+ * writer's own, see writer.ts). Connects on first use; disconnect() it when done.
+ */
+export function namedDuplicate(cluster: Cluster, connectionName: string, log?: StoreLog): Cluster {
+  const copy = cluster.duplicate([], { redisOptions: { ...cluster.options.redisOptions, connectionName } });
+  logErrors(copy, `cluster (connections named ${connectionName})`, log);
+  return copy;
 }
 
 function tlsOptions(tls: RedisTlsConfig | undefined): ConnectionOptions | undefined {
@@ -129,6 +147,14 @@ function tlsOptions(tls: RedisTlsConfig | undefined): ConnectionOptions | undefi
  */
 export function redisConnectionName(id: string): string {
   return `schematic-replicator:${id}`.replace(/[^!-~]/g, "_");
+}
+
+/** Names of the connections a writer writes through on a Cluster start with this (see writer.ts). */
+export const WRITER_CONNECTION_PREFIX = "schematic-replicator-writer:";
+
+/** The name of a writer's own write connections on a Cluster: {@link WRITER_CONNECTION_PREFIX} + `id`, as above. */
+export function writerConnectionName(id: string): string {
+  return `${WRITER_CONNECTION_PREFIX}${id}`.replace(/[^!-~]/g, "_");
 }
 
 /** `127.0.0.1:6379`, `cluster 10.0.0.1:7000,10.0.0.2:7000`, `Sentinel master "mymaster" (sentinels a:26379)`. */
@@ -415,9 +441,10 @@ async function probe(
 }
 
 /**
- * At start-up: PING until Redis answers, at most `maxRetries + 1` times with backoff. Throws a
- * {@link RedisStartupError} with one clear line: unreachable (with the attempt count), credentials rejected or
- * TLS handshake failed (these two are not retried: they cannot heal by waiting).
+ * At start-up: PING until Redis answers, at most `maxRetries + 1` times with backoff, then check that every master
+ * runs a version we support (server-version.ts). Throws a {@link RedisStartupError} with one clear line: unreachable
+ * (with the attempt count), credentials rejected, TLS handshake failed or a server too old (these three are not
+ * retried: they cannot heal by waiting).
  * The client is left as it is on failure; the caller disconnects it (or exits).
  */
 export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: StoreLog): Promise<void> {
@@ -445,9 +472,11 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
         });
         failed.catch(() => {});
         await withTimeout(Promise.race([client.ping(), failed]), perAttemptMs);
+        await withTimeout(requireSupportedVersion(client, log), perAttemptMs);
         if (attempt > 1) log?.info({ redis: describeRedis(cfg), attempt }, "Redis answers");
         return;
       } catch (err) {
+        if (err instanceof RedisStartupError) throw err;
         commandError = err;
       }
       let cause = pickCause(commandError, eventError);
@@ -470,6 +499,26 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
   } finally {
     client.off("error", isCluster(client) ? onClusterError : onError);
     if (isCluster(client)) client.off("node error", onError);
+  }
+}
+
+/**
+ * Refuses (RedisStartupError) a master older than server-version.ts's minimum. A user whose ACL denies INFO, or a
+ * server that reports no version, is let through with a warning: the version cannot be known.
+ */
+async function requireSupportedVersion(client: RedisClient, log: StoreLog | undefined): Promise<void> {
+  let versions: ServerVersion[];
+  try {
+    versions = await serverVersions(masters(client));
+  } catch (err) {
+    if (!/^NOPERM\b/.test(errorMessage(err))) throw err;
+    log?.warn({ err: errorMessage(err) }, "cannot read the Redis version (INFO is not allowed): not checked");
+    return;
+  }
+  const problem = versionProblem(versions);
+  if (problem) throw new RedisStartupError(problem, "rejected");
+  for (const v of versions) {
+    if (!v.version) log?.warn({ redis: v.server }, "Redis reports no redis_version: cannot check that it is recent");
   }
 }
 
