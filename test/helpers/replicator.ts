@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { parseGoDuration } from "../../src/config/index.js";
 import { freePort, waitFor } from "./redis.js";
 
 const ENTRY = fileURLToPath(new URL("../../src/cli/replicator.ts", import.meta.url));
@@ -23,8 +24,22 @@ export interface ReplicatorProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Settings every test replicator gets unless overridden: fast timers, quiet logs. */
+/**
+ * Settings every test replicator gets unless overridden: fast timers, quiet logs. A lease renewal must fit in a
+ * third of WRITER_LOCK_TTL (a setting check), so unless the test sets them, the Redis command timeouts are a
+ * quarter of the lease's TTL (at most the 3s default).
+ */
 export function testEnv(overrides: Record<string, string>): Record<string, string> {
+  const env = testDefaults(overrides);
+  if (overrides.REDIS_READ_TIMEOUT === undefined && overrides.REDIS_WRITE_TIMEOUT === undefined) {
+    const timeout = `${Math.min(3000, Math.floor(parseGoDuration(env.WRITER_LOCK_TTL as string) / 4))}ms`;
+    env.REDIS_READ_TIMEOUT = timeout;
+    env.REDIS_WRITE_TIMEOUT = timeout;
+  }
+  return env;
+}
+
+function testDefaults(overrides: Record<string, string>): Record<string, string> {
   return {
     SCHEMATIC_API_KEY: "test-api-key",
     LOG_LEVEL: "info",
