@@ -1,7 +1,7 @@
 /**
  * Environment → one validated Config. This is the only module of the product that reads environment variables
  * (callers pass `process.env` in). Every invalid value stops start-up with a ConfigError whose message is one
- * line naming the variable, its value (secrets shown as `(hidden)`) and the expected form (DESIGN.md §3.1).
+ * line naming the variable, its value (secrets shown as `(hidden)`) and the expected form.
  *
  * General rules:
  * - A variable that is unset, empty or only whitespace takes its default (as the Go original, where an empty

@@ -310,7 +310,9 @@ export function settingsHelp(width = 100): string {
   for (const group of SETTING_GROUPS) {
     out.push(`  ${group.title}:`);
     for (const s of group.settings) {
-      out.push(`    ${s.names.join(", ")}  [default: ${plain(defaultText(s, (v) => v))}]`);
+      const def = s.value === undefined && s.text === undefined ? "" : plain(defaultText(s, (v) => v));
+      const bracket = def === "" ? "" : def === "required" ? "  [required]" : `  [default: ${def}]`;
+      out.push(`    ${s.names.join(", ")}${bracket}`);
       out.push(...wrap(plain(s.meaning), width - 8).map((line) => `        ${line}`));
     }
   }

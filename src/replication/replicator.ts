@@ -9,6 +9,7 @@ import type { Cluster, Redis } from "ioredis";
 import type { Config } from "../config/types.js";
 import { AuthRejectedError, DatastreamClient } from "../datastream/client.js";
 import { subscribeFrame, subscribeFrames } from "../datastream/protocol.js";
+import { ApiKeyMonitor, type ApiKeyState } from "../loader/api-key.js";
 import { loadEverything } from "../loader/loader.js";
 import { LoadCancelledError, RestClient } from "../loader/rest-client.js";
 import { ENTITY_TYPES } from "../model/wire.js";
@@ -16,6 +17,7 @@ import { masters } from "../store/connect.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
 import { WriterLease } from "../store/lease.js";
+import { LeaseHolderWatch } from "../store/lease-holder.js";
 import { cleanupOtherVersions, refreshExpiry } from "../store/maintenance.js";
 import { type Marker, readMarker, writeMarker } from "../store/marker.js";
 import { LeaseLostError, StoreWriter } from "../store/writer.js";
@@ -27,6 +29,15 @@ import { StoppedError, withRetry } from "./retry.js";
 import { ReplicationStats } from "./stats.js";
 
 export type Role = "writer" | "standby";
+
+/** Why a full load runs (logged with it). */
+export type LoadReason = "initial" | "data_loss" | "server_reload" | "no_cursor";
+const LOAD_REASONS: Record<LoadReason, string> = {
+  initial: "initial load: Redis holds no data set for this cache version",
+  data_loss: "Redis lost its data",
+  server_reload: "the server asked for a reload",
+  no_cursor: "no replay cursor to resume from",
+};
 
 /** How often the message counters are logged (when they changed), as the Go original does. */
 const MESSAGE_LOG_INTERVAL_MS = 30_000;
@@ -68,7 +79,14 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   loadProgress: Record<string, { loaded: number; total: number }> = {};
   /** Set by the metrics module to observe Redis round trips. */
   observeRedis: (operation: string, seconds: number) => void = () => undefined;
+  /** Whether Schematic accepts the API key (checked at start-up, then periodically while standing by). */
+  readonly apiKey: ApiKeyMonitor;
   private lease: WriterLease | undefined;
+  private holderWatch: LeaseHolderWatch | undefined;
+  /** Why the next full load runs, once needFullLoad is set. */
+  private loadReason: LoadReason = "initial";
+  /** This process has seen a complete data set in Redis: a missing one later means Redis lost it. */
+  private sawDataSet = false;
   private writer: StoreWriter | undefined;
   private timers: NodeJS.Timeout[] = [];
   private loadAbort: AbortController | undefined;
@@ -87,6 +105,27 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.loaderBreaker = new CircuitBreaker("api", c.loader.circuitBreakerThreshold, c.loader.circuitBreakerTimeoutMs);
     this.redisBreaker.on("state", (to) => d.log.warn({ breaker: "redis", state: to }, "circuit breaker changed state"));
     this.loaderBreaker.on("state", (to) => d.log.warn({ breaker: "api", state: to }, "circuit breaker changed state"));
+    this.apiKey = new ApiKeyMonitor({
+      apiUrl: c.apiUrl,
+      apiKey: c.apiKey,
+      timeoutMs: c.apiTimeoutMs,
+      intervalMs: c.apiKeyCheckIntervalMs,
+      userAgent: `schematic-datastream-replicator/${d.clientVersion}`,
+      log: d.log,
+    });
+  }
+
+  /** false while Schematic rejects the API key, true once it accepted it, undefined before any verdict. */
+  get apiKeyValid(): boolean | undefined {
+    return this.apiKey.state === "unchecked" ? undefined : this.apiKey.state === "valid";
+  }
+  /** When Schematic last gave a verdict on the API key (ms since the epoch). */
+  get apiKeyCheckedAt(): number | undefined {
+    return this.apiKey.checkedAt;
+  }
+  /** Who holds the writer lease (`hostname-pid`), null for nobody, undefined when unknown or disabled. */
+  get leaseHolder(): string | null | undefined {
+    return this.holderWatch?.holder;
   }
 
   get config(): Config {
@@ -108,6 +147,18 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       this.serialise(() => this.becomeWriter());
       return;
     }
+    this.holderWatch = new LeaseHolderWatch(this.d.redis, c.writerLock.key, c.writerLock.ttlMs / 3, (from, to) =>
+      this.onHolderChange(from, to),
+    );
+    this.holderWatch.start();
+    // A standby checks its key while it waits, so that a rejected one shows before the failover that needs it.
+    this.apiKey.on("change", (state) => this.onApiKeyState(state));
+    this.apiKey.start(() => this.role === "standby");
+    if (this.apiKey.state !== "rejected") this.contendForLease();
+  }
+
+  private contendForLease(): void {
+    const c = this.d.config;
     this.lease = new WriterLease(this.d.redis, {
       key: c.writerLock.key,
       ttlMs: c.writerLock.ttlMs,
@@ -117,6 +168,29 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.lease.on("lost", () => this.serialise(() => this.becomeStandby("the writer lease was lost")));
     this.d.log.info({ key: c.writerLock.key }, "waiting for the writer lease");
     this.lease.start();
+  }
+
+  /** A standby whose key Schematic rejects must not become the writer: it would exit at once and leave none. */
+  private onApiKeyState(state: ApiKeyState): void {
+    if (this.stopping || this.role !== "standby") return;
+    if (state === "rejected" && this.lease) {
+      this.lease.stop();
+      this.lease = undefined;
+      this.d.log.warn("not contending for the writer lease while Schematic rejects the API key");
+    } else if (state === "valid" && !this.lease) {
+      this.contendForLease();
+    }
+  }
+
+  private onHolderChange(from: string | null | undefined, to: string | null): void {
+    if (this.role !== "standby" || to === this.writerId) return;
+    if (to === null) {
+      if (from) this.d.log.info({ previous: from }, "no replicator holds the writer lease");
+    } else if (from === undefined || from === null || from === this.writerId) {
+      this.d.log.info({ holder: to }, `standing by: ${to} holds the writer lease`);
+    } else {
+      this.d.log.info({ holder: to, previous: from }, `the writer lease passed from ${from} to ${to}`);
+    }
   }
 
   /** Role changes run one at a time, in the order they were asked for. */
@@ -160,6 +234,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.loaded = marker?.state === "loaded";
     this.dataLoss = marker?.state === "reloading";
     this.needFullLoad = !this.loaded;
+    this.sawDataSet ||= this.loaded;
+    this.loadReason = this.dataLoss || this.sawDataSet ? "data_loss" : "initial";
     this.flushedCursor = cursor ?? undefined;
     this.markerState = marker ?? undefined;
 
@@ -300,7 +376,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     }
     this.staleSince = undefined;
     void this.updateMarker({ stale_since: undefined }).catch(() => undefined);
-    if (fullLoad) this.startFullLoad(this.needFullLoad ? "initial load" : "reconnected without a replay cursor");
+    if (fullLoad) this.startFullLoad(this.needFullLoad ? this.loadReason : "no_cursor");
   }
 
   private onDatastreamClose(): void {
@@ -313,11 +389,11 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.pipeline?.cursor.reset();
     if (this.writer) void deleteCursor(this.writer, this.d.config.replay.cursorKey).catch(() => undefined);
     this.flushedCursor = undefined;
-    this.startFullLoad("the server asked for a reload");
+    this.startFullLoad("server_reload");
   }
 
   /** Runs a full REST load (restarting one already running); marks the data loaded once it and the flags are in. */
-  private startFullLoad(reason: string): void {
+  private startFullLoad(reason: LoadReason, retry = false): void {
     const pipeline = this.pipeline;
     const rest = this.rest;
     const writer = this.writer;
@@ -332,7 +408,10 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const mode = c.useAsyncLoading ? "stream-wins" : "hold";
     const generation = pipeline.beginLoad(mode);
     const started = Date.now();
-    this.d.log.info({ reason, mode: c.useAsyncLoading ? "async" : "sync" }, "starting a full load");
+    this.d.log.info(
+      { reason, retry, mode: c.useAsyncLoading ? "async" : "sync" },
+      `starting a full load (${LOAD_REASONS[reason]}${retry ? "; again, after a failure" : ""})`,
+    );
     const run = async () => {
       // Marker writes are retried like the pipeline's (a Redis hiccup must not restart the whole load).
       const retry = { breaker: this.redisBreaker, stats: this.stats, log: this.d.log, signal: abort.signal };
@@ -366,6 +445,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       this.needFullLoad = false;
       this.dataLoss = false;
       this.loaded = true;
+      this.sawDataSet = true;
       this.loading = false;
       this.d.log.info(
         {
@@ -384,7 +464,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       if (err instanceof AuthRejectedError) return this.emit("fatal", err);
       this.d.log.error({ err: (err as Error).message }, "the full load failed; it will be retried");
       setTimeout(() => {
-        if (this.loadAbort === abort && !this.stopping) this.startFullLoad("retrying a failed load");
+        if (this.loadAbort === abort && !this.stopping) this.startFullLoad(reason, true);
       }, 1000).unref();
     });
   }
@@ -393,14 +473,16 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
 
   private startTimers(): void {
     const c = this.d.config;
-    const every = (ms: number, task: () => Promise<unknown>) => {
+    const every = (name: string, ms: number, task: () => Promise<unknown>) => {
       if (ms <= 0) return;
       let running = false;
       const timer = setInterval(() => {
         if (running) return;
         running = true;
         task()
-          .catch((err) => this.d.log.warn({ err: (err as Error).message }, "background task failed"))
+          .catch((err) =>
+            this.d.log.warn({ task: name, err: (err as Error).message }, `background task failed: ${name}`),
+          )
           .finally(() => {
             running = false;
           });
@@ -408,16 +490,18 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       timer.unref();
       this.timers.push(timer);
     };
-    if (!c.replay.disabled) every(c.replay.flushIntervalMs, () => this.flushCursor());
-    every(c.markerCheckIntervalMs, () => this.checkMarker());
-    every(c.cacheCleanupIntervalMs, async () => {
+    if (!c.replay.disabled) every("persisting the replay cursor", c.replay.flushIntervalMs, () => this.flushCursor());
+    every("checking the readiness marker", c.markerCheckIntervalMs, () => this.checkMarker());
+    every("removing keys of other cache versions", c.cacheCleanupIntervalMs, async () => {
       const result = await cleanupOtherVersions(this.d.redis, this.keys, this.d.log);
       if (result.deleted > 0) this.d.log.info(result, "removed keys of other cache versions");
     });
-    if (c.cacheTtlMs > 0) every(Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl());
-    every(c.reconcileIntervalMs, () => this.reconcile());
+    if (c.cacheTtlMs > 0) {
+      every("refreshing expiries", Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl());
+    }
+    every("anti-entropy pass", c.reconcileIntervalMs, () => this.reconcile());
     let logged = -1;
-    every(MESSAGE_LOG_INTERVAL_MS, async () => {
+    every("logging message counts", MESSAGE_LOG_INTERVAL_MS, async () => {
       if (this.stats.received === logged) return;
       logged = this.stats.received;
       this.d.log.info({ messages: this.messageCounts() }, "message metrics");
@@ -512,6 +596,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.loaded = false;
     this.dataLoss = true;
     this.needFullLoad = true;
+    this.loadReason = "data_loss";
     this.pipeline?.cursor.reset();
     this.flushedCursor = undefined;
     await this.updateMarker({ state: "reloading" });
@@ -569,6 +654,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const log = this.d.log;
     const c = this.d.config;
     await this.transition;
+    this.apiKey.stop();
+    this.holderWatch?.stop();
     for (const t of this.timers) clearInterval(t);
     this.loadAbort?.abort();
     if (this.role === "writer") {

@@ -2,6 +2,7 @@
  * Runs `schematic-replicator` as a real child process (TypeScript through tsx), with settings tuned for tests:
  * its own health port, short timers, JSON logs captured for assertions.
  */
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseGoDuration } from "../../src/config/index.js";
@@ -13,7 +14,10 @@ export interface ReplicatorProcess {
   process: ChildProcess;
   port: number;
   url: string;
+  /** Every line written, stdout and stderr interleaved. */
   logs: string[];
+  /** The lines written on stderr. */
+  stderr: string[];
   /** Resolves with the exit code. */
   exited: Promise<number | null>;
   ready(): Promise<{ status: number; body: Record<string, unknown> }>;
@@ -64,11 +68,12 @@ export async function startReplicator(env: Record<string, string>): Promise<Repl
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: string[] = [];
-  const collect = (chunk: Buffer) => {
-    for (const line of chunk.toString().split("\n")) if (line.trim()) logs.push(line);
+  const stderr: string[] = [];
+  const collect = (into: string[][]) => (chunk: Buffer) => {
+    for (const line of chunk.toString().split("\n")) if (line.trim()) for (const list of into) list.push(line);
   };
-  child.stdout?.on("data", collect);
-  child.stderr?.on("data", collect);
+  child.stdout?.on("data", collect([logs]));
+  child.stderr?.on("data", collect([logs, stderr]));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const url = `http://127.0.0.1:${port}`;
   const get = async (path: string) => {
@@ -85,6 +90,7 @@ export async function startReplicator(env: Record<string, string>): Promise<Repl
     port,
     url,
     logs,
+    stderr,
     exited,
     ready: () => getJson("/ready"),
     health: () => getJson("/health"),
@@ -108,4 +114,52 @@ export async function startReplicator(env: Record<string, string>): Promise<Repl
       return exited;
     },
   };
+}
+
+/**
+ * Runs the replicator to its exit (SIGKILL after `timeoutMs`); returns the code and its output lines: all, those
+ * that are not JSON log records (`plain`), and those on stderr.
+ */
+export async function runToExit(
+  env: Record<string, string>,
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; lines: string[]; plain: string[]; stderr: string[] }> {
+  const rep = await startReplicator(env);
+  const timer = setTimeout(() => rep.process.kill("SIGKILL"), timeoutMs);
+  try {
+    const code = await rep.exited;
+    // The exit event may precede the last output chunks.
+    await new Promise<void>((resolve) => {
+      if (rep.process.stdout?.readableEnded && rep.process.stderr?.readableEnded) resolve();
+      else rep.process.once("close", () => resolve());
+    });
+    return { code, lines: [...rep.logs], plain: rep.logs.filter((l) => !l.startsWith("{")), stderr: [...rep.stderr] };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A Redis that cannot be reached (or not yet) is waited for, not given up on: /health answers 200 with
+ * `components.redis` "connecting" and a `redis_error` matching `cause`; SIGTERM then ends the wait with exit 0.
+ */
+export async function assertWaitsForRedis(env: Record<string, string>, cause: RegExp): Promise<void> {
+  const rep = await startReplicator(env);
+  try {
+    const health = await waitFor(
+      async () => {
+        if (rep.process.exitCode !== null) throw new Error(`exited with ${rep.process.exitCode}`);
+        const h = await rep.health();
+        return cause.test(String(h.body.redis_error)) ? h : undefined;
+      },
+      { timeoutMs: 30_000, what: `/health to report ${cause}` },
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\n--- replicator logs ---\n${rep.logs.slice(-20).join("\n")}`);
+    });
+    assert.equal(health.status, 200);
+    assert.equal((health.body.components as Record<string, unknown>).redis, "connecting");
+    assert.equal(await rep.stop("SIGTERM"), 0, rep.logs.slice(-10).join("\n"));
+  } finally {
+    await rep.stop("SIGKILL");
+  }
 }
