@@ -12,9 +12,11 @@
  * - Redis refusing the password: exit 1 with one line, after REDIS_MAX_RETRIES attempts.
  * - Redis started after the replicator: the replicator waits (/health 200 saying it waits for Redis and why, the
  *   failure logged once, not per attempt), then loads once Redis is up and /ready answers 200.
- * - SIGTERM while waiting for Redis: exit 0 at once.
+ * - SIGTERM while waiting for Redis: exit 0 at once, also as PID 1 (Node has no default signal handling there:
+ *   without handlers installed first, the signal was ignored).
  */
 import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { loadFixtureFile, type RunningEmulator, startEmulator } from "../src/emulator/index.js";
@@ -23,6 +25,7 @@ import { freePort, type RedisServer, startRedis, waitFor } from "./helpers/redis
 import { type ReplicatorProcess, runToExit, startReplicator, testEnv } from "./helpers/replicator.js";
 
 const FIXTURE_FILE = fileURLToPath(new URL("../examples/fixture.json", import.meta.url));
+const canUnshare = spawnSync("unshare", ["-rpf", "true"]).status === 0;
 
 describe("end to end: start-up", { concurrency: true }, () => {
   let redis: RedisServer;
@@ -173,6 +176,21 @@ describe("end to end: start-up", { concurrency: true }, () => {
     } finally {
       await rep.stop("SIGKILL");
       await late?.stop();
+    }
+  });
+
+  test("as PID 1 (of its own PID namespace), SIGTERM before Redis answers: exit 0", {
+    skip: canUnshare ? false : "unshare cannot create a PID namespace here",
+  }, async () => {
+    const rep = await startReplicator({ ...base(), REDIS_ADDR: `127.0.0.1:${await freePort()}` }, ["unshare", "-rpf"]);
+    try {
+      await waitFor(async () => (await rep.health()).status === 200, { what: "/health to answer" });
+      // The replicator is the child of unshare, PID 1 inside: only a signal it handles reaches it.
+      const pid = Number(execFileSync("ps", ["-o", "pid=", "--ppid", String(rep.process.pid)], { encoding: "utf8" }));
+      process.kill(pid, "SIGTERM");
+      assert.equal(await rep.exited, 0, rep.logs.slice(-10).join("\n"));
+    } finally {
+      await rep.stop("SIGKILL");
     }
   });
 

@@ -61,9 +61,11 @@ function testDefaults(overrides: Record<string, string>): Record<string, string>
   };
 }
 
-export async function startReplicator(env: Record<string, string>): Promise<ReplicatorProcess> {
+/** `wrapper`: a command the replicator runs under, e.g. `["unshare", "-rpf"]` to be PID 1 of a PID namespace. */
+export async function startReplicator(env: Record<string, string>, wrapper: string[] = []): Promise<ReplicatorProcess> {
   const port = env.HEALTH_PORT ? Number(env.HEALTH_PORT) : await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", ENTRY], {
+  const [command = process.execPath, ...args] = [...wrapper, process.execPath, "--import", "tsx", ENTRY];
+  const child = spawn(command, args, {
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env, HEALTH_PORT: String(port) },
     stdio: ["ignore", "pipe", "pipe"],
   });
