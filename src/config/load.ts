@@ -69,16 +69,25 @@ function quote(raw: string): string {
     .replace(/\u2029/g, "\\u2029");
 }
 
+/**
+ * Where the password of a URL-like value (`scheme://user:password@host`) is: `[start, end)`, "none", or "unsure"
+ * (an `@` that is not in a user info part).
+ */
+function passwordSpan(raw: string): [number, number] | "none" | "unsure" {
+  const at = raw.lastIndexOf("@");
+  if (at < 0) return "none";
+  const schemeEnd = raw.indexOf("://");
+  if (schemeEnd < 0 || schemeEnd > at) return "unsure";
+  const colon = raw.slice(schemeEnd + 3, at).indexOf(":");
+  return colon < 0 ? "none" : [schemeEnd + 3 + colon + 1, at]; // no colon: a user name only
+}
+
 /** Hides the password of a URL-like value (`scheme://user:password@host`), or the whole value if unsure. */
 export function redactUrl(raw: string): string {
-  const at = raw.lastIndexOf("@");
-  if (at < 0) return raw;
-  const schemeEnd = raw.indexOf("://");
-  if (schemeEnd < 0 || schemeEnd > at) return "(hidden)";
-  const userinfo = raw.slice(schemeEnd + 3, at);
-  const colon = userinfo.indexOf(":");
-  if (colon < 0) return raw; // a user name only
-  return `${raw.slice(0, schemeEnd + 3)}${userinfo.slice(0, colon)}:(hidden)${raw.slice(at)}`;
+  const span = passwordSpan(raw);
+  if (span === "none") return raw;
+  if (span === "unsure") return "(hidden)";
+  return `${raw.slice(0, span[0])}(hidden)${raw.slice(span[1])}`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -710,12 +719,10 @@ function secretsOf(r: EnvReader, apiKey: string, redis: RedisConfig): string[] {
   if (redis.password !== undefined) out.push(redis.password);
   // A password in a URL that REDIS_PASSWORD overrides is not in the config, but is in the environment.
   for (const name of ["REDIS_URL", "REDIS_ADDR"]) {
-    const raw = r.value(name);
-    const at = raw?.lastIndexOf("@") ?? -1;
-    const userinfo = raw && at > 0 ? raw.slice(raw.indexOf("://") + 3, at) : "";
-    const colon = userinfo.indexOf(":");
-    if (colon >= 0) {
-      const password = userinfo.slice(colon + 1);
+    const raw = r.value(name) ?? "";
+    const span = passwordSpan(raw);
+    if (typeof span !== "string") {
+      const password = raw.slice(span[0], span[1]);
       out.push(password);
       try {
         out.push(decodeURIComponent(password));
