@@ -27,7 +27,7 @@ import { type ReplicatorProcess, runToExit, startReplicator, testEnv } from "./h
 const FIXTURE_FILE = fileURLToPath(new URL("../examples/fixture.json", import.meta.url));
 const canUnshare = spawnSync("unshare", ["-rpf", "true"]).status === 0;
 
-describe("end to end: start-up", { concurrency: true }, () => {
+describe("end to end: start-up", { concurrency: true, timeout: 300_000 }, () => {
   let redis: RedisServer;
   let secured: RedisServer;
   let strict: RunningEmulator;
@@ -150,7 +150,7 @@ describe("end to end: start-up", { concurrency: true }, () => {
           const h = await rep.health();
           return h.status === 200 && h.body.redis_error ? h : undefined;
         },
-        { what: "/health to report the Redis failure" },
+        { timeoutMs: 90_000, what: "/health to report the Redis failure" },
       );
       assert.equal((health.body.components as Record<string, unknown>).redis, "connecting");
       assert.match(
@@ -184,7 +184,7 @@ describe("end to end: start-up", { concurrency: true }, () => {
   }, async () => {
     const rep = await startReplicator({ ...base(), REDIS_ADDR: `127.0.0.1:${await freePort()}` }, ["unshare", "-rpf"]);
     try {
-      await waitFor(async () => (await rep.health()).status === 200, { what: "/health to answer" });
+      await waitFor(async () => (await rep.health()).status === 200, { timeoutMs: 90_000, what: "/health to answer" });
       // The replicator is the child of unshare, PID 1 inside: only a signal it handles reaches it.
       const pid = Number(execFileSync("ps", ["-o", "pid=", "--ppid", String(rep.process.pid)], { encoding: "utf8" }));
       process.kill(pid, "SIGTERM");
@@ -197,7 +197,7 @@ describe("end to end: start-up", { concurrency: true }, () => {
   test("SIGTERM before Redis answers: exit 0 at once", async () => {
     const rep: ReplicatorProcess = await startReplicator({ ...base(), REDIS_ADDR: `127.0.0.1:${await freePort()}` });
     try {
-      await waitFor(async () => (await rep.health()).status === 200, { what: "/health to answer" });
+      await waitFor(async () => (await rep.health()).status === 200, { timeoutMs: 90_000, what: "/health to answer" });
       assert.equal(await rep.stop("SIGTERM"), 0, rep.logs.slice(-10).join("\n"));
       assert.ok(
         jsonLogs(rep.logs).some((l) => l.msg === "shutting down" && l.reason === "SIGTERM"),

@@ -92,7 +92,7 @@ describe("a standby checks its API key", { timeout: 240_000 }, () => {
         const h = await s.health();
         return h.status === 503 ? h : undefined;
       },
-      { timeoutMs: 30_000, what: "the standby's /health to answer 503" },
+      { timeoutMs: 60_000, what: "the standby's /health to answer 503" },
     );
     assert.equal(health.body.status, "unhealthy");
     assert.match(String(health.body.unhealthy_reason), /rejected the API key \(HTTP 401 on GET \/companies\/count\)/);

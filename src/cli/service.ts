@@ -1,8 +1,8 @@
 /**
- * Runs the replicator service. Order matters for operators: settings → logger → signal handlers and the health
- * server (so that /health answers and SIGTERM works, also as PID 1, before anything can hang) → Redis, waited for
+ * Runs the replicator service. Order matters for operators: settings → logger → signal handlers → the health
+ * server (so that SIGTERM works, also as PID 1, and /health answers before anything can hang) → Redis, waited for
  * as long as it takes, and the API key checked meanwhile → lease/replication; then SIGTERM/SIGINT turn into a
- * bounded, lossless shutdown.
+ * bounded, lossless shutdown. docs/design/probes.md explains the choices.
  */
 import { hostname } from "node:os";
 import { ConfigError, describeConfig, loadConfig, logFormatOf } from "../config/index.js";
@@ -73,17 +73,8 @@ export async function runService(): Promise<number> {
   const config = serviceSettings();
   if (!config) return EXIT.usage;
   const log = createLogger({ level: config.logLevel, format: config.logFormat, secrets: config.secrets, name: NAME });
-  const cacheVersion = config.cacheVersion ?? (await engineVersionKey());
-  log.info({ version: PACKAGE_VERSION, cacheVersion, settings: describeConfig(config) }, `starting ${NAME}`);
-  for (const warning of config.warnings) log.warn(warning);
 
-  // Named after the writer id (`hostname-pid`, as in the lease token), so CLIENT LIST and MONITOR show who writes.
-  const redis = createRedis(config.redis, { log, connectionName: redisConnectionName(`${hostname()}-${process.pid}`) });
-  const replicator = new Replicator({ config, redis, log, cacheVersion, clientVersion: PACKAGE_VERSION });
-  const stopHeapCompaction = startHeapCompaction(replicator, log);
-  const registry = createMetrics(replicator, { version: PACKAGE_VERSION, cacheVersion });
-
-  // ---- stopping: by a signal at any moment, or by a fatal error once running
+  // ---- stopping: by a signal at any moment from here on, or by a fatal error once running
   const stop = new AbortController();
   let stopCode: number = EXIT.ok;
   const requestStop = (code: number, why: string) => {
@@ -101,6 +92,18 @@ export async function runService(): Promise<number> {
       requestStop(EXIT.ok, signal);
     });
   }
+
+  const cacheVersion = config.cacheVersion ?? (await engineVersionKey());
+  if (stop.signal.aborted) return stopCode;
+  log.info({ version: PACKAGE_VERSION, cacheVersion, settings: describeConfig(config) }, `starting ${NAME}`);
+  for (const warning of config.warnings) log.warn(warning);
+
+  // Named after the writer id (`hostname-pid`, as in the lease token), so CLIENT LIST and MONITOR show who writes.
+  const redis = createRedis(config.redis, { log, connectionName: redisConnectionName(`${hostname()}-${process.pid}`) });
+  const replicator = new Replicator({ config, redis, log, cacheVersion, clientVersion: PACKAGE_VERSION });
+  const stopHeapCompaction = startHeapCompaction(replicator, log);
+  const registry = createMetrics(replicator, { version: PACKAGE_VERSION, cacheVersion });
+
   const fail = (code: number, message: string) => {
     log.error({ err: message }, code === EXIT.auth ? "the API key was rejected; exiting" : "fatal error; exiting");
     process.stderr.write(`${NAME}: ${message}\n`);

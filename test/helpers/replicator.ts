@@ -124,7 +124,7 @@ export async function startReplicator(env: Record<string, string>, wrapper: stri
  */
 export async function runToExit(
   env: Record<string, string>,
-  timeoutMs = 60_000,
+  timeoutMs = 120_000,
 ): Promise<{ code: number | null; lines: string[]; plain: string[]; stderr: string[] }> {
   const rep = await startReplicator(env);
   const timer = setTimeout(() => rep.process.kill("SIGKILL"), timeoutMs);
@@ -154,7 +154,7 @@ export async function assertWaitsForRedis(env: Record<string, string>, cause: Re
         const h = await rep.health();
         return cause.test(String(h.body.redis_error)) ? h : undefined;
       },
-      { timeoutMs: 30_000, what: `/health to report ${cause}` },
+      { timeoutMs: 90_000, what: `/health to report ${cause}` },
     ).catch((err: Error) => {
       throw new Error(`${err.message}\n--- replicator logs ---\n${rep.logs.slice(-20).join("\n")}`);
     });
