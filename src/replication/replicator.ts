@@ -393,7 +393,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   }
 
   /** Runs a full REST load (restarting one already running); marks the data loaded once it and the flags are in. */
-  private startFullLoad(reason: LoadReason, retry = false): void {
+  private startFullLoad(reason: LoadReason, again = false): void {
     const pipeline = this.pipeline;
     const rest = this.rest;
     const writer = this.writer;
@@ -409,8 +409,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const generation = pipeline.beginLoad(mode);
     const started = Date.now();
     this.d.log.info(
-      { reason, retry, mode: c.useAsyncLoading ? "async" : "sync" },
-      `starting a full load (${LOAD_REASONS[reason]}${retry ? "; again, after a failure" : ""})`,
+      { reason, retry: again, mode: c.useAsyncLoading ? "async" : "sync" },
+      `starting a full load (${LOAD_REASONS[reason]}${again ? "; again, after a failure" : ""})`,
     );
     const run = async () => {
       // Marker writes are retried like the pipeline's (a Redis hiccup must not restart the whole load).
