@@ -25,7 +25,7 @@ import { freePort, type RedisServer, startRedis, waitFor } from "./helpers/redis
 import { type ReplicatorProcess, runToExit, startReplicator, testEnv } from "./helpers/replicator.js";
 
 const FIXTURE_FILE = fileURLToPath(new URL("../examples/fixture.json", import.meta.url));
-const canUnshare = spawnSync("unshare", ["-rpf", "true"]).status === 0;
+const canUnshare = spawnSync("unshare", ["-rpf", "--kill-child", "true"]).status === 0;
 
 describe("end to end: start-up", { concurrency: true, timeout: 300_000 }, () => {
   let redis: RedisServer;
@@ -182,7 +182,11 @@ describe("end to end: start-up", { concurrency: true, timeout: 300_000 }, () => 
   test("as PID 1 (of its own PID namespace), SIGTERM before Redis answers: exit 0", {
     skip: canUnshare ? false : "unshare cannot create a PID namespace here",
   }, async () => {
-    const rep = await startReplicator({ ...base(), REDIS_ADDR: `127.0.0.1:${await freePort()}` }, ["unshare", "-rpf"]);
+    const rep = await startReplicator({ ...base(), REDIS_ADDR: `127.0.0.1:${await freePort()}` }, [
+      "unshare",
+      "-rpf",
+      "--kill-child",
+    ]);
     try {
       await waitFor(async () => (await rep.health()).status === 200, { timeoutMs: 90_000, what: "/health to answer" });
       // The replicator is the child of unshare, PID 1 inside: only a signal it handles reaches it.

@@ -61,7 +61,7 @@ function testDefaults(overrides: Record<string, string>): Record<string, string>
   };
 }
 
-/** `wrapper`: a command the replicator runs under, e.g. `["unshare", "-rpf"]` to be PID 1 of a PID namespace. */
+/** `wrapper`: a command the replicator runs under, e.g. `["unshare", "-rpf", "--kill-child"]` to be PID 1 of a PID namespace (and die with it). */
 export async function startReplicator(env: Record<string, string>, wrapper: string[] = []): Promise<ReplicatorProcess> {
   const port = env.HEALTH_PORT ? Number(env.HEALTH_PORT) : await freePort();
   const [command = process.execPath, ...args] = [...wrapper, process.execPath, "--import", "tsx", ENTRY];
