@@ -21,9 +21,15 @@ import { loadFixtureFile, type RunningEmulator, startEmulator } from "../src/emu
 import type { Fixture } from "../src/model/wire.js";
 import { DEFAULT_CACHE_VERSION, type SdkClient, startDirectSdk } from "./helpers/e2e.js";
 import { waitFor } from "./helpers/redis.js";
-import { assertWaitsForRedis, type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
+import {
+  assertWaitsForRedis,
+  type ReplicatorProcess,
+  runToExit,
+  startReplicator,
+  testEnv,
+} from "./helpers/replicator.js";
 import { haveOpenssl, startTlsRedis, type TlsRedisServer } from "./helpers/tls.js";
-import { assertSdkTable, runUntilExit, type SdkOnRedis, startSdkOn, waitEqual } from "./helpers/topology.js";
+import { assertSdkTable, type SdkOnRedis, startSdkOn, waitEqual } from "./helpers/topology.js";
 
 const FIXTURE_FILE = fileURLToPath(new URL("../examples/fixture.json", import.meta.url));
 
@@ -129,6 +135,7 @@ describe("TLS with a private CA, client certificates and an ACL user", {
     const base = {
       SCHEMATIC_API_KEY: "k",
       SCHEMATIC_API_URL: emu.url,
+      LOG_FORMAT: "json",
       REDIS_MAX_RETRIES: "1",
       REDIS_DIAL_TIMEOUT: "2s",
     };
@@ -169,15 +176,15 @@ describe("TLS with a private CA, client certificates and an ACL user", {
         ),
       ],
     ];
-    const results = await Promise.all(cases.map(([, env]) => runUntilExit({ ...base, ...env })));
+    const results = await Promise.all(cases.map(([, env]) => runToExit({ ...base, ...env })));
     cases.forEach(([name, , pattern], i) => {
       const r = results[i]!;
-      assert.equal(r.code, 1, `${name}: exit code\n${r.stdout}`);
+      assert.equal(r.code, 1, `${name}: exit code\n${r.lines.join("\n")}`);
       assert.equal(r.stderr.length, 1, `${name}: one line\n${r.stderr.join("\n")}`);
       assert.match(r.stderr[0]!, pattern, name);
     });
     // The password never appears in what the replicator printed.
-    for (const r of results) assert.ok(!`${r.stdout}${r.stderr.join("")}`.includes(server.userPassword));
+    for (const r of results) assert.ok(!r.lines.join("\n").includes(server.userPassword));
     // Plain text to the TLS port: reset connections, which could be a passing network fault, so it waits — and
     // says what is most likely wrong.
     await assertWaitsForRedis(

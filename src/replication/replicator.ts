@@ -36,7 +36,7 @@ const LOAD_REASONS: Record<LoadReason, string> = {
   initial: "initial load: Redis holds no data set for this cache version",
   data_loss: "Redis lost its data",
   server_reload: "the server asked for a reload",
-  no_cursor: "no replay cursor to resume from",
+  no_cursor: "no replay cursor to resume with",
 };
 
 /** How often the message counters are logged (when they changed), as the Go original does. */
