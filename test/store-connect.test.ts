@@ -17,8 +17,8 @@ import {
 } from "../src/store/connect.js";
 import { parseRedisVersion, serverVersions, supportedVersion, versionProblem } from "../src/store/server-version.js";
 import { freePort, type RedisServer, startRedis } from "./helpers/redis.js";
+import { runToExit } from "./helpers/replicator.js";
 import { parseCommand } from "./helpers/resp.js";
-import { runUntilExit } from "./helpers/topology.js";
 
 function config(topology: RedisTopology, extra: Partial<RedisConfig> = {}): RedisConfig {
   return {
@@ -87,8 +87,33 @@ describe("createRedis / waitForRedis: single node", () => {
     assert.equal(err.kind, "unreachable");
     assert.match(
       err.message,
-      new RegExp(`^Redis at 127\\.0\\.0\\.1:${port} is unreachable: .*ECONNREFUSED.*\\(after 3 attempts\\)$`),
+      new RegExp(`^Redis at 127\\.0\\.0\\.1:${port} is unreachable: .*ECONNREFUSED.*\\(after 2 attempts\\)$`),
     );
+  });
+
+  it("untilReachable: waits for a server that comes up later, reporting each failed attempt", async () => {
+    const port = await freePort();
+    const cfg = config(single(port), { maxRetries: 1 });
+    const c = open(cfg);
+    const failures: { attempt: number; message: string }[] = [];
+    const waiting = waitForRedis(c, cfg, { untilReachable: true, onFailure: (f) => failures.push(f) });
+    while (failures.length < 3) await new Promise((r) => setTimeout(r, 50));
+    assert.match(failures[0]!.message, new RegExp(`^Redis at 127\\.0\\.0\\.1:${port} is unreachable: .*ECONNREFUSED`));
+    const late = await startRedis({ port });
+    try {
+      assert.equal(await waiting, true);
+      assert.equal(await c.ping(), "PONG");
+    } finally {
+      await late.stop();
+    }
+  });
+
+  it("untilReachable: an aborted wait resolves false", async () => {
+    const cfg = config(single(await freePort()));
+    const abort = new AbortController();
+    const waiting = waitForRedis(open(cfg), cfg, { untilReachable: true, signal: abort.signal });
+    setTimeout(() => abort.abort(), 500);
+    assert.equal(await waiting, false);
   });
 });
 
@@ -113,10 +138,19 @@ describe("createRedis / waitForRedis: authentication", () => {
     }
   });
 
-  it("says the password was rejected, without retrying", async () => {
-    const err = await startupError(config(single(server.port), { password: "wrong", maxRetries: 5 }));
+  it("says the password was rejected, after maxRetries attempts (also with untilReachable)", async () => {
+    const cfg = config(single(server.port), { password: "wrong", maxRetries: 3 });
+    let attempts = 0;
+    const err = await waitForRedis(open(cfg), cfg, { untilReachable: true, onFailure: () => attempts++ }).then(
+      () => assert.fail("waitForRedis should have failed"),
+      (e: unknown) => e as RedisStartupError,
+    );
     assert.equal(err.kind, "auth");
-    assert.match(err.message, /^Redis rejected the password \(WRONGPASS .*\) at 127\.0\.0\.1:\d+$/);
+    assert.equal(attempts, 3);
+    assert.match(
+      err.message,
+      /^Redis rejected the password \(WRONGPASS .*\) at 127\.0\.0\.1:\d+ \(after 3 attempts\)$/,
+    );
   });
 
   it("says a password is required", async () => {
@@ -228,7 +262,7 @@ describe("createRedis / waitForRedis: TLS", { skip: haveOpenssl ? false : "opens
   it("hints at TLS when a plain connection is reset by a TLS port", async () => {
     const err = await startupError(config(single(tlsPort)));
     assert.equal(err.kind, "unreachable");
-    assert.match(err.message, /ECONNRESET \(after 2 attempts; if this Redis expects TLS, set REDIS_TLS=true\)$/);
+    assert.match(err.message, /ECONNRESET \(after 1 attempt; if this Redis expects TLS, set REDIS_TLS=true\)$/);
   });
 
   it("says the TLS handshake failed on a server name mismatch", async () => {
@@ -295,12 +329,12 @@ describe("the Redis version is checked at start-up (KEEPTTL, used by the fence, 
       assert.equal(old.infoServerCalls(), 1, "refused at once: no second attempt");
 
       // The service exits 1 with that line, as for any fatal Redis error at start-up.
-      const out = await runUntilExit({
+      const out = await runToExit({
         SCHEMATIC_API_KEY: "k",
         REDIS_ADDR: `127.0.0.1:${old.port}`,
         HEALTH_PORT: String(await freePort()),
       });
-      assert.equal(out.code, 1, out.stdout);
+      assert.equal(out.code, 1, out.lines.join("\n"));
       assert.deepEqual(out.stderr, [`schematic-replicator: ${err.message}`]);
     } finally {
       await old.close();

@@ -40,9 +40,9 @@ import { churn, region } from "./helpers/faults.js";
 import { buildGoChecker, GoSdkUnavailableError, runGoChecks } from "./helpers/go-sdk.js";
 import { parseInfo } from "./helpers/procs.js";
 import { freePort, waitFor } from "./helpers/redis.js";
-import { type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
+import { assertWaitsForRedis, type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
 import { allChecks } from "./helpers/sdk-table.js";
-import { assertSdkTable, burst, runUntilExit, type SdkOnRedis, startSdkOn, waitEqual } from "./helpers/topology.js";
+import { assertSdkTable, burst, type SdkOnRedis, startSdkOn, waitEqual } from "./helpers/topology.js";
 
 const run = promisify(execFile);
 const FIXTURE_FILE = fileURLToPath(new URL("../examples/fixture.json", import.meta.url));
@@ -297,22 +297,18 @@ describe("Redis Cluster: three masters with a replica each", () => {
     assert.deepEqual(sdk.stub.calls, [], "the SDK never called the API");
   });
 
-  test("unreachable cluster nodes: exit 1 with one line naming them and the cause", { timeout: 60_000 }, async () => {
+  test("unreachable cluster nodes: waited for, /health naming them and the cause", { timeout: 60_000 }, async () => {
     const [a, b] = [await freePort(), await freePort()];
-    const out = await runUntilExit({
-      SCHEMATIC_API_KEY: "k",
-      SCHEMATIC_API_URL: emu.url,
-      REDIS_CLUSTER_ADDRS: `127.0.0.1:${a},127.0.0.1:${b}`,
-      REDIS_MAX_RETRIES: "1",
-      REDIS_DIAL_TIMEOUT: "500ms",
-    });
-    assert.equal(out.code, 1, out.stdout);
-    assert.equal(out.stderr.length, 1, out.stderr.join("\n"));
-    assert.match(
-      out.stderr[0]!,
-      new RegExp(
-        `^schematic-replicator: Redis at cluster 127\\.0\\.0\\.1:${a},127\\.0\\.0\\.1:${b} is unreachable: .*ECONNREFUSED`,
-      ),
+    await assertWaitsForRedis(
+      {
+        SCHEMATIC_API_KEY: "k",
+        SCHEMATIC_API_URL: emu.url,
+        LOG_FORMAT: "json",
+        REDIS_CLUSTER_ADDRS: `127.0.0.1:${a},127.0.0.1:${b}`,
+        REDIS_MAX_RETRIES: "1",
+        REDIS_DIAL_TIMEOUT: "500ms",
+      },
+      new RegExp(`^Redis at cluster 127\\.0\\.0\\.1:${a},127\\.0\\.0\\.1:${b} is unreachable: .*ECONNREFUSED`),
     );
   });
 });

@@ -1,12 +1,12 @@
 /**
- * Redis connections for every topology operators run (DESIGN.md §3.9): a single node, Cluster (all masters,
+ * Redis connections for every topology operators run: a single node, Cluster (all masters,
  * single-key commands only) and Sentinel, each optionally over TLS with a CA file and an ACL user name.
  *
  * Settings map onto ioredis as follows:
  * - `dialTimeoutMs` → `connectTimeout`; `max(readTimeoutMs, writeTimeoutMs)` → `commandTimeout` (ioredis has one
  *   timeout per command, not separate read and write deadlines);
  * - `maxRetries` → `maxRetriesPerRequest` (reconnect attempts a queued command waits through before it fails), and
- *   the number of extra start-up attempts in {@link waitForRedis};
+ *   the start-up attempts before a failure that waiting cannot heal is fatal ({@link waitForRedis});
  * - `maxRedirects` → Cluster `maxRedirections` (for commands the cluster client routes; the batch writer sends
  *   redirected ops through it, see writer.ts);
  * - `routeByLatency` has no ioredis equivalent (go-redis sends read-only commands to the closest node); reads go
@@ -18,6 +18,7 @@ import { connect as netConnect, type Socket } from "node:net";
 import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
 import type { RedisConfig, RedisTlsConfig } from "../config/types.js";
+import { backoffDelay, sleep } from "../util/time.js";
 import { errorMessage, type StoreLog } from "./log.js";
 import { type ServerVersion, serverVersions, versionProblem } from "./server-version.js";
 
@@ -105,20 +106,38 @@ export function createRedis(cfg: RedisConfig, options: CreateRedisOptions = {}):
 }
 
 /**
- * Logs connection errors, at most one line per distinct message every 30 s (without a listener ioredis prints every
- * one to the console).
+ * Without a listener ioredis prints every connection error to the console. Until Redis first answers, waitForRedis
+ * reports the failures (with a diagnosis); afterwards each distinct error is logged at most every 30 s, and the
+ * first answer after errors is logged too.
  */
 function logErrors(client: RedisClient, where: string, log: StoreLog | undefined): void {
   let last = { message: "", at: 0 };
+  let everReady = false;
+  let failingSince: number | undefined;
   const onError = (err: unknown) => {
     const message = errorMessage(err);
     const now = Date.now();
-    if (message === last.message && now - last.at < 30_000) return;
+    failingSince ??= now;
+    connectionProblems.set(client, { message, since: failingSince });
+    log?.debug({ err: message, redis: where }, "Redis connection error");
+    if (!everReady || (message === last.message && now - last.at < 30_000)) return;
     last = { message, at: now };
     log?.warn({ err: message, redis: where }, "Redis connection error");
   };
   client.on("error", onError);
   if (client instanceof Cluster) client.on("node error", onError);
+  client.on("ready", () => {
+    if (everReady && failingSince !== undefined) {
+      log?.info(
+        { redis: where, downMs: Date.now() - failingSince, lastErr: last.message || undefined },
+        "Redis answers again",
+      );
+    }
+    everReady = true;
+    failingSince = undefined;
+    last = { message: "", at: 0 };
+    connectionProblems.delete(client);
+  });
 }
 
 /**
@@ -129,6 +148,13 @@ export function namedDuplicate(cluster: Cluster, connectionName: string, log?: S
   const copy = cluster.duplicate([], { redisOptions: { ...cluster.options.redisOptions, connectionName } });
   logErrors(copy, `cluster (connections named ${connectionName})`, log);
   return copy;
+}
+
+const connectionProblems = new WeakMap<RedisClient, { message: string; since: number }>();
+
+/** The last connection error of a client made by {@link createRedis}, while it has not answered since. */
+export function connectionProblem(client: RedisClient): { message: string; since: number } | undefined {
+  return connectionProblems.get(client);
 }
 
 function tlsOptions(tls: RedisTlsConfig | undefined): ConnectionOptions | undefined {
@@ -440,15 +466,40 @@ async function probe(
   });
 }
 
+/** How often waiting for Redis at start-up logs that it is still waiting. */
+const WAIT_LOG_INTERVAL_MS = 30_000;
+/** Cap of the backoff between start-up attempts. */
+const WAIT_MAX_DELAY_MS = 5_000;
+
+export interface WaitForRedisOptions {
+  log?: StoreLog;
+  /**
+   * Wait for an unreachable Redis indefinitely (the service: a replicator started before its Redis must come up
+   * when Redis does, not crash-loop). Otherwise (the command-line tools) it fails after `maxRetries` attempts.
+   */
+  untilReachable?: boolean;
+  /** Stops waiting: waitForRedis then resolves false. */
+  signal?: AbortSignal;
+  /** Told about each failed attempt (what /health reports while it waits). */
+  onFailure?: (failure: { attempt: number; message: string }) => void;
+}
+
 /**
- * At start-up: PING until Redis answers, at most `maxRetries + 1` times with backoff, then check that every master
- * runs a version we support (server-version.ts). Throws a {@link RedisStartupError} with one clear line: unreachable
- * (with the attempt count), credentials rejected, TLS handshake failed or a server too old (these three are not
- * retried: they cannot heal by waiting).
- * The client is left as it is on failure; the caller disconnects it (or exits).
+ * At start-up: PING until Redis answers, with capped backoff, then check that every master runs a version we support
+ * (server-version.ts). Failures that waiting can heal (unreachable, a cluster or sentinel still forming) are retried —
+ * indefinitely with `untilReachable`; ones that it cannot (the password or ACL refused, a failed TLS handshake, a bad
+ * database index) fail after `maxRetries` attempts, which leaves room for a password being rotated at the same
+ * moment; a server too old fails at once. Failures are logged at once, then at most every 30 s. Throws a
+ * {@link RedisStartupError} with one clear line; resolves true once Redis answers, false if `signal` stopped the
+ * wait. The client is left as it is on failure; the caller disconnects it (or exits).
  */
-export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: StoreLog): Promise<void> {
-  const attempts = Math.max(1, cfg.maxRetries + 1);
+export async function waitForRedis(
+  client: RedisClient,
+  cfg: RedisConfig,
+  opts: WaitForRedisOptions = {},
+): Promise<boolean> {
+  const { log, signal } = opts;
+  const attempts = Math.max(1, cfg.maxRetries);
   const perAttemptMs = Math.max(cfg.dialTimeoutMs, 0) + Math.max(cfg.readTimeoutMs, cfg.writeTimeoutMs, 0) + 1000;
   let eventError: unknown;
   // A Cluster keeps a PING queued while it cannot load the slot map; its "error" event ends the attempt early.
@@ -460,10 +511,14 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
     eventError = err;
     failAttempt?.(err);
   };
+  const onAbort = () => failAttempt?.(new Error("stopped"));
   client.on("error", isCluster(client) ? onClusterError : onError);
   if (isCluster(client)) client.on("node error", onError);
+  signal?.addEventListener("abort", onAbort);
+  let lastLog = { message: "", at: Number.NEGATIVE_INFINITY };
   try {
     for (let attempt = 1; ; attempt++) {
+      if (signal?.aborted) return false;
       eventError = undefined;
       let commandError: unknown;
       try {
@@ -474,11 +529,12 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
         await withTimeout(Promise.race([client.ping(), failed]), perAttemptMs);
         await withTimeout(requireSupportedVersion(client, log), perAttemptMs);
         if (attempt > 1) log?.info({ redis: describeRedis(cfg), attempt }, "Redis answers");
-        return;
+        return true;
       } catch (err) {
         if (err instanceof RedisStartupError) throw err;
         commandError = err;
       }
+      if (signal?.aborted) return false;
       let cause = pickCause(commandError, eventError);
       if (
         isGeneric(cause) ||
@@ -488,17 +544,23 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
         cause = (await diagnose(cfg)) ?? cause;
       }
       const c = classify(cause, cfg, attempt);
-      if (c.permanent || attempt >= attempts) throw new RedisStartupError(c.message, c.kind, cause);
-      const delay = Math.min(200 * 2 ** (attempt - 1), 3000);
-      log?.warn(
-        { redis: describeRedis(cfg), attempt, of: attempts, err: errorMessage(cause) },
-        "Redis not reachable yet",
-      );
-      await new Promise((r) => setTimeout(r, delay));
+      opts.onFailure?.({ attempt, message: c.message });
+      if (attempt >= attempts && (c.permanent || !opts.untilReachable)) {
+        const message = c.permanent && attempt > 1 ? `${c.message} (after ${attempt} attempts)` : c.message;
+        throw new RedisStartupError(message, c.kind, cause);
+      }
+      const reason = errorMessage(cause);
+      const now = Date.now();
+      if (reason !== lastLog.message || now - lastLog.at >= WAIT_LOG_INTERVAL_MS) {
+        lastLog = { message: reason, at: now };
+        log?.warn({ redis: describeRedis(cfg), attempt, err: reason }, "Redis not reachable yet; retrying");
+      }
+      await sleep(backoffDelay(attempt, 200, WAIT_MAX_DELAY_MS), signal);
     }
   } finally {
     client.off("error", isCluster(client) ? onClusterError : onError);
     if (isCluster(client)) client.off("node error", onError);
+    signal?.removeEventListener("abort", onAbort);
   }
 }
 

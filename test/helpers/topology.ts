@@ -10,9 +10,7 @@
  * - a TCP proxy that freezes chosen clients' connections to Redis (a partition of one instance only).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
-import { fileURLToPath } from "node:url";
 import sdk from "@schematichq/schematic-typescript-node";
 import { type Cluster, Redis, type RedisOptions } from "ioredis";
 import type { Fixture } from "../../src/model/wire.js";
@@ -33,8 +31,6 @@ import type { BulkChange } from "./faults.js";
 import { waitFor } from "./redis.js";
 import { parseCommand } from "./resp.js";
 import { allChecks, CONDITION_TYPES, conditionTypes, RULE_TYPES, rulesById } from "./sdk-table.js";
-
-const ENTRY = fileURLToPath(new URL("../../src/cli/replicator.ts", import.meta.url));
 
 // ---- the SDK on any node-redis client ---------------------------------------------------------------------------
 
@@ -184,35 +180,6 @@ export async function burst(emulatorUrl: string, changes: BulkChange[], chunk = 
     if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
   }
   return last;
-}
-
-// ---- a replicator that must fail at start-up ---------------------------------------------------------------------
-
-export interface FailedStart {
-  code: number | null;
-  /** Non-empty stderr lines. */
-  stderr: string[];
-  stdout: string;
-}
-
-/** Runs the replicator with `env` (no defaults added) until it exits (killed after `timeoutMs`). */
-export async function runUntilExit(env: Record<string, string>, timeoutMs = 60_000): Promise<FailedStart> {
-  const child = spawn(process.execPath, ["--import", "tsx", ENTRY], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_FORMAT: "json", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (c: Buffer) => {
-    stdout += c.toString();
-  });
-  child.stderr.on("data", (c: Buffer) => {
-    stderr += c.toString();
-  });
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
-  clearTimeout(timer);
-  return { code, stdout, stderr: stderr.split("\n").filter((l) => l.trim() !== "") };
 }
 
 // ---- who writes: MONITOR ------------------------------------------------------------------------------------------
