@@ -12,7 +12,8 @@
  *   synchronous loop, 256 frames per socket write: as fast as the sockets take them, nothing waits for a slow
  *   reader (the bytes queue in the emulator). `push_started_ns` marks the start of that loop.
  * - With `rate` (changes per second): pushed on a 1 ms timer, each tick sending what is due, so the long-run rate
- *   is exact and the burst per tick is about rate/1000. The answer comes when the last change is pushed.
+ *   is exact and the burst per tick is about rate/1000; each change is serialised as it is pushed, so the first
+ *   push follows the request at once. The answer comes when the last change is pushed.
  * - `stamp: true`: `environment_id` is `"{tag}@{ns}"`, ns being `process.hrtime.bigint()` (CLOCK_MONOTONIC on
  *   Linux: comparable between processes of one host) taken just before that change is pushed.
  * Meant for benchmarks: the entities it updates should not be changed by other admin calls while it runs.
@@ -130,17 +131,14 @@ export async function runFeed(state: EmulatorState, hub: DatastreamHub, spec: Fe
       });
     }
   } else {
-    // Built as it goes (each change may carry the time it is pushed): the serialised entity is split around its
-    // environment_id value up front, so a push is two concatenations.
-    const parts = new Array<[Company | User, string, string]>(count);
-    for (let i = 0; i < count; i++) {
+    // Each change is serialised as it is pushed, so the first push follows the request at once however long the
+    // feed is (a freshly started replicator gets its first change right away). The entity is serialised around a
+    // mark first, so the stamp is taken just before the push, not before the serialisation.
+    const tag = jsonInner(spec.tag);
+    const push = (i: number): void => {
       const entity = entityAt(i);
       const json = JSON.stringify({ ...entity, environment_id: MARK });
       const at = json.indexOf(MARK);
-      parts[i] = [entity, json.slice(0, at), json.slice(at + MARK.length)];
-    }
-    const tag = jsonInner(spec.tag);
-    const push = (i: number): void => {
       let value = spec.tag;
       let inner = tag;
       if (spec.stamp) {
@@ -148,10 +146,8 @@ export async function runFeed(state: EmulatorState, hub: DatastreamHub, spec: Fe
         value = `${spec.tag}@${ns}`;
         inner = `${tag}@${ns}`;
       }
-      // The state holds exactly what is pushed: the entity as it was when the feed started, re-tagged.
-      const [entity, before, after] = parts[i]!;
       table.put({ ...entity, environment_id: value });
-      last = hub.publishJson(spec.kind, "full", entity.id, before + inner + after);
+      last = hub.publishJson(spec.kind, "full", entity.id, json.slice(0, at) + inner + json.slice(at + MARK.length));
     };
     prepareMs = performance.now() - t0;
     started = process.hrtime.bigint();
