@@ -433,7 +433,9 @@ async function latencyRun(rep, probe, { rate, seconds, offset = 0, tag, measured
   const count = rate * seconds;
   probe.expect(tag);
   const sampler = rssSampler(rep.pid, 50);
-  const window = measured ? await openWindow({ rep, redis, emulator }) : undefined;
+  const window = measured
+    ? await openWindow({ rep, redis, emulator }, { freshProcess: readyAt !== undefined })
+    : undefined;
   const m0 = cpuSnapshot();
   const pushed = await feed({ count, offset, tag, rate, stamp: true });
   const other = otherLoad(m0, cpuSnapshot());
