@@ -30,6 +30,7 @@ import {
   otherLoad,
   ROOT,
   rssSampler,
+  runJsonScript,
   setProductRoot,
   sleep,
   startChild,
@@ -200,16 +201,8 @@ async function ceilingSet(run, { chunk = 500, depth = 2 } = {}) {
     chunk,
     depth,
   };
-  let out;
   const m0 = cpuSnapshot();
-  const child = startChild("ceiling-set", process.execPath, ["bench/ceiling-set.mjs", JSON.stringify(options)], {
-    onStdout: (d) => {
-      const m = /(\{.*\})/.exec(String(d));
-      if (m) out = JSON.parse(m[1]);
-    },
-  });
-  const { code } = await child.exited;
-  if (code !== 0 || !out) throw new Error(`ceiling-set failed: ${child.stderr()}`);
+  const out = await runJsonScript("ceiling-set", "bench/ceiling-set.mjs", options);
   const seconds = Number(BigInt(out.end_ns) - BigInt(out.start_ns)) / 1e9;
   return {
     changes_per_s: N / seconds,

@@ -81,6 +81,20 @@ export function startChild(name, command, args, { env = {}, onStdout, cwd = ROOT
   };
 }
 
+/** Runs `node SCRIPT JSON(options)` to the end; resolves with the JSON object it printed (its one result line). */
+export async function runJsonScript(name, script, options) {
+  let out;
+  const child = startChild(name, process.execPath, [script, JSON.stringify(options)], {
+    onStdout: (d) => {
+      const m = /(\{.*\})/.exec(String(d));
+      if (m) out = JSON.parse(m[1]);
+    },
+  });
+  const { code } = await child.exited;
+  if (code !== 0 || !out) throw new Error(`${name} failed: ${child.stderr()}`);
+  return out;
+}
+
 export function killAllChildren() {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
 }

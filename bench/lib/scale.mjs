@@ -3,33 +3,17 @@
 // fetching and parsing the same pages). Each point has its own emulator (`--generate …,rows=SHAPE`), stopped
 // before the next one, and a flushed Redis.
 import { LOAD_TUNING, measureLoad } from "./load.mjs";
-import { cpuSnapshot, memoryOf, otherLoad, rssSampler, startChild, startEmulator } from "./procs.mjs";
+import { cpuSnapshot, memoryOf, otherLoad, rssSampler, runJsonScript, startEmulator } from "./procs.mjs";
 import { mb, median, round } from "./stats.mjs";
 
 /** The ceiling of a load from `url`: its own process, the loader's page size and concurrency. */
 async function restCeiling(url) {
-  let out;
   const m0 = cpuSnapshot();
-  const child = startChild(
-    "ceiling-rest",
-    process.execPath,
-    [
-      "bench/ceiling-rest.mjs",
-      JSON.stringify({
-        url,
-        pageSize: Number(LOAD_TUNING.ASYNC_LOADER_PAGE_SIZE),
-        concurrency: Number(LOAD_TUNING.ASYNC_LOADER_MAX_CONCURRENT_REQUESTS),
-      }),
-    ],
-    {
-      onStdout: (d) => {
-        const m = /(\{.*\})/.exec(String(d));
-        if (m) out = JSON.parse(m[1]);
-      },
-    },
-  );
-  const { code } = await child.exited;
-  if (code !== 0 || !out) throw new Error(`ceiling-rest failed: ${child.stderr()}`);
+  const out = await runJsonScript("ceiling-rest", "bench/ceiling-rest.mjs", {
+    url,
+    pageSize: Number(LOAD_TUNING.ASYNC_LOADER_PAGE_SIZE),
+    concurrency: Number(LOAD_TUNING.ASYNC_LOADER_MAX_CONCURRENT_REQUESTS),
+  });
   const seconds = Number(BigInt(out.end_ns) - BigInt(out.start_ns)) / 1e9;
   const entities = out.rows.companies + out.rows.users;
   return {
