@@ -66,6 +66,11 @@ export interface RedisClusterServer {
   waitHealthy(opts?: { replicas?: boolean; timeoutMs?: number }): Promise<void>;
   /** SIGKILLs a master and waits until its replica has taken over its slots (returns the new master's address). */
   killMaster(addr: string): Promise<string>;
+  /**
+   * Starts a node that was killed again on its port, empty but with its cluster configuration file: it rejoins the
+   * cluster (a failed-over master comes back as a replica of its successor). Resolves once it answers.
+   */
+  restartNode(addr: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -221,6 +226,13 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       );
       await server.waitHealthy({ replicas: false });
       return replica.addr;
+    },
+    async restartNode(addr) {
+      const node = nodes.find((n) => n.addr === addr);
+      if (!node) throw new Error(`${addr} is not one of this cluster's processes`);
+      if (running(node.process)) throw new Error(`${addr} is still running`);
+      node.process = spawnNode(node.port);
+      await waitForServer(node.port, auth);
     },
     stop,
   };

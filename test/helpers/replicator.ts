@@ -1,12 +1,15 @@
 /**
- * Runs `schematic-replicator` as a real child process (TypeScript through tsx), with settings tuned for tests:
- * its own health port, short timers, JSON logs captured for assertions.
+ * Runs `schematic-replicator` as a real child process (TypeScript through tsx, or a built `dist/cli/replicator.js`
+ * as a user runs it), with settings tuned for tests: its own health port, short timers, JSON logs captured for
+ * assertions.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { freePort, waitFor } from "./redis.js";
 
 const ENTRY = fileURLToPath(new URL("../../src/cli/replicator.ts", import.meta.url));
+/** Node arguments that run the replicator from source. */
+export const FROM_SOURCE = ["--import", "tsx", ENTRY];
 
 export interface ReplicatorProcess {
   process: ChildProcess;
@@ -42,9 +45,13 @@ export function testEnv(overrides: Record<string, string>): Record<string, strin
   };
 }
 
-export async function startReplicator(env: Record<string, string>): Promise<ReplicatorProcess> {
+/** `nodeArgs`: how to run it (default from source; `[".../dist/cli/replicator.js"]` runs a build). */
+export async function startReplicator(
+  env: Record<string, string>,
+  nodeArgs: string[] = FROM_SOURCE,
+): Promise<ReplicatorProcess> {
   const port = env.HEALTH_PORT ? Number(env.HEALTH_PORT) : await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", ENTRY], {
+  const child = spawn(process.execPath, nodeArgs, {
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env, HEALTH_PORT: String(port) },
     stdio: ["ignore", "pipe", "pipe"],
   });
