@@ -86,7 +86,8 @@ export function formatSummary(r: SoakResult): string {
   lines.push("", "==== soak summary ====");
   lines.push(
     `seed ${o.seed} · topology ${o.topology} · ${o.replicators} replicator(s) · loading ${o.loading} · ${o.minutes} min · ` +
-      `checkpoint every ${o.checkpointEvery} s · replay log ${o.replayLog} · plan ${r.fingerprint} · ran ${(r.durationMs / 1000).toFixed(0)} s`,
+      `checkpoint every ${o.checkpointEvery} s · replay log ${o.replayLog}${o.without.length ? ` · without ${o.without.join(",")}` : ""} · ` +
+      `plan ${r.fingerprint} · ran ${(r.durationMs / 1000).toFixed(0)} s`,
   );
   lines.push("(the workload and the fault schedule follow from the seed; the timing of processes does not)", "");
   const w = [24, 8, 9, 8];

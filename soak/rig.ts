@@ -10,7 +10,7 @@ import { createClient, createCluster } from "redis";
 import { loadConfig } from "../src/config/index.js";
 import { createRedis, type RedisClient } from "../src/store/connect.js";
 import { type RedisClusterServer, startCluster } from "../test/helpers/cluster.js";
-import { command, running } from "../test/helpers/procs.js";
+import { command, running, stopProcess } from "../test/helpers/procs.js";
 import { freePort, type RedisServer, startRedis, waitFor } from "../test/helpers/redis.js";
 import { type ReplicatorProcess, startReplicator } from "../test/helpers/replicator.js";
 import { type SentinelGroup, startSentinelGroup } from "../test/helpers/sentinel.js";
@@ -52,7 +52,8 @@ export interface RedisRig {
   dataPorts(): number[];
   /** A node-redis client for the SDK (the current master on Sentinel, a cluster client on Cluster). */
   sdkClient(): Promise<NodeRedisLike>;
-  killRestart(downMs: number): Promise<string>;
+  /** SIGKILL a master (the node of a single-node Redis) and start it again, empty, `downMs` later. */
+  killRestart(target: number, downMs: number): Promise<string>;
   flushAll(target: number): Promise<string>;
   pause(target: number, ms: number): Promise<string>;
   failover(target: number): Promise<string>;
@@ -108,7 +109,7 @@ class SingleRig implements RedisRig {
   async sdkClient(): Promise<NodeRedisLike> {
     return createClient({ url: this.server.url });
   }
-  async killRestart(downMs: number): Promise<string> {
+  async killRestart(_target: number, downMs: number): Promise<string> {
     await this.server.kill("SIGKILL");
     await sleep(downMs);
     await this.server.restart();
@@ -164,8 +165,14 @@ class SentinelRig implements RedisRig {
     if (!node) throw new Error(`the master on port ${port} is not one of the group's servers`);
     return node;
   }
-  killRestart(): Promise<string> {
-    throw new Error("not planned on Sentinel (see redis.kill-master)");
+  async killRestart(_target: number, downMs: number): Promise<string> {
+    const m = await this.master();
+    await stopProcess(m.process, "SIGKILL");
+    await sleep(downMs);
+    await this.group.restartServer(m.port);
+    return `SIGKILL the master ${m.addr}; restarted empty ${downMs} ms later (as master ${await this.group.masterPort()}'s ${
+      (await this.group.masterPort()) === m.port ? "self: no failover happened" : "replica"
+    })`;
   }
   async flushAll(): Promise<string> {
     const m = await this.master();
@@ -232,8 +239,12 @@ class ClusterRig implements RedisRig {
     if (!node) throw new Error(`${addr} is not one of the cluster's processes`);
     return node.process;
   }
-  killRestart(): Promise<string> {
-    throw new Error("not planned on Cluster (see cluster.kill-master)");
+  async killRestart(target: number, downMs: number): Promise<string> {
+    const m = await this.master(target);
+    await stopProcess(this.process(m.addr), "SIGKILL");
+    await sleep(downMs);
+    await this.cluster.restartNode(m.addr);
+    return `SIGKILL the master ${m.addr}; restarted empty ${downMs} ms later`;
   }
   async flushAll(target: number): Promise<string> {
     const m = await this.master(target);
@@ -436,6 +447,17 @@ export class ReplicatorSlot {
     clearTimeout(timer);
     await sleep(0);
     return this.exits.at(-1);
+  }
+
+  /** SIGSTOP, then SIGCONT `ms` later: the process freezes (a long GC pause, a stalled VM) and wakes up. */
+  async pause(ms: number): Promise<string> {
+    const rep = this.current;
+    if (!rep || !running(rep.process)) throw new Error(`replicator ${this.index} is not running`);
+    const role = await fetch(`${this.url}/health`, { signal: AbortSignal.timeout(2000) })
+      .then(async (res) => ((await res.json()) as { role?: string }).role ?? "?")
+      .catch(() => "?");
+    await pauseProcess(rep.process, ms);
+    return `replicator ${this.index} (pid ${rep.process.pid}, ${role}) frozen for ${ms} ms`;
   }
 
   /** Ends the process at the end of the soak (not a fault). */

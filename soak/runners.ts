@@ -109,7 +109,7 @@ export class FaultRunner {
     const target = e.target ?? 0;
     switch (e.kind) {
       case "redis.kill-restart":
-        return await rig.killRestart(e.durationMs);
+        return await rig.killRestart(target, e.durationMs);
       case "redis.flushall":
         return await rig.flushAll(target);
       case "redis.pause":
@@ -147,6 +147,8 @@ export class FaultRunner {
       case "replicator.kill":
       case "replicator.term":
         return await this.restart(slots[target]!, e.kind === "replicator.kill" ? "SIGKILL" : "SIGTERM", e.durationMs);
+      case "replicator.pause":
+        return await slots[target]!.pause(e.durationMs);
       case "replicator.handover": {
         const writer = await this.writerSlot();
         if (!writer) throw new Error("no replicator is the writer at the moment");

@@ -262,6 +262,7 @@ export async function runSoak(options: RunOptions): Promise<SoakResult> {
       loading: options.loading,
       checkpointEvery: options.checkpointEvery,
       replayLog: options.replayLog,
+      without: options.without,
     },
     fingerprint: planner.fingerprint(),
     replay: replayCommand(options),

@@ -35,6 +35,7 @@ const options = (o: Partial<SoakOptions> = {}): SoakOptions => ({
   loading: "sync",
   checkpointEvery: 30,
   replayLog: 2000,
+  without: [],
   ...o,
 });
 
@@ -91,6 +92,15 @@ describe("soak: the plan", () => {
       assert.deepEqual([...faults].sort(), expected);
       assert.ok(expected.every((k) => (FAULT_KINDS as readonly string[]).includes(k)));
       assert.deepEqual([...changes].sort(), [...CHANGE_KINDS].sort());
+
+      const without = new Planner(
+        options({ topology, minutes: 8, checkpointEvery: 60, seed: 5, without: ["redis.flushall", "stream.close"] }),
+        loadFixtureFile(FIXTURE_PATH),
+      );
+      for (let p = 0; p < without.periods; p++) {
+        const kinds = without.period().faults.map((f) => f.kind);
+        assert.ok(!kinds.includes("redis.flushall") && !kinds.includes("stream.close"), "--without leaves them out");
+      }
     });
   }
 });

@@ -38,7 +38,10 @@ export interface SentinelGroup {
   killMaster(): Promise<number>;
   /** Waits until the master has `replicas` replicas with their link up and every sentinel knows them all. */
   waitHealthy(replicas?: number): Promise<void>;
-  /** Starts a killed data node again on its port (empty), as a replica of the current master. */
+  /**
+   * Starts a killed data node again on its port (empty): as a replica of the current master, or as a master if the
+   * sentinels still name it (killed and restarted before they noticed).
+   */
   restartServer(port: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -209,7 +212,8 @@ export async function startSentinelGroup(opts: StartSentinelOptions = {}): Promi
       const node = servers.find((s) => s.port === port);
       if (!node) throw new Error(`port ${port} is not one of this group's servers`);
       if (running(node.process)) throw new Error(`the server on port ${port} is still running`);
-      node.process = spawnServer(port, await masterPort());
+      const master = await masterPort();
+      node.process = spawnServer(port, master === port ? undefined : master);
       await waitForServer(port, dataAuth);
     },
     stop,
