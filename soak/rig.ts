@@ -93,14 +93,29 @@ function resume(children: ChildProcess[]): void {
   for (const c of children) if (running(c)) c.kill("SIGCONT");
 }
 
-class SingleRig implements RedisRig {
-  readonly topology = "single";
-  readonly env: Record<string, string>;
+/** What every topology does alike: the soak's client on its settings, and stopping with every node resumed. */
+abstract class BaseRig {
   readonly client: RedisClient;
 
+  constructor(readonly env: Record<string, string>) {
+    this.client = soakClient(env);
+  }
+
+  abstract processes(): ChildProcess[];
+  protected abstract stopNodes(): Promise<void>;
+
+  async stop(): Promise<void> {
+    this.client.disconnect();
+    resume(this.processes());
+    await this.stopNodes();
+  }
+}
+
+class SingleRig extends BaseRig implements RedisRig {
+  readonly topology = "single";
+
   constructor(private readonly server: RedisServer) {
-    this.env = { REDIS_ADDR: server.addr };
-    this.client = soakClient(this.env);
+    super({ REDIS_ADDR: server.addr });
   }
 
   dataPorts(): number[] {
@@ -130,27 +145,22 @@ class SingleRig implements RedisRig {
     throw new Error("no failover on a single node");
   }
   async restore(): Promise<void> {
-    resume([this.server.process]);
+    resume(this.processes());
     if (!running(this.server.process)) await this.server.restart();
   }
   processes(): ChildProcess[] {
     return [this.server.process];
   }
-  async stop(): Promise<void> {
-    this.client.disconnect();
-    resume([this.server.process]);
+  protected async stopNodes(): Promise<void> {
     await this.server.stop();
   }
 }
 
-class SentinelRig implements RedisRig {
+class SentinelRig extends BaseRig implements RedisRig {
   readonly topology = "sentinel";
-  readonly env: Record<string, string>;
-  readonly client: RedisClient;
 
   constructor(private readonly group: SentinelGroup) {
-    this.env = { REDIS_SENTINEL_ADDRS: group.sentinelAddrs, REDIS_SENTINEL_MASTER: group.masterName };
-    this.client = soakClient(this.env);
+    super({ REDIS_SENTINEL_ADDRS: group.sentinelAddrs, REDIS_SENTINEL_MASTER: group.masterName });
   }
 
   dataPorts(): number[] {
@@ -170,9 +180,9 @@ class SentinelRig implements RedisRig {
     await stopProcess(m.process, "SIGKILL");
     await sleep(downMs);
     await this.group.restartServer(m.port);
-    return `SIGKILL the master ${m.addr}; restarted empty ${downMs} ms later (as master ${await this.group.masterPort()}'s ${
-      (await this.group.masterPort()) === m.port ? "self: no failover happened" : "replica"
-    })`;
+    const now = await this.group.masterPort();
+    const role = now === m.port ? "still the master: no failover happened" : `a replica of ${now}`;
+    return `SIGKILL the master ${m.addr}; restarted empty ${downMs} ms later (${role})`;
   }
   async flushAll(): Promise<string> {
     const m = await this.master();
@@ -197,28 +207,23 @@ class SentinelRig implements RedisRig {
     return `SIGKILL the master ${old}; ${promoted} promoted; ${old} restarted empty ${downMs} ms later`;
   }
   async restore(): Promise<void> {
-    resume([...this.group.servers, ...this.group.sentinels].map((n) => n.process));
+    resume(this.processes());
     for (const s of this.group.servers) if (!running(s.process)) await this.group.restartServer(s.port);
     await this.group.waitHealthy();
   }
   processes(): ChildProcess[] {
     return [...this.group.servers, ...this.group.sentinels].map((n) => n.process);
   }
-  async stop(): Promise<void> {
-    this.client.disconnect();
-    resume([...this.group.servers, ...this.group.sentinels].map((n) => n.process));
+  protected async stopNodes(): Promise<void> {
     await this.group.stop();
   }
 }
 
-class ClusterRig implements RedisRig {
+class ClusterRig extends BaseRig implements RedisRig {
   readonly topology = "cluster";
-  readonly env: Record<string, string>;
-  readonly client: RedisClient;
 
   constructor(private readonly cluster: RedisClusterServer) {
-    this.env = { REDIS_CLUSTER_ADDRS: cluster.nodes.map((n) => n.addr).join(",") };
-    this.client = soakClient(this.env);
+    super({ REDIS_CLUSTER_ADDRS: cluster.nodes.map((n) => n.addr).join(",") });
   }
 
   dataPorts(): number[] {
@@ -276,16 +281,14 @@ class ClusterRig implements RedisRig {
     return `SIGKILL the master ${m.addr}; ${promoted} took over; restarted empty ${downMs} ms later`;
   }
   async restore(): Promise<void> {
-    resume(this.cluster.nodes.map((n) => n.process));
+    resume(this.processes());
     for (const n of this.cluster.nodes) if (!running(n.process)) await this.cluster.restartNode(n.addr);
     await this.cluster.waitHealthy({ replicas: true, timeoutMs: 90_000 });
   }
   processes(): ChildProcess[] {
     return this.cluster.nodes.map((n) => n.process);
   }
-  async stop(): Promise<void> {
-    this.client.disconnect();
-    resume(this.cluster.nodes.map((n) => n.process));
+  protected async stopNodes(): Promise<void> {
     await this.cluster.stop();
   }
 }
