@@ -106,10 +106,16 @@ export interface WriteEvent {
 
 export interface WriterViolation {
   write: WriteEvent;
-  /** The process named by the lease token both polls around the write saw. */
-  holderPid: number;
+  /** The process named by the lease token both polls around the write saw; undefined: nobody held the lease. */
+  holderPid: number | undefined;
   polls: [LeasePoll, LeasePoll];
 }
+
+/**
+ * Two polls that both found no lease prove nobody held it in between only if no whole tenure fits between them: a
+ * tenure lasts a lease TTL (4 s in the soak) unless released at once, so gaps shorter than this are judged.
+ */
+export const NO_HOLDER_WINDOW_MS = 1000;
 
 /** The pid in a lease token `{host}-{pid}-{32 hex}`. */
 export function tokenPid(token: string): number | undefined {
@@ -118,11 +124,13 @@ export function tokenPid(token: string): number | undefined {
 }
 
 /**
- * Writes that Redis executed while the lease belonged to another process. A token is never reused, so two polls
- * that both saw token T prove T was in the key for the whole time between them (from the first answer to the second
- * request). A write by a process other than T's owner strictly inside such an interval — 1 ms of margin for the
- * clocks' rounding — is a second writer. Writes near a handover, between polls that saw different tokens, cannot be
- * judged and are not counted either way. `polls` must be in the order they were made (they never overlap).
+ * Writes that Redis executed while the lease belonged to another process, or to nobody. A token is never reused, so
+ * two polls that both saw token T prove T was in the key for the whole time between them (from the first answer to
+ * the second request). A write by a process other than T's owner strictly inside such an interval — 1 ms of margin
+ * for the clocks' rounding — is a second writer. Two polls less than {@link NO_HOLDER_WINDOW_MS} apart that both
+ * found no lease prove nobody held it: a write between them came from a writer without the lease. Writes near a
+ * handover, between polls that saw different tokens, cannot be judged and are not counted either way. `polls` must
+ * be in the order they were made (they never overlap).
  */
 export function writerViolations(writes: WriteEvent[], polls: LeasePoll[]): WriterViolation[] {
   const out: WriterViolation[] = [];
@@ -133,7 +141,11 @@ export function writerViolations(writes: WriteEvent[], polls: LeasePoll[]): Writ
     if (before < 0 || after >= polls.length) continue;
     const a = polls[before]!;
     const b = polls[after]!;
-    if (a.token === null || a.token !== b.token) continue;
+    if (a.token !== b.token) continue;
+    if (a.token === null) {
+      if (b.sent - a.received < NO_HOLDER_WINDOW_MS) out.push({ write, holderPid: undefined, polls: [a, b] });
+      continue;
+    }
     const holderPid = tokenPid(a.token);
     if (holderPid !== undefined && holderPid !== write.pid) out.push({ write, holderPid, polls: [a, b] });
   }

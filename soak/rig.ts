@@ -10,7 +10,7 @@ import { createClient, createCluster } from "redis";
 import { loadConfig } from "../src/config/index.js";
 import { createRedis, type RedisClient } from "../src/store/connect.js";
 import { type RedisClusterServer, startCluster } from "../test/helpers/cluster.js";
-import { command, running, stopProcess } from "../test/helpers/procs.js";
+import { command, parseInfo, running, stopProcess } from "../test/helpers/procs.js";
 import { freePort, type RedisServer, startRedis, waitFor } from "../test/helpers/redis.js";
 import { type ReplicatorProcess, startReplicator } from "../test/helpers/replicator.js";
 import { type SentinelGroup, startSentinelGroup } from "../test/helpers/sentinel.js";
@@ -200,11 +200,17 @@ class SentinelRig extends BaseRig implements RedisRig {
     return `SENTINEL FAILOVER: master ${before} -> ${after}`;
   }
   async killMaster(_target: number, downMs: number): Promise<string> {
-    const old = await this.group.masterPort();
-    const promoted = await this.group.killMaster();
-    await sleep(downMs);
-    await this.group.restartServer(old);
-    return `SIGKILL the master ${old}; ${promoted} promoted; ${old} restarted empty ${downMs} ms later`;
+    const m = await this.master();
+    // Without a replica in sync there is nothing to fail over to: that would be a different fault (both copies lost).
+    const info = parseInfo(String(await command(m.port, ["INFO", "replication"])));
+    if (!/state=online/.test(info.slave0 ?? "")) throw new Error(`the master ${m.addr} has no replica in sync`);
+    try {
+      const promoted = await this.group.killMaster();
+      return `SIGKILL the master ${m.port}; ${promoted} promoted; ${m.port} restarted empty ${downMs} ms later`;
+    } finally {
+      await sleep(downMs);
+      await this.group.restartServer(m.port);
+    }
   }
   async restore(): Promise<void> {
     resume(this.processes());
@@ -275,10 +281,17 @@ class ClusterRig extends BaseRig implements RedisRig {
   }
   async killMaster(target: number, downMs: number): Promise<string> {
     const m = await this.master(target);
-    const promoted = await this.cluster.killMaster(m.addr);
-    await sleep(downMs);
-    await this.cluster.restartNode(m.addr);
-    return `SIGKILL the master ${m.addr}; ${promoted} took over; restarted empty ${downMs} ms later`;
+    // Without a replica in sync there is nothing to fail over to: that would be a different fault (both copies lost).
+    const replica = (await this.cluster.topology()).find((n) => n.masterId === m.id && !n.failed);
+    const link = replica && parseInfo(String(await command(replica.port, ["INFO", "replication"]))).master_link_status;
+    if (!replica || link !== "up") throw new Error(`the master ${m.addr} has no replica in sync`);
+    try {
+      const promoted = await this.cluster.killMaster(m.addr);
+      return `SIGKILL the master ${m.addr}; ${promoted} took over; restarted empty ${downMs} ms later`;
+    } finally {
+      await sleep(downMs);
+      await this.cluster.restartNode(m.addr);
+    }
   }
   async restore(): Promise<void> {
     resume(this.processes());

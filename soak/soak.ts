@@ -189,8 +189,9 @@ export async function runSoak(options: RunOptions): Promise<SoakResult> {
         for (const v of violations.slice(0, 5)) {
           out.push(
             `pid ${v.write.pid} wrote (${v.write.command}) on port ${v.write.port} at ${new Date(v.write.time).toISOString()} ` +
-              `while pid ${v.holderPid} held the lease (polls answered ${new Date(v.polls[0].received).toISOString()} and ` +
-              `sent ${new Date(v.polls[1].sent).toISOString()} both saw its token)`,
+              `while ${v.holderPid === undefined ? "nobody" : `pid ${v.holderPid}`} held the lease (polls answered ` +
+              `${new Date(v.polls[0].received).toISOString()} and sent ${new Date(v.polls[1].sent).toISOString()} ` +
+              `both saw ${v.holderPid === undefined ? "no lease key" : "its token"})`,
           );
         }
         inv.writerViolations += violations.length;

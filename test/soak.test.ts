@@ -130,10 +130,13 @@ describe("soak: the invariant checkers", () => {
       { sent: 1100, received: 1102, token: token(1) },
       { sent: 1200, received: 1202, token: token(2) },
       { sent: 1300, received: 1302, token: token(2) },
+      { sent: 1400, received: 1402, token: null },
+      { sent: 1500, received: 1502, token: null },
+      { sent: 5000, received: 5002, token: null },
     ];
     const write = (time: number, pid: number) => ({ time, pid, port: 6379, command: "SET k" });
     const found = writerViolations(
-      [write(1050, 1), write(1050, 2), write(1150, 1), write(1250, 1), write(1250, 2), write(1400, 1)],
+      [1050, 1050, 1150, 1250, 1250, 1450, 3000, 6000].map((time, i) => write(time, [1, 2, 1, 1, 2, 2, 2, 1][i]!)),
       polls,
     );
     assert.deepEqual(
@@ -141,9 +144,11 @@ describe("soak: the invariant checkers", () => {
       [
         [1050, 2, 1],
         [1250, 1, 2],
+        [1450, 2, undefined],
       ],
-      "pid 2 wrote during pid 1's tenure and pid 1 during pid 2's; the write between polls that saw different " +
-        "tokens (1150) and the one after the last poll (1400) cannot be judged",
+      "pid 2 wrote during pid 1's tenure, pid 1 during pid 2's, pid 2 while nobody held the lease; not judged: " +
+        "between polls that saw different tokens (1150), between polls too far apart to prove nobody held the " +
+        "lease (3000), after the last poll (6000)",
     );
   });
 
