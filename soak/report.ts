@@ -112,7 +112,7 @@ export function formatSummary(r: SoakResult): string {
     "invariants (throughout):",
     `  /ready honest: longest ready-while-data-missing ${(inv.readyWorstMs / 1000).toFixed(1)} s ` +
       `(limit ${(inv.readyLimitMs / 1000).toFixed(1)} s), violations ${inv.readyViolations}`,
-    `  one writer: ${inv.writesJudged} writes attributed, ${inv.writerViolations} executed while another process held the lease ` +
+    `  one writer: ${inv.writesJudged} writes attributed, ${inv.writerViolations} executed while another process (or nobody) held the lease ` +
       `(${inv.unattributedWrites} writes from unnamed connections not judged)`,
     `  clean exits: ${inv.exitViolations} violations`,
     `  (info) two processes reporting role writer: ${inv.roleOverlapSamples} samples, longest ${(inv.roleOverlapLongestMs / 1000).toFixed(1)} s`,
