@@ -182,11 +182,10 @@ describe("end to end: start-up", { concurrency: true, timeout: 300_000 }, () => 
   test("as PID 1 (of its own PID namespace), SIGTERM before Redis answers: exit 0", {
     skip: canUnshare ? false : "unshare cannot create a PID namespace here",
   }, async () => {
-    const rep = await startReplicator({ ...base(), REDIS_ADDR: `127.0.0.1:${await freePort()}` }, [
-      "unshare",
-      "-rpf",
-      "--kill-child",
-    ]);
+    const rep = await startReplicator(
+      { ...base(), REDIS_ADDR: `127.0.0.1:${await freePort()}` },
+      { wrapper: ["unshare", "-rpf", "--kill-child"] },
+    );
     try {
       await waitFor(async () => (await rep.health()).status === 200, { timeoutMs: 90_000, what: "/health to answer" });
       // The replicator is the child of unshare, PID 1 inside: only a signal it handles reaches it.

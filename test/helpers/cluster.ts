@@ -78,6 +78,11 @@ export interface RedisClusterServer {
   restartEmpty(addr: string): Promise<void>;
   /** Migrates one slot, with its keys, from the master serving it to the master at `toAddr` (as redis-cli does). */
   migrateSlot(slot: number, toAddr: string): Promise<void>;
+  /**
+   * Starts a node that was killed again on its port, empty but with its cluster configuration file: it rejoins the
+   * cluster (a failed-over master comes back as a replica of its successor). Resolves once it answers.
+   */
+  restartNode(addr: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -292,6 +297,13 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       for (const m of [to, from, ...masters.filter((x) => x.id !== to.id && x.id !== from.id)]) {
         await command(m.port, ["CLUSTER", "SETSLOT", slot, "NODE", to.id], auth);
       }
+    },
+    async restartNode(addr) {
+      const node = nodes.find((n) => n.addr === addr);
+      if (!node) throw new Error(`${addr} is not one of this cluster's processes`);
+      if (running(node.process)) throw new Error(`${addr} is still running`);
+      node.process = spawnNode(node.port, node.proxy);
+      await waitForServer(node.port, auth);
     },
     stop,
   };

@@ -1,6 +1,7 @@
 /**
- * Runs `schematic-replicator` as a real child process (TypeScript through tsx), with settings tuned for tests:
- * its own health port, short timers, JSON logs captured for assertions.
+ * Runs `schematic-replicator` as a real child process (TypeScript through tsx, or a built `dist/cli/replicator.js`
+ * as a user runs it), with settings tuned for tests: its own health port, short timers, JSON logs captured for
+ * assertions.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -9,6 +10,8 @@ import { parseGoDuration } from "../../src/config/index.js";
 import { freePort, waitFor } from "./redis.js";
 
 const ENTRY = fileURLToPath(new URL("../../src/cli/replicator.ts", import.meta.url));
+/** Node arguments that run the replicator from source. */
+export const FROM_SOURCE = ["--import", "tsx", ENTRY];
 
 export interface ReplicatorProcess {
   process: ChildProcess;
@@ -61,10 +64,19 @@ function testDefaults(overrides: Record<string, string>): Record<string, string>
   };
 }
 
-/** `wrapper`: a command the replicator runs under, e.g. `["unshare", "-rpf", "--kill-child"]` to be PID 1 of a PID namespace (and die with it). */
-export async function startReplicator(env: Record<string, string>, wrapper: string[] = []): Promise<ReplicatorProcess> {
+export interface StartOptions {
+  /** How node runs it (default: from source through tsx; `[".../dist/cli/replicator.js"]` runs a build). */
+  nodeArgs?: string[];
+  /** A command it runs under, e.g. `["unshare", "-rpf", "--kill-child"]` to be PID 1 of a PID namespace (and die with it). */
+  wrapper?: string[];
+}
+
+export async function startReplicator(
+  env: Record<string, string>,
+  { nodeArgs = FROM_SOURCE, wrapper = [] }: StartOptions = {},
+): Promise<ReplicatorProcess> {
   const port = env.HEALTH_PORT ? Number(env.HEALTH_PORT) : await freePort();
-  const [command = process.execPath, ...args] = [...wrapper, process.execPath, "--import", "tsx", ENTRY];
+  const [command = process.execPath, ...args] = [...wrapper, process.execPath, ...nodeArgs];
   const child = spawn(command, args, {
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env, HEALTH_PORT: String(port) },
     stdio: ["ignore", "pipe", "pipe"],
