@@ -143,6 +143,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   }
   /** Who holds the writer lease (`hostname-pid`), null for nobody, undefined when unknown or disabled. */
   get leaseHolder(): string | null | undefined {
+    // While we hold it we know; the watch reads the key only every TTL/3 and may still hold the read from before.
+    if (this.lease?.holds()) return this.writerId;
     return this.holderWatch?.holder;
   }
 
