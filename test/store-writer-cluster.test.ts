@@ -9,10 +9,14 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Cluster } from "ioredis";
 import type { RedisConfig } from "../src/config/types.js";
+import { entityOps, foldEntity, storedKeys } from "../src/replication/fold.js";
+import type { EntityJob } from "../src/replication/jobs.js";
 import { keySlot } from "../src/store/cluster.js";
 import { createRedis, type RedisClient, redisConnectionName, writerConnectionName } from "../src/store/connect.js";
+import { KeyScheme } from "../src/store/keys.js";
 import { LeaseLostError, otherWriterConnections, StoreWriter, type WriteOp } from "../src/store/writer.js";
 import { type RedisClusterServer, startCluster } from "./helpers/cluster.js";
+import { templates } from "./helpers/faults.js";
 import { command } from "./helpers/procs.js";
 import { waitFor } from "./helpers/redis.js";
 
@@ -158,6 +162,59 @@ describe("StoreWriter on a Redis Cluster", { timeout: 120_000 }, () => {
       what: "the closed writer's connections to go",
     });
     for (const key of KEYS) assert.equal(await db.get(key), "closed");
+  });
+
+  it("a batch cut short on one master never leaves a body without the lookup deletes it implies: its replay does them", async () => {
+    // Company X renames its key from k1 to k2. k1 lives on one master, X's body on another.
+    await new Promise((resolve) => db.refreshSlotsCache(resolve));
+    const master = (key: string) => db.slots[keySlot(key)]![0]!;
+    const scheme = new KeyScheme("schematic:", "test");
+    const id = Array.from({ length: 200 }, (_, i) => `cut-${i}`).find(
+      (x) => master(scheme.companyId(x)) !== master(scheme.companyLookups("slug", `${x}-k1`)[0]!),
+    )!;
+    const [body, k1, k2] = [scheme.companyId(id), `${id}-k1`, `${id}-k2`];
+    const lookup1 = scheme.companyLookups("slug", k1)[0]!;
+    const lookup2 = scheme.companyLookups("slug", k2)[0]!;
+    const company = (slug: string) => ({ ...structuredClone(templates().company), id, keys: { slug } });
+    const rename = (stored: string | null): WriteOp[] => {
+      const job = { kind: "company", id, op: "full", data: company(k2), tracked: [], source: "stream", order: 1 };
+      return entityOps(
+        scheme,
+        "company",
+        id,
+        storedKeys("company", stored),
+        foldEntity("company", null, [job as EntityJob]),
+      );
+    };
+    const w = writer(instance("host-cut"), "host-cut");
+    await w.apply(
+      entityOps(
+        scheme,
+        "company",
+        id,
+        null,
+        foldEntity("company", null, [
+          { kind: "company", id, op: "full", data: company(k1), tracked: [], source: "stream", order: 0 },
+        ]),
+      ),
+    );
+    assert.equal(await db.get(lookup1), JSON.stringify(id));
+
+    // k1's master refuses the compare-and-delete (EVAL): the batch fails there, as one cut short by a failover.
+    const port = Number(master(lookup1).split(":")[1]);
+    await command(port, ["ACL", "SETUSER", "default", "-eval"]);
+    try {
+      await assert.rejects(w.apply(rename(await db.get(body))));
+    } finally {
+      await command(port, ["ACL", "SETUSER", "default", "+eval"]);
+    }
+    assert.deepEqual(JSON.parse((await db.get(body))!).keys, { slug: k1 }, "the body waits for the lookup deletes");
+
+    // The next writer replays the change from the body it finds: the delete is derived again.
+    await w.apply(rename(await db.get(body)));
+    assert.equal(await db.get(lookup1), null, "k1 no longer finds X");
+    assert.equal(await db.get(lookup2), JSON.stringify(id));
+    assert.deepEqual(JSON.parse((await db.get(body))!).keys, { slug: k2 });
   });
 
   /** MOVED errors answered by the masters so far (INFO errorstats). */

@@ -6,6 +6,7 @@
  */
 import { restCompanyToEngine, restUserToEngine } from "../model/rest.js";
 import type { Company, User } from "../model/wire.js";
+import { storedKeys } from "../replication/fold.js";
 import type { EntityKind } from "../replication/jobs.js";
 import type { LoadRequest, Pipeline } from "../replication/pipeline.js";
 import { type RetryContext, withRetry } from "../replication/retry.js";
@@ -213,7 +214,8 @@ const CONFIRM_CHUNK = 100;
 /**
  * Deletes entities (and stray lookup keys) that Redis has but the complete load did not return — once the API
  * confirms they are gone: every eviction candidate is asked for by id, and one that still exists is loaded, not
- * deleted (a second line of defence behind the walk's proof). Its Redis calls are retried like the lanes' (a pass
+ * deleted (a second line of defence behind the walk's proof). A lookup key naming an entity that exists goes when
+ * that entity's body lacks it, unless the stream changed the entity during the pass. Its Redis calls are retried like the lanes' (a pass
  * must not fail on one timeout); a failed SCAN starts the scan over, which is harmless: evicting is idempotent.
  */
 async function evictMissing(
@@ -275,20 +277,60 @@ async function evictMissing(
       evicting.done();
     }
     const ops: WriteOp[] = [];
+    /** Lookup keys naming an entity that exists: stray if its body, as this pass wrote it, lacks them. */
+    const owned: number[] = [];
     for (let i = 0; i < strayLookups.length; i++) {
       const raw = values[i];
       const target = targets[i];
-      if (raw == null || (target !== undefined && (upstream.has(target) || !unchanged(target)))) continue;
+      if (raw == null || (target !== undefined && upstream.has(target))) continue;
+      if (target !== undefined && !unchanged(target)) {
+        if (!o.pipeline.changedByStream(kind, target)) owned.push(i);
+        continue;
+      }
       ops.push({ op: "delIfEquals", key: strayLookups[i]!, value: raw });
     }
+    const disowned = await lookupsTheirOwnerLacks(o, kind, owned, strayLookups, targets, retry);
+    for (const i of disowned) ops.push({ op: "delIfEquals", key: strayLookups[i]!, value: values[i]! });
     if (ops.length) {
       evicted += ops.length;
-      await withRetry("evicting lookup keys", retry, () => o.writer.apply(ops));
+      // Checked again when sent: an owner the stream changes from now on may be gaining the key (its write then
+      // follows this delete on the same connection).
+      const owner = new Map(disowned.map((i) => [strayLookups[i]!, targets[i]!]));
+      const current = (op: WriteOp) => !o.pipeline.changedByStream(kind, owner.get(op.key) ?? "");
+      await withRetry("evicting lookup keys", retry, () => o.writer.apply(ops.filter(current)));
     }
   }
   if (recovered > 0) o.log.info({ kind, recovered }, "loaded entities the paging skipped (changed during the load)");
   if (evicted > 0) o.log.info({ kind, evicted }, "evicted entities missing upstream");
   return evicted;
+}
+
+/**
+ * Of the lookup keys at `at` (each naming an entity this pass loaded), those that entity's stored body does not have,
+ * in either spelling (keys.ts): left behind when a change that removed the key from the body had its lookup delete
+ * lost (a Cluster master lost it, or a batch was cut short), since a writer learns which lookup keys to delete only
+ * from the previous body. Run after the pass's rows are written, so the body is the one the API just gave.
+ */
+async function lookupsTheirOwnerLacks(
+  o: LoaderOptions,
+  kind: EntityKind,
+  at: number[],
+  lookups: string[],
+  targets: (string | undefined)[],
+  retry: RetryContext,
+): Promise<number[]> {
+  if (at.length === 0) return [];
+  const owners = [...new Set(at.map((i) => targets[i]!))];
+  const bodies = await withRetry("reading entities of lookup keys", retry, () =>
+    o.writer.readMany(owners.map((id) => o.keys.entityId(kind, id))),
+  );
+  const own = new Set<string>();
+  for (const raw of bodies) {
+    for (const [name, value] of Object.entries(storedKeys(kind, raw)?.keys ?? {})) {
+      if (typeof value === "string") for (const key of o.keys.lookups(kind, name, value)) own.add(key);
+    }
+  }
+  return at.filter((i) => !own.has(lookups[i]!));
 }
 
 /** Every key matching `pattern`, in batches; a SCAN that fails starts the scan over after a pause. */
