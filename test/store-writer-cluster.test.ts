@@ -13,6 +13,7 @@ import { entityOps, foldEntity, storedKeys } from "../src/replication/fold.js";
 import type { EntityJob } from "../src/replication/jobs.js";
 import { keySlot } from "../src/store/cluster.js";
 import { createRedis, type RedisClient, redisConnectionName, writerConnectionName } from "../src/store/connect.js";
+import { saveCursor } from "../src/store/cursor.js";
 import { KeyScheme } from "../src/store/keys.js";
 import { LeaseLostError, otherWriterConnections, StoreWriter, type WriteOp } from "../src/store/writer.js";
 import { type RedisClusterServer, startCluster } from "./helpers/cluster.js";
@@ -162,6 +163,55 @@ describe("StoreWriter on a Redis Cluster", { timeout: 120_000 }, () => {
       what: "the closed writer's connections to go",
     });
     for (const key of KEYS) assert.equal(await db.get(key), "closed");
+  });
+
+  it("a deposed writer whose lease key was taken writes nothing once its successor closed its connections", async () => {
+    // The old writer's lease key vanished with its master's data and another instance took it: the old writer's
+    // timing still says held, and only reading the key can tell.
+    const lease = "schematic:datastream:writer_lock";
+    await db.set(lease, "old-token");
+    const confirms: boolean[] = [];
+    const confirm = async () => {
+      const held = (await db.get(lease)) === "old-token";
+      confirms.push(held);
+      return held;
+    };
+    const oldClient = instance("host-deposed");
+    const oldWriter = new StoreWriter(oldClient, {
+      ttlMs: 0,
+      lease: { key: lease, token: () => "old-token", confirm },
+      connectionName: writerConnectionName("host-deposed"),
+    });
+    writers.push(oldWriter);
+    await oldWriter.apply(sets("old"));
+    assert.equal(confirms.length, 0, "no lease read while nothing fails");
+
+    await db.set(lease, "new-token");
+    const newWriter = writer(instance("host-successor"), "host-successor", () => "new-token");
+    await newWriter.fenceOthers();
+    for (const names of await namesPerMaster()) {
+      assert.ok(!names.includes("schematic-replicator-writer:host-deposed"), `closed at takeover: ${names}`);
+    }
+    await newWriter.apply(sets("new"));
+    await assert.rejects(oldWriter.apply(sets("late")), LeaseLostError);
+    assert.ok(confirms.includes(false), "the closed connection made it read the lease key");
+    for (const key of KEYS) assert.equal(await db.get(key), "new");
+    await db.del(lease);
+  });
+
+  it("a control key is written only while the lease key holds the writer's token, whatever the lease's timing says", async () => {
+    const lease = "schematic:datastream:writer_lock";
+    const cursor = "schematic:datastream:replay_cursor";
+    const client = instance("host-control");
+    const ref = { key: lease, token: () => "old-token", confirm: async () => (await db.get(lease)) === "old-token" };
+    await db.set(lease, "old-token");
+    await saveCursor(client, cursor, "100-1", { lease: ref });
+    assert.equal(await db.get(cursor), "100-1");
+    await db.set(lease, "new-token");
+    await assert.rejects(saveCursor(client, cursor, "200-1", { lease: ref }), LeaseLostError);
+    assert.equal(await db.get(cursor), "100-1", "not written once another instance holds the lease");
+    await db.del(lease);
+    await db.del(cursor);
   });
 
   it("a batch cut short on one master never leaves a body without the lookup deletes it implies: its replay does them", async () => {

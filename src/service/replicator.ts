@@ -264,7 +264,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       const current = this.lease?.token();
       return current !== undefined && current === tenureToken ? current : undefined;
     };
-    this.leaseRef = c.writerLock.disabled ? undefined : { key: c.writerLock.key, token };
+    const lease = this.lease;
+    const confirm = async () => token() !== undefined && lease !== undefined && (await lease.confirm()) && !!token();
+    this.leaseRef = c.writerLock.disabled ? undefined : { key: c.writerLock.key, token, confirm };
     this.writer = timed(
       new StoreWriter(this.d.redis, {
         ttlMs: c.cacheTtlMs,
@@ -274,6 +276,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       }),
       (operation, seconds) => this.observeRedis(operation, seconds),
     );
+    const writer = this.writer;
+    await this.readWhileWriter("closing a previous writer's connections", () => writer.fenceOthers());
     this.markerSync = new MarkerSync((m) => this.saveMarkerNow(m), this.retryContext(tenure.signal));
     this.canaries = isCluster(this.d.redis) ? new ClusterCanaries(this.d.redis, this.keys, this.writerId) : undefined;
     // A read that fails is not an absent marker or cursor (that would mean a needless full reload): retry while the
@@ -711,10 +715,16 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     if (!this.loaded || this.loading || !writer) return;
     const marker = await readMarker(this.d.redis, this.keys);
     const lost = marker ? await this.canaries?.check(writer) : "the readiness marker is gone";
-    if (lost) this.onDataLoss(lost);
+    if (lost) await this.onDataLoss(lost);
   }
 
-  private onDataLoss(why: string): void {
+  private async onDataLoss(why: string): Promise<void> {
+    // The lease key may have gone with the data, and another instance taken the lease meanwhile: then this one is
+    // not the writer any more, and must not write (the lease's own timing would notice only at its next renewal).
+    if (this.leaseRef?.confirm && !(await this.leaseRef.confirm())) {
+      this.d.log.warn(`${why}, and the writer lease is not ours any more: standing by`);
+      return;
+    }
     this.d.log.warn(`${why}: Redis lost its data; rebuilding the whole keyspace`);
     this.stats.dataLossEvents++;
     this.loaded = false;

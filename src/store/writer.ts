@@ -77,6 +77,11 @@ export interface WriterLeaseRef {
   key: string;
   /** The token while the lease is held, else undefined (see WriterLease.token()). */
   token: () => string | undefined;
+  /**
+   * Reads the lease key: true while it holds the token (see WriterLease.confirm()). Where the lease is timing-based
+   * (Cluster), it is asked before acting on a sign that another instance may have taken over.
+   */
+  confirm?: () => Promise<boolean>;
 }
 
 export interface StoreWriterOptions {
@@ -362,7 +367,13 @@ export class StoreWriter {
         if (s.reason instanceof LeaseLostError) throw s.reason;
         failure ??= s.reason;
       }
-      if (redo.length > 0 && !redirectsOnly) await new Promise((r) => setTimeout(r, RETRY_AFTER_FAILURE_MS));
+      if (redo.length > 0 && !redirectsOnly) {
+        await new Promise((r) => setTimeout(r, RETRY_AFTER_FAILURE_MS));
+        // A closed connection may be a successor's doing (it closes ours before writing): ask the lease key first.
+        if (this.lease?.confirm && !(await this.lease.confirm().catch(() => true))) {
+          throw new LeaseLostError("another writer holds the lease: batch not applied");
+        }
+      }
       pending = redo;
     }
     if (failure !== undefined) throw failure;
@@ -464,6 +475,21 @@ export class StoreWriter {
       }
     }
     this.fenced.add(address);
+  }
+
+  /**
+   * Cluster with {@link StoreWriterOptions.connectionName}: closes the other writers' connections on every master now,
+   * rather than before the first write to each: a deposed writer that has not noticed yet (its lease key vanished
+   * with a master's data) then finds its connections closed, and asks the lease key before it writes again.
+   */
+  async fenceOthers(): Promise<void> {
+    const cluster = this.conn;
+    if (!isCluster(cluster) || this.connectionName === undefined) return;
+    if (cluster.status === "wait") await cluster.connect();
+    for (const node of cluster.nodes("master")) {
+      if (node.status !== "ready") await node.ping();
+      await this.fenceOtherWriters(node);
+    }
   }
 
   /** Closes this writer's own connections (see {@link StoreWriterOptions.connectionName}); anything in flight fails. */
