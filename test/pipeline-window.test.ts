@@ -170,3 +170,39 @@ describe("stray lookup keys at the end of a pass", () => {
     });
   });
 });
+
+describe("a load whose passes do not converge", () => {
+  test("still evicts what the API confirms is gone when its walks read every page, and says it is incomplete", async () => {
+    await withPipelineRig(companies(25), async (rig) => {
+      const ghost = { ...company("ghost"), keys: { slug: "ghost" } };
+      await rig.client.set(keys.companyId("ghost"), JSON.stringify(ghost));
+      await rig.client.set(keys.companyLookups("slug", "ghost")[0]!, JSON.stringify("ghost"));
+      // Just before every count is read, a company is created upstream on a page already read, and no stream
+      // announces it (as while the datastream is down): the rows seen never reach the count.
+      const rest = rig.rest!;
+      const count = rest.count.bind(rest);
+      let created = 0;
+      rest.count = async (kind, signal) => {
+        if (kind === "companies") {
+          const id = `a${String(created++).padStart(3, "0")}`;
+          const res = await fetch(`${rig.emu!.url}/_emulator/companies/${id}`, {
+            method: "PUT",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(company(id)),
+          });
+          assert.equal(res.status, 200);
+        }
+        return await count(kind, signal);
+      };
+      const generation = rig.pipeline.beginLoad("hold");
+      const result = await rig.load(generation, { maxPasses: 2 });
+      await rig.endLoad();
+      assert.equal(result.complete, false, "not a complete data set");
+      assert.equal(created, 4, "two passes, two counts each");
+      assert.equal(result.evicted, 2, "the ghost and its lookup key, confirmed gone by id");
+      assert.equal(await rig.client.exists(keys.companyId("ghost")), 0);
+      assert.equal(await rig.client.exists(keys.companyLookups("slug", "ghost")[0]!), 0);
+      assert.ok(await rig.client.exists(keys.companyId("c24")), "what the passes saw is loaded");
+    });
+  });
+});
