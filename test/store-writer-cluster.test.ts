@@ -11,7 +11,7 @@ import type { Cluster } from "ioredis";
 import type { RedisConfig } from "../src/config/types.js";
 import { entityOps, foldEntity, storedKeys } from "../src/replication/fold.js";
 import type { EntityJob } from "../src/replication/jobs.js";
-import { keySlot } from "../src/store/cluster.js";
+import { keySlot, scanEveryMaster } from "../src/store/cluster.js";
 import { createRedis, type RedisClient, redisConnectionName, writerConnectionName } from "../src/store/connect.js";
 import { saveCursor } from "../src/store/cursor.js";
 import { KeyScheme } from "../src/store/keys.js";
@@ -265,6 +265,25 @@ describe("StoreWriter on a Redis Cluster", { timeout: 120_000 }, () => {
     assert.equal(await db.get(lookup1), null, "k1 no longer finds X");
     assert.equal(await db.get(lookup2), JSON.stringify(id));
     assert.deepEqual(JSON.parse((await db.get(body))!).keys, { slug: k2 });
+  });
+
+  it("a scan of every master fails, to be started over, when a slot moves during it (its keys could be missed)", async () => {
+    const pattern = "schematic:company:test:wc-*";
+    const scan = scanEveryMaster(db, pattern, 1);
+    const first = await scan.next();
+    assert.equal(first.done, false);
+    // A key on the master scanned last moves to the one scanned first: a plain scan of each master would miss it.
+    const firstMaster = db.slots[0]![0]!;
+    const lastMaster = db.slots[16383]![0]!;
+    assert.notEqual(firstMaster, lastMaster);
+    const moving = KEYS.find((k) => db.slots[keySlot(k)]![0] === lastMaster)!;
+    await cluster.migrateSlot(keySlot(moving), firstMaster);
+    await assert.rejects(async () => {
+      for (let r = await scan.next(); !r.done; r = await scan.next());
+    }, /slot map changed/);
+    const found: string[] = [];
+    for await (const batch of scanEveryMaster(db, pattern)) found.push(...batch);
+    assert.deepEqual(found.sort(), [...KEYS].sort(), "a scan started again finds every key");
   });
 
   /** MOVED errors answered by the masters so far (INFO errorstats). */

@@ -17,6 +17,7 @@ import { Pipeline } from "../replication/pipeline.js";
 import { type RetryContext, StoppedError, withRetry } from "../replication/retry.js";
 import { ReplicationStats } from "../replication/stats.js";
 import { ClusterCanaries } from "../store/canary.js";
+import { scanEveryMaster } from "../store/cluster.js";
 import { isCluster, masters, writerConnectionName } from "../store/connect.js";
 import { ServerChangedError, serverId, serverTime } from "../store/control-keys.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
@@ -853,6 +854,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   // ---- Redis helpers ---------------------------------------------------------------------------------------------
 
   async *scanKeys(pattern: string): AsyncIterable<string[]> {
+    // On Cluster, a failover during the scan makes it fail (and be started over) rather than miss a master's keys.
+    if (isCluster(this.d.redis)) return yield* scanEveryMaster(this.d.redis, pattern);
     for (const node of masters(this.d.redis)) {
       let cursor = "0";
       do {
