@@ -159,6 +159,29 @@ describe("Redis Cluster: one master loses its data (not the marker's, not the le
     });
   });
 
+  test("FLUSHALL on that master during a reload (the data set still vouched for): /ready 503 at once, rebuilt", {
+    timeout: 120_000,
+  }, async () => {
+    const victim = await bystander();
+    // Slow pages: the reload runs for seconds, /ready 200 meanwhile (a server reload leaves the data in place).
+    await admin(emu.url, "POST", "/faults", { rest_latency_ms: 4000, rest_fail_paths: ["/companies", "/users"] });
+    const reloads = await fullReloads();
+    await admin(emu.url, "POST", "/reload");
+    await waitFor(async () => (await fullReloads()) > reloads, { what: "the reload" });
+    assert.equal((await rep.ready()).status, 200, "ready during a server reload");
+    await command(victim.port, ["FLUSHALL"]);
+    await waitFor(async () => (await rep.ready()).status === 503, {
+      timeoutMs: 3000,
+      intervalMs: 50,
+      what: "/ready 503 within a few marker checks of the loss, while the reload still runs",
+    });
+    await admin(emu.url, "POST", "/faults", {});
+    await rep.waitReady();
+    // A change after the reload gives the writer a replay cursor again (the next test resumes from it).
+    await admin(emu.url, "PUT", "/flags/after-the-reload", flag("after-the-reload", true));
+    await waitEqual(db, emu.url, { logs });
+  });
+
   test("a writer that starts after a restart trusts intact masters, and notices a loss that happened meanwhile", {
     timeout: 120_000,
   }, async () => {

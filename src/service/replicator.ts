@@ -750,7 +750,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const id = await serverId(this.d.redis, this.d.config.replay.cursorKey);
     if (id !== this.serverId) return await this.onServerChanged(id);
     const writer = this.writer;
-    if (!this.loaded || this.loading || !writer) return;
+    // Also during a reload of a data set still vouched for (a server reload): /ready says 200 meanwhile, so a loss
+    // must not wait for the load to end. A load after data loss is not checked: the marker says `reloading`.
+    if (!this.loaded || !writer) return;
     const marker = await readMarker(this.d.redis, this.keys);
     const lost = marker ? await this.canaries?.check(writer) : "the readiness marker is gone";
     if (lost) await this.onDataLoss(lost);
