@@ -237,6 +237,41 @@ export function replicatorPid(name: string | undefined): number | undefined {
   return Number.isFinite(pid) ? pid : undefined;
 }
 
+/**
+ * Every second, each data node's role (master, or replica of which master, with its link state): changes go to the
+ * timeline, so that a failure can be read against which node served what, and when (a promotion seconds after a
+ * restart, a replica that never resynchronised).
+ */
+export class RoleWatch extends Loop {
+  private readonly last = new Map<number, string>();
+
+  constructor(
+    private readonly ports: () => number[],
+    private readonly report: (text: string) => void,
+  ) {
+    super(1000);
+  }
+
+  protected async tick(): Promise<void> {
+    const changes: string[] = [];
+    await Promise.all(
+      this.ports().map(async (port) => {
+        let role: string;
+        try {
+          const reply = (await within(500, command(port, ["ROLE"]))) as unknown[];
+          role = reply[0] === "master" ? "master" : `replica of ${reply[1]}:${reply[2]} (${reply[3]})`;
+        } catch {
+          role = "down";
+        }
+        if (this.last.get(port) === role) return;
+        this.last.set(port, role);
+        changes.push(`${port} ${role}`);
+      }),
+    );
+    if (changes.length > 0) this.report(changes.sort().join("; "));
+  }
+}
+
 export interface MessageCounts {
   received: number;
   applied: number;
