@@ -6,11 +6,15 @@
  * (the built CLI, as an operator runs it) exits 0, and the official SDK in replicator mode reads a seeded sample of
  * checks exactly as the rules engine evaluates the emulator's state.
  */
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Fixture } from "../src/model/wire.js";
+import { keySlot } from "../src/store/cluster.js";
+import { isCluster } from "../src/store/connect.js";
 import type { KeyScheme } from "../src/store/keys.js";
 import { type Difference, diffRedis } from "../src/verify/diff.js";
 import { formatDifferences } from "../test/helpers/e2e.js";
+import { command } from "../test/helpers/procs.js";
 import { waitFor } from "../test/helpers/redis.js";
 import { runNode } from "../test/ops-helpers.js";
 import type { Rand } from "./random.js";
@@ -32,6 +36,8 @@ export interface CheckpointContext extends RunContext {
   workload: Workload;
   rand: Rand;
   epoch: number;
+  /** Where a failed checkpoint leaves its evidence (`checkpoint-N.txt`). */
+  outDir: string;
 }
 
 interface ReadyView {
@@ -107,6 +113,7 @@ export async function quietCheckpoint(ctx: CheckpointContext, index: number, lab
   );
   if (verify.code !== 0) {
     const out = `${verify.stdout}${verify.stderr}`.trim().split("\n");
+    await writeEvidence(ctx, index, out, dump).catch(() => undefined);
     failures.push(
       `verify exited ${verify.code}: ${out.at(-1)}\n        ${out.slice(0, 12).join("\n        ")}` +
         (diffs.length ? `\n        (the soak's own diff: ${formatDifferences(diffs, 5).replaceAll("\n", "; ")})` : ""),
@@ -146,4 +153,39 @@ export async function quietCheckpoint(ctx: CheckpointContext, index: number, lab
     verifyCode: verify.code,
     sdkChecks,
   };
+}
+
+/**
+ * Every difference verify found, with what Redis holds there (value, expiry, and on Cluster the slot's master) and
+ * what the emulator has for the entity, in `checkpoint-N.txt`: the evidence to read a failure by.
+ */
+async function writeEvidence(ctx: CheckpointContext, index: number, verify: string[], dump: Fixture): Promise<void> {
+  const client = ctx.rig.client;
+  const lines = [...verify, "", "--- the keys that differ, as Redis holds them ---"];
+  for (const line of verify) {
+    const key = /^(?:missing|stale|extra) (\S+)/.exec(line)?.[1];
+    if (!key) continue;
+    const [value, pttl] = await Promise.all([client.get(key), client.pttl(key)]);
+    const owner = isCluster(client) ? ` master ${client.slots[keySlot(key)]?.[0]} slot ${keySlot(key)}` : "";
+    lines.push(`${key}${owner} pttl ${pttl}: ${value === null ? "(none)" : value.slice(0, 300)}`);
+    const id = key.split(":").length === 4 ? key.split(":")[3] : value?.startsWith('"') ? JSON.parse(value) : undefined;
+    const entity = [...dump.companies, ...dump.users].find((e) => e.id === id);
+    if (id) lines.push(`  emulator ${id}: ${entity ? JSON.stringify(entity.keys) : "(none)"}`);
+  }
+  // Each node's own view: its role, its key count, and the keys it holds in the slots of the first differences.
+  const slots = [...new Set(verify.flatMap((l) => /^(?:missing|stale|extra) (\S+)/.exec(l)?.[1] ?? []).map(keySlot))];
+  lines.push("", "--- every data node ---");
+  for (const port of ctx.rig.dataPorts()) {
+    const ask = (...args: (string | number)[]) => command(port, args).catch((err: Error) => `(${err.message})`);
+    lines.push(`${port}: ROLE ${JSON.stringify(await ask("ROLE"))} DBSIZE ${await ask("DBSIZE")}`);
+    if (!isCluster(client)) continue;
+    const counts = await Promise.all(slots.slice(0, 8).map((slot) => ask("CLUSTER", "COUNTKEYSINSLOT", slot)));
+    lines.push(`  keys in slots ${slots.slice(0, 8).join(",")}: ${counts.join(",")}`);
+    lines.push(
+      `  ${String(await ask("CLUSTER", "NODES"))
+        .trim()
+        .replaceAll("\n", "\n  ")}`,
+    );
+  }
+  writeFileSync(join(ctx.outDir, `checkpoint-${index}.txt`), `${lines.join("\n")}\n`);
 }

@@ -25,6 +25,9 @@ export const SOAK_SETTINGS = {
   LOG_FORMAT: "json",
   LOG_LEVEL: "info",
   WRITER_LOCK_TTL: "4s",
+  // A lease renewal must fit in TTL/3 (a settings check): commands time out after 1 s.
+  REDIS_READ_TIMEOUT: "1s",
+  REDIS_WRITE_TIMEOUT: "1s",
   MARKER_CHECK_INTERVAL: "1s",
   READY_GRACE_PERIOD: "15s",
   REPLAY_FLUSH_INTERVAL: "500ms",

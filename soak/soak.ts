@@ -34,7 +34,7 @@ import {
 } from "./rig.js";
 import { FaultRunner, runWorkload, WorkloadStats } from "./runners.js";
 import { startRulesEngine } from "./sdk-check.js";
-import { DebugCounters, LeasePoller, ReadySampler, WriteRecorder } from "./watch.js";
+import { DebugCounters, LeasePoller, ReadySampler, RoleWatch, WriteRecorder } from "./watch.js";
 import { anchorIds } from "./workload.js";
 
 const LEASE_KEY = "schematic:datastream:writer_lock";
@@ -145,8 +145,13 @@ export async function runSoak(options: RunOptions): Promise<SoakResult> {
       epoch,
     );
     counters = new DebugCounters(slots);
-    for (const w of [poller, sampler, counters]) w.start();
-    watchers.push(sampler, poller, counters, recorder);
+    const theRig = rig;
+    const roles = new RoleWatch(
+      () => theRig.dataPorts(),
+      (text) => timeline.add("info", `roles: ${text}`),
+    );
+    for (const w of [poller, sampler, counters, roles]) w.start();
+    watchers.push(sampler, poller, counters, recorder, roles);
 
     const ctx = { rig, emu, slots, timeline };
     faults = new FaultRunner(ctx);
@@ -159,6 +164,7 @@ export async function runSoak(options: RunOptions): Promise<SoakResult> {
       workload: planner.workload,
       rand: new Rand(options.seed).fork("checkpoints"),
       epoch,
+      outDir,
     };
 
     let exitsSeen = 0;

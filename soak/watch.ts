@@ -10,7 +10,7 @@
  * - {@link DebugCounters}: every 2 s, each replicator's /debug message counters (kept per process).
  */
 import { Redis } from "ioredis";
-import type { RedisClient } from "../src/store/connect.js";
+import { type RedisClient, redisConnectionName, WRITER_CONNECTION_PREFIX } from "../src/store/connect.js";
 import { command } from "../test/helpers/procs.js";
 import type { LeasePoll, ReadySample, WriteEvent } from "./invariants.js";
 import type { ReplicatorSlot } from "./rig.js";
@@ -191,9 +191,9 @@ export class WriteRecorder {
     const keep: typeof this.pending = [];
     for (const w of this.pending) {
       const name = this.names.get(`${w.port} ${w.source}`);
-      const pid = name?.startsWith("schematic-replicator:") ? Number(/-(\d+)$/.exec(name)?.[1]) : undefined;
+      const pid = replicatorPid(name);
       if (name === REPLICATION) continue;
-      if (pid !== undefined && Number.isFinite(pid)) {
+      if (pid !== undefined) {
         this.writes.push({ time: w.time, pid, port: w.port, command: w.command });
       } else if (name !== undefined || final || w.time < Date.now() - 5000) this.unattributed++;
       else keep.push(w);
@@ -223,6 +223,52 @@ export class WriteRecorder {
         }
       }),
     );
+  }
+}
+
+/**
+ * The replicator process a connection name belongs to: its shared connections (`schematic-replicator:{host}-{pid}`)
+ * and, on Cluster, its writer's own (`schematic-replicator-writer:{host}-{pid}`); undefined for anything else.
+ */
+export function replicatorPid(name: string | undefined): number | undefined {
+  if (!name || !(name.startsWith(redisConnectionName("")) || name.startsWith(WRITER_CONNECTION_PREFIX)))
+    return undefined;
+  const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+  return Number.isFinite(pid) ? pid : undefined;
+}
+
+/**
+ * Every second, each data node's role (master, or replica of which master, with its link state): changes go to the
+ * timeline, so that a failure can be read against which node served what, and when (a promotion seconds after a
+ * restart, a replica that never resynchronised).
+ */
+export class RoleWatch extends Loop {
+  private readonly last = new Map<number, string>();
+
+  constructor(
+    private readonly ports: () => number[],
+    private readonly report: (text: string) => void,
+  ) {
+    super(1000);
+  }
+
+  protected async tick(): Promise<void> {
+    const changes: string[] = [];
+    await Promise.all(
+      this.ports().map(async (port) => {
+        let role: string;
+        try {
+          const reply = (await within(500, command(port, ["ROLE"]))) as unknown[];
+          role = reply[0] === "master" ? "master" : `replica of ${reply[1]}:${reply[2]} (${reply[3]})`;
+        } catch {
+          role = "down";
+        }
+        if (this.last.get(port) === role) return;
+        this.last.set(port, role);
+        changes.push(`${port} ${role}`);
+      }),
+    );
+    if (changes.length > 0) this.report(changes.sort().join("; "));
   }
 }
 

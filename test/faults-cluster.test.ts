@@ -159,6 +159,29 @@ describe("Redis Cluster: one master loses its data (not the marker's, not the le
     });
   });
 
+  test("FLUSHALL on that master during a reload (the data set still vouched for): /ready 503 at once, rebuilt", {
+    timeout: 120_000,
+  }, async () => {
+    const victim = await bystander();
+    // Slow pages: the reload runs for seconds, /ready 200 meanwhile (a server reload leaves the data in place).
+    await admin(emu.url, "POST", "/faults", { rest_latency_ms: 4000, rest_fail_paths: ["/companies", "/users"] });
+    const reloads = await fullReloads();
+    await admin(emu.url, "POST", "/reload");
+    await waitFor(async () => (await fullReloads()) > reloads, { what: "the reload" });
+    assert.equal((await rep.ready()).status, 200, "ready during a server reload");
+    await command(victim.port, ["FLUSHALL"]);
+    await waitFor(async () => (await rep.ready()).status === 503, {
+      timeoutMs: 3000,
+      intervalMs: 50,
+      what: "/ready 503 within a few marker checks of the loss, while the reload still runs",
+    });
+    await admin(emu.url, "POST", "/faults", {});
+    await rep.waitReady();
+    // A change after the reload gives the writer a replay cursor again (the next test resumes from it).
+    await admin(emu.url, "PUT", "/flags/after-the-reload", flag("after-the-reload", true));
+    await waitEqual(db, emu.url, { logs });
+  });
+
   test("a writer that starts after a restart trusts intact masters, and notices a loss that happened meanwhile", {
     timeout: 120_000,
   }, async () => {
@@ -183,5 +206,33 @@ describe("Redis Cluster: one master loses its data (not the marker's, not the le
       rep.logs.some((l) => l.includes(`the canary keys of Redis master ${victim.addr} are gone`)),
       "the log names the master that lost its data",
     );
+  });
+
+  test("a writer whose lease key vanished and was taken by another instance finds the marker gone: it writes nothing and stands by", {
+    timeout: 120_000,
+  }, async () => {
+    // A long lease: its renewal (every 20 s) cannot notice the loss before the marker check (every 300 ms) does.
+    assert.equal(await rep.stop(), 0);
+    rep = await startReplicator({ ...env(), WRITER_LOCK_TTL: "60s" });
+    await rep.waitReady();
+    // A FLUSHALL took the lease and the marker (here: removed by hand, whichever masters hold them), and another
+    // instance took the lease at once.
+    await db.set(LEASE_KEY, "other-host-1-feedface", "PX", 60_000);
+    await db.del(keys.marker());
+    await waitFor(async () => (await rep.health()).body.role === "standby", {
+      timeoutMs: 20_000,
+      what: "the deposed writer to stand by",
+    });
+    // Some more marker checks' time: the deposed writer writes no marker (nor anything else of a reload).
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(await db.get(keys.marker()), null, "the deposed writer wrote no marker");
+    assert.equal(await db.get(LEASE_KEY), "other-host-1-feedface");
+    assert.ok(!rep.logs.some((l) => l.includes("Redis lost its data")), "it did not act on the loss");
+    // The other instance goes away; a writer takes over and rebuilds.
+    assert.equal(await rep.stop(), 0);
+    await db.del(LEASE_KEY);
+    rep = await startReplicator(env());
+    await rep.waitReady();
+    await waitEqual(db, emu.url, { logs });
   });
 });

@@ -13,11 +13,15 @@ import {
   bulk,
   churn,
   company,
+  KEYS,
   logsMatching,
   markerChange,
+  type RestProxy,
   region,
   type Stack,
   sdkSeesMarker,
+  sleep,
+  startRestProxy,
   startStack,
   templates,
   watchReady,
@@ -195,6 +199,80 @@ for (const mode of ["sync", "async"] as const) {
     });
   });
 }
+
+// A load whose passes never agree with the count (issue 11): while the datastream is down, companies created upstream
+// are announced by no stream message, so the rows seen fall short of the count in every pass.
+describe("faults: a load whose passes do not converge (sync loading)", () => {
+  let s: Stack;
+  let proxy: RestProxy;
+  const slowPages = { rest_latency_ms: 300, rest_fail_paths: ["/companies"] };
+  let created = 0;
+  /** Before every company count: the datastream cut (and refused), and a company created on a page already read. */
+  const unannounced = async () => {
+    await s.admin("POST", "/faults", { ...slowPages, datastream_refuse_status: 503 });
+    await s.admin("POST", "/disconnect", { drop: true });
+    const id = `aaa-unannounced-${created++}`;
+    await s.admin("PUT", `/companies/${id}`, company(templates().company, id, "eu"));
+  };
+  const notConverged = (rep: Stack["rep"]) => logsMatching(rep, /the load did not converge/).length;
+
+  before(async () => {
+    s = await startStack({ fixture: bigFixture(400), noReplicator: true, replayLog: 20, env: SETTINGS });
+    proxy = await startRestProxy(s.emu.url);
+  });
+  after(async () => {
+    await s?.close();
+    await proxy?.close();
+  });
+
+  test("an initial load stays not ready and keeps paging; ready once a pass converges", async () => {
+    const { rep, ready } = await coldStartWith(s, slowPages, { SCHEMATIC_API_URL: proxy.url });
+    await waitFor(() => logsMatching(rep, /starting a full load/).length > 0, { what: "the load" });
+    proxy.beforeCount = unannounced;
+    await waitFor(() => notConverged(rep) > 0, { timeoutMs: 90_000, what: "passes that do not converge" });
+    await sleep(2000);
+    assert.ok(!ready.seen.has(200), `never ready on a load that did not converge (saw ${[...ready.seen]})`);
+    const counts = proxy.counts;
+    await waitFor(() => proxy.counts > counts + 2, { timeoutMs: 60_000, what: "the load to keep paging" });
+    assert.equal((await rep.ready()).status, 503);
+    // The API keeps its word again, and the datastream is back: the next pass converges.
+    proxy.beforeCount = undefined;
+    await s.admin("POST", "/faults", {});
+    await rep.waitReady(90_000);
+    await ready.stop();
+    await clearedAndConsistent(s);
+  });
+
+  test("a reload evicts what the API confirms is gone, and a follow-up pass soon completes it", async () => {
+    const rep = s.rep;
+    const gone = "big-co-0100";
+    assert.ok(await s.client.exists(KEYS.companyId(gone)));
+    // While the datastream is down, a company is deleted and more changes are made than the replay log keeps: the
+    // replicator's cursor is out of the log when it reconnects, so it gets `reload`.
+    await s.admin("POST", "/faults", { datastream_refuse_status: 503 });
+    await s.admin("POST", "/disconnect", { drop: true });
+    await s.admin("DELETE", `/companies/${gone}`);
+    await bulk(
+      s,
+      churn(40, { tag: "converge", seed: 5, entities: 10 }).filter((c) => c.method !== "DELETE"),
+    );
+    const reloads = await s.debugNumber("replay.full_reloads");
+    proxy.beforeCount = unannounced;
+    await s.admin("POST", "/faults", slowPages);
+    await waitFor(async () => (await s.debugNumber("replay.full_reloads")) > reloads, { what: "the reload" });
+    await waitFor(async () => (await s.client.exists(KEYS.companyId(gone))) === 0, {
+      timeoutMs: 90_000,
+      what: `${gone}, deleted while the datastream was down, to be evicted by the reload that did not converge`,
+    });
+    assert.ok(notConverged(rep) > 0, "the reload did not converge");
+    proxy.beforeCount = undefined;
+    await waitFor(() => logsMatching(rep, /anti-entropy pass complete/).some((l) => l.complete === true), {
+      timeoutMs: 90_000,
+      what: "a follow-up pass that converges",
+    });
+    await clearedAndConsistent(s);
+  });
+});
 
 /** A fresh replicator (settings `env` on top of the suite's) on an empty Redis, with `faults` set before it starts. */
 async function coldStartWith(s: Stack, faults: Record<string, unknown>, env: Record<string, string> = {}) {

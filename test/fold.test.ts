@@ -3,6 +3,7 @@ import { test } from "node:test";
 import { entityOps, foldEntity, storedKeys } from "../src/replication/fold.js";
 import type { EntityJob } from "../src/replication/jobs.js";
 import { KeyScheme } from "../src/store/keys.js";
+import { phases } from "../src/store/writer.js";
 
 const keys = new KeyScheme("schematic:", "v1");
 
@@ -90,6 +91,39 @@ test("a delete removes the body and every lookup the stored body or the payload 
     ["delIfEquals", "schematic:company:v1:id:a"],
     ["delIfEquals", "schematic:company:v1:slug:s"],
   ]);
+});
+
+test("a body that drops lookup keys is written after their deletes; one that drops none is not held back", () => {
+  const previous = foldEntity("company", null, [job("full", company("c1", { id: "a", domain: "x.io" }))]).next;
+  const renamed = entityOps(
+    keys,
+    "company",
+    "c1",
+    previous,
+    foldEntity("company", previous, [job("full", company("c1", { id: "b", domain: "x.io" }))]),
+  );
+  const deleted = entityOps(
+    keys,
+    "company",
+    "c1",
+    previous,
+    foldEntity("company", previous, [job("delete", { id: "c1" })]),
+  );
+  const same = entityOps(
+    keys,
+    "company",
+    "c1",
+    previous,
+    foldEntity("company", previous, [job("partial", { base_plan_id: "p" })]),
+  );
+  const other = { op: "set", key: "schematic:company:v1:c2", value: "{}" } as const;
+  const after = { op: "set", key: "schematic:company:v1:c1", value: "{}" } as const;
+  for (const ops of [renamed, deleted]) {
+    const [first, last] = phases([...ops, other, after]);
+    assert.deepEqual(last, [ops[0], after], "the body, and a later op on its key, come last");
+    assert.deepEqual(first, [...ops.slice(1), other]);
+  }
+  assert.deepEqual(phases([...same, other]), [[...same, other], []]);
 });
 
 test("an entity without keys is not stored", () => {

@@ -121,3 +121,88 @@ describe("eviction at the end of a pass", () => {
     });
   });
 });
+
+describe("stray lookup keys at the end of a pass", () => {
+  for (const reconcile of [false, true]) {
+    test(`${reconcile ? "an anti-entropy pass" : "a full load"} removes a lookup key whose entity exists but no longer has it; keys in both spellings of the body's stay`, async () => {
+      // c01 has a key whose JavaScript and Go lower cases differ (İ): both lookup keys are its own.
+      const source = companies(3);
+      const c01 = source.fixture.companies[1]!;
+      c01.keys = { slug: "c01", city: "İzmir" };
+      await withPipelineRig(source, async (rig) => {
+        const own = [...keys.companyLookups("slug", "c01"), ...keys.companyLookups("city", "İzmir")];
+        assert.equal(own.length, 3, "İ has two spellings");
+        // What a batch cut short on a Cluster leaves: lookup keys of c01 whose deletion never landed (one in each
+        // spelling of a key c01 gave up), next to its body, which no longer has them.
+        const stray = [
+          keys.companyLookups("domain", "ghost.example")[0]!,
+          ...keys.companyLookups("city", "İstanbul"),
+          keys.companyLookups("slug", "c00-old")[0]!,
+        ];
+        assert.equal(stray.length, 4);
+        for (const key of stray) await rig.client.set(key, JSON.stringify(key.includes("c00") ? "c00" : "c01"));
+        // A lookup key pointing at another entity than the one whose body has it is not stray: c02's body has it.
+        const claimed = keys.companyLookups("slug", "c02")[0]!;
+        const generation = rig.pipeline.beginLoad(reconcile ? "stream-wins" : "hold");
+        const result = await rig.load(generation, { reconcile });
+        assert.equal(result.complete, true);
+        await rig.endLoad();
+        for (const key of stray) assert.equal(await rig.client.exists(key), 0, `${key} removed`);
+        for (const key of own) assert.equal(await rig.client.get(key), JSON.stringify("c01"), `${key} kept`);
+        assert.equal(await rig.client.get(claimed), JSON.stringify("c02"));
+        assert.equal(result.evicted, stray.length);
+      });
+    });
+  }
+
+  test("a stray lookup key of an entity the stream changes during the pass is left alone", async () => {
+    await withPipelineRig(companies(3), async (rig) => {
+      const stray = keys.companyLookups("domain", "ghost.example")[0]!;
+      await rig.client.set(stray, JSON.stringify("c01"));
+      const generation = rig.pipeline.beginLoad("stream-wins");
+      // c01 gains that key upstream while the pass runs: the stream's write must not be undone.
+      const gained = { ...company("c01"), keys: { slug: "c01", domain: "ghost.example" } };
+      rig.pipeline.handleFrame(entityFrame("company", "full", "c01", gained, "300-1"));
+      const result = await rig.load(generation);
+      assert.equal(result.complete, true);
+      await rig.endLoad();
+      assert.equal(await rig.client.get(stray), JSON.stringify("c01"));
+    });
+  });
+});
+
+describe("a load whose passes do not converge", () => {
+  test("still evicts what the API confirms is gone when its walks read every page, and says it is incomplete", async () => {
+    await withPipelineRig(companies(25), async (rig) => {
+      const ghost = { ...company("ghost"), keys: { slug: "ghost" } };
+      await rig.client.set(keys.companyId("ghost"), JSON.stringify(ghost));
+      await rig.client.set(keys.companyLookups("slug", "ghost")[0]!, JSON.stringify("ghost"));
+      // Just before every count is read, a company is created upstream on a page already read, and no stream
+      // announces it (as while the datastream is down): the rows seen never reach the count.
+      const rest = rig.rest!;
+      const count = rest.count.bind(rest);
+      let created = 0;
+      rest.count = async (kind, signal) => {
+        if (kind === "companies") {
+          const id = `a${String(created++).padStart(3, "0")}`;
+          const res = await fetch(`${rig.emu!.url}/_emulator/companies/${id}`, {
+            method: "PUT",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(company(id)),
+          });
+          assert.equal(res.status, 200);
+        }
+        return await count(kind, signal);
+      };
+      const generation = rig.pipeline.beginLoad("hold");
+      const result = await rig.load(generation, { maxPasses: 2 });
+      await rig.endLoad();
+      assert.equal(result.complete, false, "not a complete data set");
+      assert.equal(created, 4, "two passes, two counts each");
+      assert.equal(result.evicted, 2, "the ghost and its lookup key, confirmed gone by id");
+      assert.equal(await rig.client.exists(keys.companyId("ghost")), 0);
+      assert.equal(await rig.client.exists(keys.companyLookups("slug", "ghost")[0]!), 0);
+      assert.ok(await rig.client.exists(keys.companyId("c24")), "what the passes saw is loaded");
+    });
+  });
+});

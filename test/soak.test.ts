@@ -19,9 +19,11 @@ import { FAULT_KINDS, faultWeights, Planner, type SoakOptions, type Topology } f
 import { Rand } from "../soak/random.js";
 import type { SoakResult } from "../soak/report.js";
 import { checkSdkSample, type RulesEngine, startRulesEngine } from "../soak/sdk-check.js";
+import { replicatorPid } from "../soak/watch.js";
 import { CHANGE_KINDS } from "../soak/workload.js";
 import { loadFixtureFile, startEmulator } from "../src/emulator/index.js";
 import type { Fixture } from "../src/model/wire.js";
+import { redisConnectionName, writerConnectionName } from "../src/store/connect.js";
 import { scanKeys } from "./helpers/e2e.js";
 import { FIXTURE_PATH, KEYS, type Stack, startStack } from "./helpers/faults.js";
 import { buildInto, ROOT, runNode } from "./ops-helpers.js";
@@ -150,6 +152,14 @@ describe("soak: the invariant checkers", () => {
         "between polls that saw different tokens (1150), between polls too far apart to prove nobody held the " +
         "lease (3000), after the last poll (6000)",
     );
+  });
+
+  test("one writer: writes are attributed to a replicator by its shared connections and by its writer's own (Cluster)", () => {
+    assert.equal(replicatorPid(redisConnectionName("host-7")), 7);
+    assert.equal(replicatorPid(writerConnectionName("host-8")), 8);
+    assert.equal(replicatorPid("schematic-soak"), undefined);
+    assert.equal(replicatorPid(`ioredis-cluster(refresher):${writerConnectionName("host-8")}`), undefined);
+    assert.equal(replicatorPid(undefined), undefined);
   });
 
   test("clean exits: an exit nobody asked for, or a SIGTERM answered badly or late, is a violation", () => {

@@ -117,6 +117,23 @@ describe("WriterLease", () => {
     assert.notEqual(await r.get(KEY), "intruder");
   });
 
+  it("confirm() reads the key: true while it holds the token; another token (or none) loses the lease at once", async () => {
+    const a = lease(r, "host-a-1", 60_000); // renewals 20 s apart: only confirm() can notice
+    a.start();
+    await waitFor(() => a.holds(), { what: "acquired" });
+    assert.equal(await a.confirm(), true);
+    assert.equal(a.holds(), true);
+    const lost = new Promise<{ reason: string }>((resolve) => a.once("lost", resolve));
+    await r.del(KEY); // the key vanished with the data (a FLUSHALL)…
+    await r.set(KEY, "successor", "PX", 60_000); // …and another instance took it
+    assert.equal(a.holds(), true, "the timing alone still says held");
+    assert.equal(await a.confirm(), false);
+    assert.deepEqual(await lost, { reason: "taken" });
+    assert.equal(a.token(), undefined);
+    assert.equal(await a.confirm(), false);
+    await r.del(KEY);
+  });
+
   it("holds() turns false on its own while Redis is paused, and the writer stops writing", async () => {
     const client = server.client();
     const a = lease(client, "host-a-1");

@@ -9,10 +9,15 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Cluster } from "ioredis";
 import type { RedisConfig } from "../src/config/types.js";
-import { keySlot } from "../src/store/cluster.js";
+import { entityOps, foldEntity, storedKeys } from "../src/replication/fold.js";
+import type { EntityJob } from "../src/replication/jobs.js";
+import { keySlot, scanEveryMaster } from "../src/store/cluster.js";
 import { createRedis, type RedisClient, redisConnectionName, writerConnectionName } from "../src/store/connect.js";
+import { saveCursor } from "../src/store/cursor.js";
+import { KeyScheme } from "../src/store/keys.js";
 import { LeaseLostError, otherWriterConnections, StoreWriter, type WriteOp } from "../src/store/writer.js";
 import { type RedisClusterServer, startCluster } from "./helpers/cluster.js";
+import { templates } from "./helpers/faults.js";
 import { command } from "./helpers/procs.js";
 import { waitFor } from "./helpers/redis.js";
 
@@ -158,6 +163,127 @@ describe("StoreWriter on a Redis Cluster", { timeout: 120_000 }, () => {
       what: "the closed writer's connections to go",
     });
     for (const key of KEYS) assert.equal(await db.get(key), "closed");
+  });
+
+  it("a deposed writer whose lease key was taken writes nothing once its successor closed its connections", async () => {
+    // The old writer's lease key vanished with its master's data and another instance took it: the old writer's
+    // timing still says held, and only reading the key can tell.
+    const lease = "schematic:datastream:writer_lock";
+    await db.set(lease, "old-token");
+    const confirms: boolean[] = [];
+    const confirm = async () => {
+      const held = (await db.get(lease)) === "old-token";
+      confirms.push(held);
+      return held;
+    };
+    const oldClient = instance("host-deposed");
+    const oldWriter = new StoreWriter(oldClient, {
+      ttlMs: 0,
+      lease: { key: lease, token: () => "old-token", confirm },
+      connectionName: writerConnectionName("host-deposed"),
+    });
+    writers.push(oldWriter);
+    await oldWriter.apply(sets("old"));
+    assert.equal(confirms.length, 0, "no lease read while nothing fails");
+
+    await db.set(lease, "new-token");
+    const newWriter = writer(instance("host-successor"), "host-successor", () => "new-token");
+    await newWriter.fenceOthers();
+    for (const names of await namesPerMaster()) {
+      assert.ok(!names.includes("schematic-replicator-writer:host-deposed"), `closed at takeover: ${names}`);
+    }
+    await newWriter.apply(sets("new"));
+    await assert.rejects(oldWriter.apply(sets("late")), LeaseLostError);
+    assert.ok(confirms.includes(false), "the closed connection made it read the lease key");
+    for (const key of KEYS) assert.equal(await db.get(key), "new");
+    await db.del(lease);
+  });
+
+  it("a control key is written only while the lease key holds the writer's token, whatever the lease's timing says", async () => {
+    const lease = "schematic:datastream:writer_lock";
+    const cursor = "schematic:datastream:replay_cursor";
+    const client = instance("host-control");
+    const ref = { key: lease, token: () => "old-token", confirm: async () => (await db.get(lease)) === "old-token" };
+    await db.set(lease, "old-token");
+    await saveCursor(client, cursor, "100-1", { lease: ref });
+    assert.equal(await db.get(cursor), "100-1");
+    await db.set(lease, "new-token");
+    await assert.rejects(saveCursor(client, cursor, "200-1", { lease: ref }), LeaseLostError);
+    assert.equal(await db.get(cursor), "100-1", "not written once another instance holds the lease");
+    await db.del(lease);
+    await db.del(cursor);
+  });
+
+  it("a batch cut short on one master never leaves a body without the lookup deletes it implies: its replay does them", async () => {
+    // Company X renames its key from k1 to k2. k1 lives on one master, X's body on another.
+    await new Promise((resolve) => db.refreshSlotsCache(resolve));
+    const master = (key: string) => db.slots[keySlot(key)]![0]!;
+    const scheme = new KeyScheme("schematic:", "test");
+    const id = Array.from({ length: 200 }, (_, i) => `cut-${i}`).find(
+      (x) => master(scheme.companyId(x)) !== master(scheme.companyLookups("slug", `${x}-k1`)[0]!),
+    )!;
+    const [body, k1, k2] = [scheme.companyId(id), `${id}-k1`, `${id}-k2`];
+    const lookup1 = scheme.companyLookups("slug", k1)[0]!;
+    const lookup2 = scheme.companyLookups("slug", k2)[0]!;
+    const company = (slug: string) => ({ ...structuredClone(templates().company), id, keys: { slug } });
+    const rename = (stored: string | null): WriteOp[] => {
+      const job = { kind: "company", id, op: "full", data: company(k2), tracked: [], source: "stream", order: 1 };
+      return entityOps(
+        scheme,
+        "company",
+        id,
+        storedKeys("company", stored),
+        foldEntity("company", null, [job as EntityJob]),
+      );
+    };
+    const w = writer(instance("host-cut"), "host-cut");
+    await w.apply(
+      entityOps(
+        scheme,
+        "company",
+        id,
+        null,
+        foldEntity("company", null, [
+          { kind: "company", id, op: "full", data: company(k1), tracked: [], source: "stream", order: 0 },
+        ]),
+      ),
+    );
+    assert.equal(await db.get(lookup1), JSON.stringify(id));
+
+    // k1's master refuses the compare-and-delete (EVAL): the batch fails there, as one cut short by a failover.
+    const port = Number(master(lookup1).split(":")[1]);
+    await command(port, ["ACL", "SETUSER", "default", "-eval"]);
+    try {
+      await assert.rejects(w.apply(rename(await db.get(body))));
+    } finally {
+      await command(port, ["ACL", "SETUSER", "default", "+eval"]);
+    }
+    assert.deepEqual(JSON.parse((await db.get(body))!).keys, { slug: k1 }, "the body waits for the lookup deletes");
+
+    // The next writer replays the change from the body it finds: the delete is derived again.
+    await w.apply(rename(await db.get(body)));
+    assert.equal(await db.get(lookup1), null, "k1 no longer finds X");
+    assert.equal(await db.get(lookup2), JSON.stringify(id));
+    assert.deepEqual(JSON.parse((await db.get(body))!).keys, { slug: k2 });
+  });
+
+  it("a scan of every master fails, to be started over, when a slot moves during it (its keys could be missed)", async () => {
+    const pattern = "schematic:company:test:wc-*";
+    const scan = scanEveryMaster(db, pattern, 1);
+    const first = await scan.next();
+    assert.equal(first.done, false);
+    // A key on the master scanned last moves to the one scanned first: a plain scan of each master would miss it.
+    const firstMaster = db.slots[0]![0]!;
+    const lastMaster = db.slots[16383]![0]!;
+    assert.notEqual(firstMaster, lastMaster);
+    const moving = KEYS.find((k) => db.slots[keySlot(k)]![0] === lastMaster)!;
+    await cluster.migrateSlot(keySlot(moving), firstMaster);
+    await assert.rejects(async () => {
+      for (let r = await scan.next(); !r.done; r = await scan.next());
+    }, /slot map changed/);
+    const found: string[] = [];
+    for await (const batch of scanEveryMaster(db, pattern)) found.push(...batch);
+    assert.deepEqual(found.sort(), [...KEYS].sort(), "a scan started again finds every key");
   });
 
   /** MOVED errors answered by the masters so far (INFO errorstats). */

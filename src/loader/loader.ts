@@ -2,10 +2,11 @@
  * Bulk load of companies and users over REST into the pipeline (DESIGN.md §6 "Loading modes"). Rows go through
  * the same per-entity lanes as stream changes, so one entity is never written by two paths at once. A load is
  * complete only when a walk through the pages proved that it missed no row and the rows seen agree with the count
- * (docs/design/loading.md); only then are entities missing upstream evicted.
+ * (docs/design/loading.md); entities missing upstream are evicted after a walk that read every page.
  */
 import { restCompanyToEngine, restUserToEngine } from "../model/rest.js";
 import type { Company, User } from "../model/wire.js";
+import { storedKeys } from "../replication/fold.js";
 import type { EntityKind } from "../replication/jobs.js";
 import type { LoadRequest, Pipeline } from "../replication/pipeline.js";
 import { type RetryContext, withRetry } from "../replication/retry.js";
@@ -99,14 +100,20 @@ async function loadKind(
     const count = await o.rest.count(restKind, signal);
     const created = o.pipeline.fullsSeen(kind) - fullsBefore;
     if (proven && passSeen.size + created >= count) break;
-    o.log.warn(
-      { kind: restKind, seen: passSeen.size, count, pass },
-      proven ? "rows seen fall short of the count; paging again" : "rows kept moving between pages; paging again",
-    );
-    if (pass === maxPasses) {
-      o.log.warn({ kind: restKind }, "the load did not converge; nothing will be evicted this time");
+    const why = proven ? "rows seen fall short of the count" : "rows kept moving between pages";
+    const context = { kind: restKind, seen: passSeen.size, count, pass };
+    if (pass < maxPasses) {
+      o.log.warn(context, `${why}; paging again`);
+      continue;
+    }
+    if (!proven) {
+      o.log.warn(context, `the load did not converge (${why}): evicting nothing`);
       return { seen: seen.size, complete: false, evicted: 0 };
     }
+    // Evictions are confirmed by id against the API, so a walk that read every page may evict although the count
+    // disagrees: an entity it missed that still exists is loaded, not deleted.
+    o.log.warn(context, `the load did not converge (${why}): evicting only what the API confirms is gone`);
+    return { seen: seen.size, complete: false, evicted: await evictMissing(o, kind, seen, generation, signal) };
   }
   const evicted = await evictMissing(o, kind, seen, generation, signal);
   return { seen: seen.size, complete: true, evicted };
@@ -213,7 +220,8 @@ const CONFIRM_CHUNK = 100;
 /**
  * Deletes entities (and stray lookup keys) that Redis has but the complete load did not return — once the API
  * confirms they are gone: every eviction candidate is asked for by id, and one that still exists is loaded, not
- * deleted (a second line of defence behind the walk's proof). Its Redis calls are retried like the lanes' (a pass
+ * deleted (a second line of defence behind the walk's proof). A lookup key naming an entity that exists goes when
+ * that entity's body lacks it, unless the stream changed the entity during the pass. Its Redis calls are retried like the lanes' (a pass
  * must not fail on one timeout); a failed SCAN starts the scan over, which is harmless: evicting is idempotent.
  */
 async function evictMissing(
@@ -275,20 +283,60 @@ async function evictMissing(
       evicting.done();
     }
     const ops: WriteOp[] = [];
+    /** Lookup keys naming an entity that exists: stray if its body, as this pass wrote it, lacks them. */
+    const owned: number[] = [];
     for (let i = 0; i < strayLookups.length; i++) {
       const raw = values[i];
       const target = targets[i];
-      if (raw == null || (target !== undefined && (upstream.has(target) || !unchanged(target)))) continue;
+      if (raw == null || (target !== undefined && upstream.has(target))) continue;
+      if (target !== undefined && !unchanged(target)) {
+        if (!o.pipeline.changedByStream(kind, target)) owned.push(i);
+        continue;
+      }
       ops.push({ op: "delIfEquals", key: strayLookups[i]!, value: raw });
     }
+    const disowned = await lookupsTheirOwnerLacks(o, kind, owned, strayLookups, targets, retry);
+    for (const i of disowned) ops.push({ op: "delIfEquals", key: strayLookups[i]!, value: values[i]! });
     if (ops.length) {
       evicted += ops.length;
-      await withRetry("evicting lookup keys", retry, () => o.writer.apply(ops));
+      // Checked again when sent: an owner the stream changes from now on may be gaining the key (its write then
+      // follows this delete on the same connection).
+      const owner = new Map(disowned.map((i) => [strayLookups[i]!, targets[i]!]));
+      const current = (op: WriteOp) => !o.pipeline.changedByStream(kind, owner.get(op.key) ?? "");
+      await withRetry("evicting lookup keys", retry, () => o.writer.apply(ops.filter(current)));
     }
   }
   if (recovered > 0) o.log.info({ kind, recovered }, "loaded entities the paging skipped (changed during the load)");
   if (evicted > 0) o.log.info({ kind, evicted }, "evicted entities missing upstream");
   return evicted;
+}
+
+/**
+ * Of the lookup keys at `at` (each naming an entity this pass loaded), those that entity's stored body does not have,
+ * in either spelling (keys.ts): left behind when a change that removed the key from the body had its lookup delete
+ * lost (a Cluster master lost it, or a batch was cut short), since a writer learns which lookup keys to delete only
+ * from the previous body. Run after the pass's rows are written, so the body is the one the API just gave.
+ */
+async function lookupsTheirOwnerLacks(
+  o: LoaderOptions,
+  kind: EntityKind,
+  at: number[],
+  lookups: string[],
+  targets: (string | undefined)[],
+  retry: RetryContext,
+): Promise<number[]> {
+  if (at.length === 0) return [];
+  const owners = [...new Set(at.map((i) => targets[i]!))];
+  const bodies = await withRetry("reading entities of lookup keys", retry, () =>
+    o.writer.readMany(owners.map((id) => o.keys.entityId(kind, id))),
+  );
+  const own = new Set<string>();
+  for (const raw of bodies) {
+    for (const [name, value] of Object.entries(storedKeys(kind, raw)?.keys ?? {})) {
+      if (typeof value === "string") for (const key of o.keys.lookups(kind, name, value)) own.add(key);
+    }
+  }
+  return at.filter((i) => !own.has(lookups[i]!));
 }
 
 /** Every key matching `pattern`, in batches; a SCAN that fails starts the scan over after a pause. */

@@ -126,17 +126,22 @@ export function entityOps(
   for (const keys of fold.deletedKeys) for (const k of lookupKeys(scheme, kind, keys)) old.add(k);
 
   const next = fold.next;
+  let body: WriteOp | undefined;
   // An entity with no keys cannot be found by any SDK: store nothing for it (and remove what it had).
   if (next && Object.keys(next.keys).length > 0) {
-    ops.push({ op: "set", key: idKey, value: fold.body ?? JSON.stringify(next) });
+    body = { op: "set", key: idKey, value: fold.body ?? JSON.stringify(next) };
+    ops.push(body);
     const current = lookupKeys(scheme, kind, next.keys);
     for (const k of current) {
       ops.push({ op: "set", key: k, value: idValue });
       old.delete(k);
     }
   } else if (previous || fold.deletedKeys.length > 0) {
-    ops.push({ op: "del", key: idKey });
+    body = { op: "del", key: idKey };
+    ops.push(body);
   }
+  // Which lookup keys to delete is learnt from the previous body alone: it must not change before they are gone.
+  if (body && old.size > 0) body.last = true;
   for (const k of old) ops.push({ op: "delIfEquals", key: k, value: idValue });
   return ops;
 }

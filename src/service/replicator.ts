@@ -10,13 +10,14 @@ import type { Config } from "../config/types.js";
 import { AuthRejectedError, DatastreamClient } from "../datastream/client.js";
 import { subscribeFrame, subscribeFrames } from "../datastream/protocol.js";
 import { ApiKeyMonitor, type ApiKeyState } from "../loader/api-key.js";
-import { loadEverything } from "../loader/loader.js";
+import { type LoaderOptions, loadEverything } from "../loader/loader.js";
 import { LoadCancelledError, RestClient } from "../loader/rest-client.js";
 import { ENTITY_TYPES } from "../model/wire.js";
 import { Pipeline } from "../replication/pipeline.js";
 import { type RetryContext, StoppedError, withRetry } from "../replication/retry.js";
 import { ReplicationStats } from "../replication/stats.js";
 import { ClusterCanaries } from "../store/canary.js";
+import { scanEveryMaster } from "../store/cluster.js";
 import { isCluster, masters, writerConnectionName } from "../store/connect.js";
 import { ServerChangedError, serverId, serverTime } from "../store/control-keys.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
@@ -45,6 +46,11 @@ const LOAD_REASONS: Record<LoadReason, string> = {
 
 /** How often the message counters are logged (when they changed), as the Go original does. */
 const MESSAGE_LOG_INTERVAL_MS = 30_000;
+/** Longest pause between the passes of an initial load that does not converge. */
+const LOAD_AGAIN_MAX_MS = 30_000;
+/** First and longest delay of a follow-up pass after a load or pass that did not converge. */
+const FOLLOW_UP_MIN_MS = 5_000;
+const FOLLOW_UP_MAX_MS = 300_000;
 /** How long stepping down waits for the pipeline's calls in flight. */
 const PIPELINE_STOP_LIMIT_MS = 10_000;
 
@@ -113,6 +119,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   private stopping = false;
   private needFullLoad = false;
   private dataLoss = false;
+  private reconciling = false;
+  /** Follow-up passes in a row that did not converge (see followUp). */
+  private followUps = 0;
   private transition: Promise<void> = Promise.resolve();
 
   constructor(private readonly d: ReplicatorDeps) {
@@ -266,7 +275,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       const current = this.lease?.token();
       return current !== undefined && current === tenureToken ? current : undefined;
     };
-    this.leaseRef = c.writerLock.disabled ? undefined : { key: c.writerLock.key, token };
+    const lease = this.lease;
+    const confirm = async () => token() !== undefined && lease !== undefined && (await lease.confirm()) && !!token();
+    this.leaseRef = c.writerLock.disabled ? undefined : { key: c.writerLock.key, token, confirm };
     this.writer = timed(
       new StoreWriter(this.d.redis, {
         ttlMs: c.cacheTtlMs,
@@ -276,6 +287,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       }),
       (operation, seconds) => this.observeRedis(operation, seconds),
     );
+    const writer = this.writer;
+    await this.readWhileWriter("closing a previous writer's connections", () => writer.fenceOthers());
     this.markerSync = new MarkerSync((m) => this.saveMarkerNow(m), this.retryContext(tenure.signal));
     this.canaries = isCluster(this.d.redis) ? new ClusterCanaries(this.d.redis, this.keys, this.writerId) : undefined;
     // A read that fails is not an absent marker or cursor (that would mean a needless full reload): retry while the
@@ -489,23 +502,29 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const run = async () => {
       // Marker writes are retried (a Redis hiccup must not restart the whole load).
       if (this.dataLoss) await this.updateMarker({ state: "reloading" });
-      const result = await loadEverything(
-        {
-          rest,
-          pipeline,
-          keys: this.keys,
-          writer,
-          log: this.d.log,
-          pageSize: c.loader.pageSize,
-          concurrent: c.useAsyncLoading,
-          scanKeys: (pattern) => this.scanKeys(pattern),
-          onProgress: (kind, loaded, total) => {
-            this.loadProgress[kind] = { loaded, total };
-          },
+      const options: LoaderOptions = {
+        rest,
+        pipeline,
+        keys: this.keys,
+        writer,
+        log: this.d.log,
+        pageSize: c.loader.pageSize,
+        concurrent: c.useAsyncLoading,
+        scanKeys: (pattern) => this.scanKeys(pattern),
+        onProgress: (kind, loaded, total) => {
+          this.loadProgress[kind] = { loaded, total };
         },
-        generation,
-        abort.signal,
-      );
+      };
+      let result = await loadEverything(options, generation, abort.signal);
+      // Without a data set to fall back on, a load that did not converge must not claim one: keep paging (the marker
+      // keeps /ready 503). With one, the load ends and a follow-up pass soon completes it (docs/design/loading.md).
+      for (let attempt = 1; !result.complete && !this.loaded && !abort.signal.aborted; attempt++) {
+        const delayMs = backoffDelay(attempt, 1000, LOAD_AGAIN_MAX_MS);
+        this.d.log.warn({ delayMs, attempt }, "the load did not converge: not ready until it does; paging again");
+        await sleep(delayMs, abort.signal);
+        if (abort.signal.aborted) return;
+        result = await loadEverything(options, generation, abort.signal);
+      }
       if (abort.signal.aborted) return;
       pipeline.endLoad();
       await pipeline.whenLoadApplied();
@@ -537,8 +556,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
           complete: result.complete,
           ms: Date.now() - started,
         },
-        "full load complete: Redis holds the whole data set",
+        result.complete ? "full load complete: Redis holds the whole data set" : "full load complete (not converged)",
       );
+      if (!result.complete) this.followUp();
       this.emit("loaded");
     };
     run().catch((err) => {
@@ -617,7 +637,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
    */
   private async reconcile(): Promise<void> {
     const { pipeline, rest, writer } = this;
-    if (!this.loaded || this.loading || this.role !== "writer" || !pipeline || !rest || !writer) return;
+    if (!this.loaded || this.loading || this.reconciling || this.role !== "writer" || !pipeline || !rest || !writer)
+      return;
+    this.reconciling = true;
     const c = this.d.config;
     const log = this.d.log;
     const abort = new AbortController();
@@ -657,13 +679,33 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
         { ...result, repaired: this.stats.repaired - repairedBefore, ms: Date.now() - started },
         "anti-entropy pass complete",
       );
+      if (result.complete) this.followUps = 0;
+      else this.followUp();
     } catch (err) {
       if (err instanceof LoadCancelledError || abort.signal.aborted) return;
       throw err;
     } finally {
+      this.reconciling = false;
       if (window !== undefined) pipeline.abandonLoad(window);
       if (this.loadAbort === abort) this.loadAbort = undefined;
     }
+  }
+
+  /**
+   * A load or pass that did not converge left the data set possibly incomplete (entities it missed, or stale ones it
+   * could not evict): another anti-entropy pass follows soon, backing off, until one converges — whatever
+   * RECONCILE_INTERVAL says, since this one completes a load rather than checking on the stream.
+   */
+  private followUp(): void {
+    const delayMs = backoffDelay(++this.followUps, FOLLOW_UP_MIN_MS, FOLLOW_UP_MAX_MS);
+    this.d.log.warn({ delayMs }, "the load did not converge: a follow-up pass will complete it");
+    const timer = setTimeout(() => {
+      this.reconcile().catch((err) =>
+        this.d.log.warn({ err: (err as Error).message }, "background task failed: follow-up pass"),
+      );
+    }, delayMs);
+    timer.unref();
+    this.timers.push(timer);
   }
 
   /** Pushes every cache key's expiry out again, then the marker's and the cursor's, which may live that long too. */
@@ -710,13 +752,21 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const id = await serverId(this.d.redis, this.d.config.replay.cursorKey);
     if (id !== this.serverId) return await this.onServerChanged(id);
     const writer = this.writer;
-    if (!this.loaded || this.loading || !writer) return;
+    // Also during a reload of a data set still vouched for (a server reload): /ready says 200 meanwhile, so a loss
+    // must not wait for the load to end. A load after data loss is not checked: the marker says `reloading`.
+    if (!this.loaded || !writer) return;
     const marker = await readMarker(this.d.redis, this.keys);
     const lost = marker ? await this.canaries?.check(writer) : "the readiness marker is gone";
-    if (lost) this.onDataLoss(lost);
+    if (lost) await this.onDataLoss(lost);
   }
 
-  private onDataLoss(why: string): void {
+  private async onDataLoss(why: string): Promise<void> {
+    // The lease key may have gone with the data, and another instance taken the lease meanwhile: then this one is
+    // not the writer any more, and must not write (the lease's own timing would notice only at its next renewal).
+    if (this.leaseRef?.confirm && !(await this.leaseRef.confirm())) {
+      this.d.log.warn(`${why}, and the writer lease is not ours any more: standing by`);
+      return;
+    }
     this.d.log.warn(`${why}: Redis lost its data; rebuilding the whole keyspace`);
     this.stats.dataLossEvents++;
     this.loaded = false;
@@ -808,6 +858,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   // ---- Redis helpers ---------------------------------------------------------------------------------------------
 
   async *scanKeys(pattern: string): AsyncIterable<string[]> {
+    // On Cluster, a failover during the scan makes it fail (and be started over) rather than miss a master's keys.
+    if (isCluster(this.d.redis)) return yield* scanEveryMaster(this.d.redis, pattern);
     for (const node of masters(this.d.redis)) {
       let cursor = "0";
       do {

@@ -63,3 +63,47 @@ export function groupByMaster<T>(
   }
   return [...groups].map(([node, list]) => ({ node, items: list }));
 }
+
+/**
+ * Every key matching `pattern` on every master of a Cluster, in batches, or an error when that cannot be vouched
+ * for: the caller scans again. Masters come from a fresh slot map (the client's may predate a failover, and name a
+ * node that has since restarted empty), each must say it is a master (ROLE) before it is scanned, and the slot map,
+ * read again at the end, must not have changed: a failover or a resharding during the scan could hide keys from it.
+ */
+export async function* scanEveryMaster(cluster: Cluster, pattern: string, count = 1000): AsyncGenerator<string[]> {
+  const before = await slotOwners(cluster);
+  const byAddress = new Map(cluster.nodes("master").map((node) => [nodeKey(node), node]));
+  for (const address of before.masters) {
+    const node = byAddress.get(address);
+    if (!node) throw new Error(`Redis master ${address} is not connected`);
+    const role = (await node.call("ROLE")) as unknown[];
+    if (role?.[0] !== "master") throw new Error(`Redis ${address} is no longer a master: the slot map changed`);
+    let cursor = "0";
+    do {
+      const [next, batch] = await node.scan(cursor, "MATCH", pattern, "COUNT", count);
+      cursor = next;
+      if (batch.length) yield batch;
+    } while (cursor !== "0");
+  }
+  if ((await slotOwners(cluster)).map !== before.map)
+    throw new Error("the Redis Cluster's slot map changed during a scan");
+}
+
+/** A fresh slot map, as text (`start-end=host:port` ranges), and the masters that serve it; every slot must be served. */
+async function slotOwners(cluster: Cluster): Promise<{ map: string; masters: string[] }> {
+  if (cluster.status === "wait") await cluster.connect();
+  await new Promise<void>((resolve, reject) => cluster.refreshSlotsCache((err) => (err ? reject(err) : resolve())));
+  const ranges: string[] = [];
+  const masters = new Set<string>();
+  let start = 0;
+  for (let slot = 0; slot <= 16384; slot++) {
+    const owner = slot < 16384 ? cluster.slots[slot]?.[0] : undefined;
+    if (slot < 16384 && owner === undefined) throw new Error(`no Redis master serves slot ${slot}`);
+    if (slot === 16384 || owner !== cluster.slots[start]?.[0]) {
+      ranges.push(`${start}-${slot - 1}=${cluster.slots[start]![0]}`);
+      masters.add(cluster.slots[start]![0]!);
+      start = slot;
+    }
+  }
+  return { map: ranges.join(","), masters: [...masters] };
+}

@@ -4,7 +4,7 @@
  * with the write (docs/design/marker.md):
  *
  * - the lease token, so a deposed writer cannot write them (single node and Sentinel; on Cluster the lease key lives
- *   in another slot, so the token is checked before sending, as StoreWriter does there);
+ *   in another slot, so the token is checked before sending, and the lease key read, when the caller can confirm it);
  * - optionally, the Redis server's identity (its `run_id`): a server that restarted since the writer last looked
  *   may have lost the latest writes the key would vouch for (an append-only file loses up to its last second);
  *   {@link ServerChangedError} tells the writer, which then resumes from what that server kept;
@@ -63,6 +63,11 @@ export interface ControlWrite {
 export async function writeControlKey(client: RedisClient, key: string, value: string, o: ControlWrite): Promise<void> {
   const token = o.lease?.token();
   if (o.lease && token === undefined) throw new LeaseLostError(`writer lease not held: ${key} not written`);
+  // On Cluster the lease key is read just before instead: its master may have lost it (and another instance taken
+  // it) while the lease's timing still says held. That leaves one round trip, not a renewal period.
+  if (o.lease?.confirm && isCluster(client) && !(await o.lease.confirm())) {
+    throw new LeaseLostError(`writer lease lost: ${key} not written`);
+  }
   const fenced = o.lease && !isCluster(client) ? [o.lease.key] : [];
   const expireAt = o.expireAt === undefined ? "" : String(Math.floor(o.expireAt));
   const reply = await WRITE.run(client, [key, ...fenced], [value, expireAt, o.serverId ?? "", token ?? ""]);

@@ -123,6 +123,22 @@ export class WriterLease extends EventEmitter<WriterLeaseEvents> {
     return this.holds() ? this.currentToken : undefined;
   }
 
+  /**
+   * Reads the lease key now: true while it holds our token. Otherwise the lease is lost at once ("taken"), without
+   * waiting for the next renewal: a key that vanished with its master's data (a FLUSHALL, a restart without
+   * persistence) may already be another instance's, which the timing of holds() cannot know. Redis errors propagate.
+   */
+  async confirm(): Promise<boolean> {
+    const generation = this.generation;
+    const token = this.currentToken;
+    if (this.state !== "held" || token === undefined) return false;
+    const value = await this.client.get(this.key);
+    if (generation !== this.generation) return false;
+    if (value === token) return this.holds();
+    this.lose("taken");
+    return false;
+  }
+
   /** Stops the loop without touching Redis; holds() is false from now on. */
   stop(): void {
     this.state = "stopped";

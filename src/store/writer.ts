@@ -57,17 +57,31 @@ import { LuaScript } from "./script.js";
 
 export { ACK_GRACE_MS, NotReplicatedError };
 
-export type WriteOp =
-  /** `ttl: false`: never expires, whatever the writer's TTL (control keys: marker, cursor). */
-  | { op: "set"; key: string; value: string; ttl?: false }
+export type WriteOp = (
+  | /** `ttl: false`: never expires, whatever the writer's TTL (control keys: marker, cursor). */
+  { op: "set"; key: string; value: string; ttl?: false }
   | { op: "del"; key: string }
   /** DEL only if the key still holds `value` (a lookup key now pointing at another entity is kept). */
-  | { op: "delIfEquals"; key: string; value: string };
+  | { op: "delIfEquals"; key: string; value: string }
+) & {
+  /**
+   * Applied only once every op of the batch without it is (later ops on its key follow it): an entity's body that
+   * drops lookup keys lands after their deletes, so a batch cut short never leaves a body whose replay would not
+   * derive them again (docs/design/cluster-fencing.md). On Cluster a second round trip, only when a batch has such
+   * ops; elsewhere they are sent last in the same pipeline, whose transactions commit in order.
+   */
+  last?: true;
+};
 
 export interface WriterLeaseRef {
   key: string;
   /** The token while the lease is held, else undefined (see WriterLease.token()). */
   token: () => string | undefined;
+  /**
+   * Reads the lease key: true while it holds the token (see WriterLease.confirm()). Where the lease is timing-based
+   * (Cluster), it is asked before acting on a sign that another instance may have taken over.
+   */
+  confirm?: () => Promise<boolean>;
 }
 
 export interface StoreWriterOptions {
@@ -208,11 +222,13 @@ export class StoreWriter {
       token = this.lease.token();
       if (token === undefined) throw new LeaseLostError("writer lease not held: batch not applied");
     }
+    const [first, last] = phases(ops);
     if (isCluster(this.conn)) {
-      await this.applyCluster(this.conn, ops);
+      await this.applyCluster(this.conn, first);
+      if (last.length > 0) await this.applyCluster(this.conn, last);
       return;
     }
-    await this.applyTransactions(client as Redis, ops, token);
+    await this.applyTransactions(client as Redis, last.length > 0 ? [...first, ...last] : first, token);
   }
 
   /**
@@ -351,7 +367,13 @@ export class StoreWriter {
         if (s.reason instanceof LeaseLostError) throw s.reason;
         failure ??= s.reason;
       }
-      if (redo.length > 0 && !redirectsOnly) await new Promise((r) => setTimeout(r, RETRY_AFTER_FAILURE_MS));
+      if (redo.length > 0 && !redirectsOnly) {
+        await new Promise((r) => setTimeout(r, RETRY_AFTER_FAILURE_MS));
+        // A closed connection may be a successor's doing (it closes ours before writing): ask the lease key first.
+        if (this.lease?.confirm && !(await this.lease.confirm().catch(() => true))) {
+          throw new LeaseLostError("another writer holds the lease: batch not applied");
+        }
+      }
       pending = redo;
     }
     if (failure !== undefined) throw failure;
@@ -455,11 +477,41 @@ export class StoreWriter {
     this.fenced.add(address);
   }
 
+  /**
+   * Cluster with {@link StoreWriterOptions.connectionName}: closes the other writers' connections on every master now,
+   * rather than before the first write to each: a deposed writer that has not noticed yet (its lease key vanished
+   * with a master's data) then finds its connections closed, and asks the lease key before it writes again.
+   */
+  async fenceOthers(): Promise<void> {
+    const cluster = this.conn;
+    if (!isCluster(cluster) || this.connectionName === undefined) return;
+    if (cluster.status === "wait") await cluster.connect();
+    for (const node of cluster.nodes("master")) {
+      if (node.status !== "ready") await node.ping();
+      await this.fenceOtherWriters(node);
+    }
+  }
+
   /** Closes this writer's own connections (see {@link StoreWriterOptions.connectionName}); anything in flight fails. */
   close(): void {
     this.closed = true;
     if (this.conn !== this.client) this.conn.disconnect();
   }
+}
+
+/** The ops without `last`, and those with it or after one on the same key (see {@link WriteOp}), each in order. */
+export function phases(ops: WriteOp[]): [WriteOp[], WriteOp[]] {
+  if (!ops.some((op) => op.last)) return [ops, []];
+  const later = new Set<string>();
+  const first: WriteOp[] = [];
+  const last: WriteOp[] = [];
+  for (const op of ops) {
+    if (op.last || later.has(op.key)) {
+      later.add(op.key);
+      last.push(op);
+    } else first.push(op);
+  }
+  return [first, last];
 }
 
 /** An op to send (again), with the master to send it to after ASKING when a slot migration redirected it. */

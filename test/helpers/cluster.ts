@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { Cluster, type RedisOptions } from "ioredis";
 import { command, parseInfo, running, spawnTracked, stopProcess, waitForServer } from "./procs.js";
-import { freePort, redisServerArgs, waitFor } from "./redis.js";
+import { forgetData, freePort, redisServerArgs, waitFor } from "./redis.js";
 import { type FreezableProxy, startFreezableProxy } from "./topology.js";
 
 const run = promisify(execFile);
@@ -263,6 +263,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       await noFailover(true);
       try {
         await stopProcess(proc.process, "SIGKILL");
+        forgetData(dir, proc.port);
         proc.process = spawnNode(proc.port, proc.proxy);
         await waitForServer(proc.port, auth);
         await waitFor(
@@ -302,6 +303,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       const node = nodes.find((n) => n.addr === addr);
       if (!node) throw new Error(`${addr} is not one of this cluster's processes`);
       if (running(node.process)) throw new Error(`${addr} is still running`);
+      forgetData(dir, node.port);
       node.process = spawnNode(node.port, node.proxy);
       await waitForServer(node.port, auth);
     },

@@ -419,6 +419,47 @@ export function background(stack: Stack, changes: BulkChange[], chunk = 200, pau
   return sending;
 }
 
+export interface RestProxy {
+  /** The URL to give the replicator as SCHEMATIC_API_URL. */
+  url: string;
+  /** Run before each `GET /companies/count` is forwarded, while set: an upstream change at an exact moment of a load. */
+  beforeCount: (() => Promise<void>) | undefined;
+  /** `GET /companies/count` requests forwarded so far. */
+  counts: number;
+  close(): Promise<void>;
+}
+
+/** An HTTP proxy in front of the emulator's REST API (every request forwarded as it is). */
+export async function startRestProxy(target: string): Promise<RestProxy> {
+  const proxy: RestProxy = { url: "", beforeCount: undefined, counts: 0, close: async () => {} };
+  const server = createServer((req, res) => {
+    const forward = async () => {
+      if (req.method === "GET" && req.url?.startsWith("/companies/count")) {
+        await proxy.beforeCount?.();
+        proxy.counts++;
+      }
+      const upstream = await fetch(`${target}${req.url}`, {
+        method: req.method,
+        headers: { "x-schematic-api-key": String(req.headers["x-schematic-api-key"] ?? "") },
+      });
+      res.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "application/json" });
+      res.end(Buffer.from(await upstream.arrayBuffer()));
+    };
+    forward().catch((err: unknown) => {
+      res.writeHead(502);
+      res.end(String(err));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  proxy.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  proxy.close = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return proxy;
+}
+
 /** The example fixture plus `n` extra companies and users (so a load spans many pages). */
 export function bigFixture(n: number): Fixture {
   const f = fixture();

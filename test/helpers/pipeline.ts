@@ -31,6 +31,8 @@ export interface PipelineRig {
   pipeline: Pipeline;
   /** The emulator (with `fixture`), for the loader's REST requests. */
   emu?: RunningEmulator;
+  /** The loader's REST client (with `fixture`). */
+  rest?: RestClient;
   /**
    * Holds the next batch that reads `id`'s stored body (a batch reads before it decides what to write) until
    * release(): the entity's lane stays behind while the others go on.
@@ -121,6 +123,7 @@ export async function startPipelineRig(
     writer,
     pipeline,
     emu,
+    rest,
     holdReads: (kind, id) => gate(readGates, kind, id),
     failWrite: (kind, id) => gate(writeGates, kind, id),
     load(generation, extra = {}, signal = new AbortController().signal) {

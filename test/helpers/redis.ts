@@ -11,7 +11,22 @@ import { Redis } from "ioredis";
 
 /** The arguments every test redis-server gets: loopback only, no persistence, its files in `dir`. */
 export function redisServerArgs(port: number, dir: string): string[] {
-  return ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir];
+  return [
+    ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
+    // A replica still writes the RDB of each full sync to disk, and loads it when it starts: one file per server
+    // (nodes share a directory), removed before a server that should come back empty is started again.
+    ...["--dbfilename", rdbFile(port)],
+  ];
+}
+
+/** The RDB file a server started with {@link redisServerArgs} writes in its directory. */
+export function rdbFile(port: number): string {
+  return `dump-${port}.rdb`;
+}
+
+/** Removes what a server left on disk, so that it starts again empty (nodes without persistence, see above). */
+export function forgetData(dir: string, port: number): void {
+  rmSync(join(dir, rdbFile(port)), { force: true });
 }
 
 export async function freePort(): Promise<number> {

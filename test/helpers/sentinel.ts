@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis, type RedisOptions } from "ioredis";
 import { command, parseInfo, running, spawnTracked, stopProcess, waitForServer } from "./procs.js";
-import { freePort, redisServerArgs, waitFor } from "./redis.js";
+import { forgetData, freePort, redisServerArgs, waitFor } from "./redis.js";
 
 export interface SentinelNode {
   port: number;
@@ -213,6 +213,7 @@ export async function startSentinelGroup(opts: StartSentinelOptions = {}): Promi
       if (!node) throw new Error(`port ${port} is not one of this group's servers`);
       if (running(node.process)) throw new Error(`the server on port ${port} is still running`);
       const master = await masterPort();
+      forgetData(dir, port);
       node.process = spawnServer(port, master === port ? undefined : master);
       await waitForServer(port, dataAuth);
     },
