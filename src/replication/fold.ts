@@ -51,6 +51,34 @@ export function storedKeys(kind: EntityKind, raw: string | null): StoredKeys | n
   return parseStored(kind, raw);
 }
 
+/**
+ * The keys a batch may assume an entity's stored body has when its changes are fulls and deletes only: those of the
+ * first change (keys rarely change). The writer checks the assumption in the write's own round trip, so no read is
+ * needed (docs/design/lookup-keys.md). Undefined when the stored body itself is needed (a partial merges onto it, an
+ * anti-entropy row compares with it) or the first change carries no `keys` object of strings.
+ */
+export function assumedKeys(jobs: readonly EntityJob[]): Record<string, string> | undefined {
+  for (const job of jobs) if (job.op === "partial" || job.reconcile) return undefined;
+  const keys = (jobs[0]?.data as { keys?: unknown } | null | undefined)?.keys;
+  if (typeof keys !== "object" || keys === null || Array.isArray(keys)) return undefined;
+  for (const value of Object.values(keys)) if (typeof value !== "string") return undefined;
+  return keys as Record<string, string>;
+}
+
+/**
+ * How a body written by this replicator or the loader spells `keys` (JSON.stringify, in the order received or in
+ * byte order, as the REST mapping sorts them): the texts a write may expect to find stored.
+ */
+export function keysTexts(keys: Record<string, string>): string[] {
+  const received = JSON.stringify(keys);
+  const names = Object.keys(keys);
+  const sorted = [...names].sort();
+  if (sorted.every((name, i) => name === names[i])) return [received];
+  const ordered: Record<string, string> = {};
+  for (const name of sorted) Object.defineProperty(ordered, name, { value: keys[name], enumerable: true });
+  return [received, JSON.stringify(ordered)];
+}
+
 /** Parses a stored body; a foreign or corrupt value counts as absent (it is about to be overwritten). */
 export function parseStored(kind: EntityKind, raw: string | null): Entity | null {
   if (raw === null) return null;

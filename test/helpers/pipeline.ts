@@ -61,12 +61,22 @@ export async function withPipelineRig(
   }
 }
 
+/** The writer lease key and token of a rig started with `lease: true`. */
+export const RIG_LEASE = { key: "schematic:datastream:writer_lock", token: "rig-token" };
+
 export async function startPipelineRig(
-  opts: { pipeline?: Partial<PipelineOptions>; fixture?: Fixture } = {},
+  opts: {
+    pipeline?: Partial<PipelineOptions>;
+    fixture?: Fixture;
+    /** Fence the writer with a lease this rig holds (RIG_LEASE), as a replicator's writer is. */
+    lease?: boolean;
+  } = {},
 ): Promise<PipelineRig> {
   const redis = await startRedis();
   const client = redis.client();
-  const writer = new StoreWriter(redis.client(), { ttlMs: 0 });
+  if (opts.lease) await client.set(RIG_LEASE.key, RIG_LEASE.token);
+  const lease = opts.lease ? { key: RIG_LEASE.key, token: () => RIG_LEASE.token } : undefined;
+  const writer = new StoreWriter(redis.client(), { ttlMs: 0, lease });
   const readGates = new Map<string, GateState>();
   const writeGates = new Map<string, GateState>();
   const readMany = writer.readMany.bind(writer);
