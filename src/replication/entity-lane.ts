@@ -171,19 +171,23 @@ export class EntityLane {
   }
 
   private async loop(): Promise<void> {
+    let woken = false;
     while (!this.stopped) {
       if (this.depth === 0) {
         await new Promise<void>((resolve) => {
           this.wake = resolve;
         });
         this.wake = undefined;
+        woken = true;
         continue;
       }
-      // Let frames already in the socket buffer reach the queue, so a burst fills the batch; never wait longer
-      // than BATCH_TIMEOUT for it.
-      if (this.depth < this.o.batchSize) {
+      // After a batch, let frames already in the socket buffer reach the queue, so a burst fills the next one;
+      // never wait longer than BATCH_TIMEOUT for it. A lane woken from idle goes at once: the frames read with the
+      // one that woke it are queued already, and a lone change should not wait a turn of the event loop.
+      if (this.depth < this.o.batchSize && !woken) {
         await nextTurn(this.o.batchTimeoutMs);
       }
+      woken = false;
       this.busy = true;
       try {
         const batch = this.take(this.o.batchSize * BATCHES_PER_ROUND_TRIP);
