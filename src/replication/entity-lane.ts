@@ -134,6 +134,7 @@ export class EntityLane {
       if (waiting && waiting.source === "stream") {
         waiting.data = job.data;
         waiting.text = job.text;
+        waiting.checked = job.checked;
         waiting.tracked.push(...job.tracked);
         waiting.streamTime = job.streamTime ?? waiting.streamTime;
         waiting.order = job.order;

@@ -9,12 +9,15 @@ import type { Company, User } from "../model/wire.js";
 import type { KeyScheme } from "../store/keys.js";
 import type { WriteOp } from "../store/writer.js";
 import { memberText } from "../util/json-span.js";
-import type { EntityJob, EntityKind } from "./jobs.js";
+import type { CheckedFull, EntityJob, EntityKind } from "./jobs.js";
 
 type Entity = Company | User;
 
 export interface FoldResult {
-  /** The entity as it must now be stored, or null when it must not exist. */
+  /**
+   * The entity as it must now be stored, or null when it must not exist. While `body` is set, only `next.keys` is
+   * sure to be there: the entity is `body` (a full's text is not parsed again unless a partial needs it).
+   */
   next: Entity | null;
   /** `next` as received, when that text can be stored unchanged (else it is serialised). */
   body?: string;
@@ -59,7 +62,10 @@ export function storedKeys(kind: EntityKind, raw: string | null): StoredKeys | n
  */
 export function assumedKeys(jobs: readonly EntityJob[]): Record<string, string> | undefined {
   for (const job of jobs) if (job.op === "partial" || job.reconcile) return undefined;
-  const keys = (jobs[0]?.data as { keys?: unknown } | null | undefined)?.keys;
+  const first = jobs[0];
+  const checked = first?.checked;
+  if (checked) return "keys" in checked ? checked.keys : undefined;
+  const keys = (first?.data as { keys?: unknown } | null | undefined)?.keys;
   if (typeof keys !== "object" || keys === null || Array.isArray(keys)) return undefined;
   for (const value of Object.values(keys)) if (typeof value !== "string") return undefined;
   return keys as Record<string, string>;
@@ -89,14 +95,29 @@ export function parseStored(kind: EntityKind, raw: string | null): Entity | null
   }
 }
 
+/**
+ * Validates a full: its keys, and the validated entity unless `text` can be stored as it is (see CheckedFull).
+ * Stream fulls are checked when they arrive (Pipeline.handleFrame), others when folded.
+ */
+export function checkFull(kind: EntityKind, data: unknown, text: string | undefined): CheckedFull {
+  try {
+    const { entity, exact } = parseEngineEntity(kind, data);
+    return exact && text !== undefined ? { keys: entity.keys } : { keys: entity.keys, entity };
+  } catch (err) {
+    return { invalid: err instanceof Error ? err.message : String(err) };
+  }
+}
+
 export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: EntityJob[]): FoldResult {
   const result: FoldResult = { next: previous, touched: false, deletedKeys: [], invalid: [], orphanPartials: 0 };
   for (const job of jobs) {
     try {
       if (job.op === "full") {
-        const parsed = parseEngineEntity(kind, job.data);
-        result.next = parsed.entity;
-        result.body = parsed.exact ? job.text : undefined;
+        const full = job.checked ?? checkFull(kind, job.data, job.text);
+        if ("invalid" in full) throw new Error(full.invalid);
+        // Stored as received: `next` holds only the keys (see FoldResult.next).
+        result.next = full.entity ?? ({ keys: full.keys } as Entity);
+        result.body = full.entity ? undefined : job.text;
       } else if (job.op === "delete") {
         const keys = (job.data as { keys?: unknown } | null)?.keys;
         if (keys && typeof keys === "object") result.deletedKeys.push(keys as Record<string, string>);
@@ -110,6 +131,8 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
           result.orphanPartials++;
           continue;
         }
+        // A full's text, validated when it arrived and exact, is that entity.
+        if (result.body !== undefined) result.next = JSON.parse(result.body) as Entity;
         result.next =
           kind === "company"
             ? mergeCompany(result.next as Company, job.data as Record<string, unknown>)

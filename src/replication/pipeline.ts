@@ -16,6 +16,7 @@ import { LookupClaims } from "./claims.js";
 import { ReplayCursor, type Tracked } from "./cursor.js";
 import { EntityLane } from "./entity-lane.js";
 import { FlagLane } from "./flag-lane.js";
+import { checkFull } from "./fold.js";
 import type { EntityJob, EntityKind, EntityOp } from "./jobs.js";
 import { LoadWindow } from "./load-window.js";
 import type { RetryContext } from "./retry.js";
@@ -417,13 +418,17 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
           this.skip(tracked, { entityType, id }, "entity_id does not match data.id");
           return;
         }
+        // A full is validated now, so that its queue holds its text and keys rather than its object graph; the text
+        // is stored unchanged if validation finds nothing to drop or fill in.
+        const dataText = messageType === "full" ? memberText(text, "data") : undefined;
+        const checked = messageType === "full" ? checkFull(kind, msg.data, dataText) : undefined;
         const job: EntityJob = {
           kind,
           id,
           op: messageType as EntityOp,
-          data: msg.data,
-          // The entity's own text, to store unchanged if validation finds nothing to drop or fill in.
-          text: messageType === "full" ? memberText(text, "data") : undefined,
+          data: checked ? undefined : msg.data,
+          text: dataText,
+          checked,
           tracked: tracked ? [tracked] : [],
           source: "stream",
           streamTime,
