@@ -77,11 +77,17 @@ export function assumedKeys(jobs: readonly EntityJob[]): Record<string, string> 
  */
 export function keysTexts(keys: Record<string, string>): string[] {
   const received = JSON.stringify(keys);
-  const names = Object.keys(keys);
-  const sorted = [...names].sort();
-  if (sorted.every((name, i) => name === names[i])) return [received];
+  let last: string | undefined;
+  let sorted = true;
+  for (const name in keys) {
+    if (last !== undefined && name < last) sorted = false;
+    last = name;
+  }
+  if (sorted) return [received];
   const ordered: Record<string, string> = {};
-  for (const name of sorted) Object.defineProperty(ordered, name, { value: keys[name], enumerable: true });
+  for (const name of Object.keys(keys).sort()) {
+    Object.defineProperty(ordered, name, { value: keys[name], enumerable: true });
+  }
   return [received, JSON.stringify(ordered)];
 }
 
@@ -147,16 +153,32 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
   return result;
 }
 
-function lookupKeys(scheme: KeyScheme, kind: EntityKind, keys: Record<string, string> | undefined): string[] {
-  if (!keys) return [];
-  const out: string[] = [];
-  for (const [name, value] of Object.entries(keys)) {
-    if (typeof value !== "string") continue;
-    for (const k of kind === "company" ? scheme.companyLookups(name, value) : scheme.userLookups(name, value)) {
-      out.push(k);
-    }
+/** The lookup keys of an entity's `keys` (every spelling; see KeyScheme.lookups). */
+function lookupKeys(scheme: KeyScheme, kind: EntityKind, keys: Record<string, string>, out: string[] = []): string[] {
+  for (const name in keys) {
+    const value = keys[name];
+    if (!Object.hasOwn(keys, name) || typeof value !== "string") continue;
+    for (const k of scheme.lookups(kind, name, value)) out.push(k);
   }
   return out;
+}
+
+/** Whether two `keys` maps have the same entries (then they own the same lookup keys). */
+function sameKeys(a: Record<string, string>, b: Record<string, string>): boolean {
+  if (a === b) return true;
+  let n = 0;
+  for (const name in a) {
+    if (!Object.hasOwn(a, name)) continue;
+    if (!Object.hasOwn(b, name) || a[name] !== b[name]) return false;
+    n++;
+  }
+  for (const name in b) if (Object.hasOwn(b, name)) n--;
+  return n === 0;
+}
+
+function hasEntries(keys: Record<string, string>): boolean {
+  for (const name in keys) if (Object.hasOwn(keys, name)) return true;
+  return false;
 }
 
 /**
@@ -171,24 +193,28 @@ export function entityOps(
   fold: FoldResult,
 ): WriteOp[] {
   const ops: WriteOp[] = [];
-  const idKey = kind === "company" ? scheme.companyId(id) : scheme.userId(id);
+  const idKey = scheme.entityId(kind, id);
   const idValue = JSON.stringify(id);
-  const old = new Set(lookupKeys(scheme, kind, previous?.keys));
-  for (const keys of fold.deletedKeys) for (const k of lookupKeys(scheme, kind, keys)) old.add(k);
-
   const next = fold.next;
   // An entity with no keys cannot be found by any SDK: store nothing for it (and remove what it had).
-  if (next && Object.keys(next.keys).length > 0) {
+  const stored = next !== null && hasEntries(next.keys);
+  // The lookup keys of the previous state and of delete payloads, unless the new state has the same keys (the usual
+  // case: then it writes them all again, and none must go).
+  const old: string[] = [];
+  for (const keys of [previous?.keys, ...fold.deletedKeys]) {
+    if (keys && !(stored && sameKeys(keys, next.keys))) lookupKeys(scheme, kind, keys, old);
+  }
+  const gone = old.length > 0 ? new Set(old) : undefined;
+  if (stored) {
     ops.push({ op: "set", key: idKey, value: fold.body ?? JSON.stringify(next) });
-    const current = lookupKeys(scheme, kind, next.keys);
-    for (const k of current) {
+    for (const k of lookupKeys(scheme, kind, next.keys)) {
       ops.push({ op: "set", key: k, value: idValue });
-      old.delete(k);
+      gone?.delete(k);
     }
   } else if (previous || fold.deletedKeys.length > 0) {
     ops.push({ op: "del", key: idKey });
   }
-  for (const k of old) ops.push({ op: "delIfEquals", key: k, value: idValue });
+  if (gone) for (const k of gone) ops.push({ op: "delIfEquals", key: k, value: idValue });
   return ops;
 }
 
