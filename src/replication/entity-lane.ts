@@ -312,7 +312,7 @@ export class EntityLane {
       try {
         // A retry comes after other lanes' writes: lookup keys they took over since are left to them.
         let attempt = 0;
-        const current = (op: WriteOp) => op.op !== "set" || claims.current(op.key, op.value);
+        const current = (op: WriteOp) => op.op !== "set" || claims.current(op.key, op.value.toString());
         await withRetry(`writing ${kind} batch`, retry, () =>
           writer.apply(attempt++ === 0 ? ops : ops.filter(current)),
         );
@@ -340,5 +340,6 @@ export class EntityLane {
 
 /** Whether an op may be written: anything but a lookup key, or a lookup key the claims let this change write. */
 function admitted(claims: LookupClaims, op: WriteOp, idKey: string, order: number): boolean {
-  return op.op !== "set" || op.key === idKey || claims.admit(op.key, op.value, order);
+  // Only lookup keys are claimed; their value (the owner's id) is always a string.
+  return op.op !== "set" || op.key === idKey || claims.admit(op.key, op.value.toString(), order);
 }

@@ -20,7 +20,7 @@ export interface FoldResult {
    */
   next: Entity | null;
   /** `next` as received, when that text can be stored unchanged (else it is serialised). */
-  body?: string;
+  body?: string | Buffer;
   /** Whether anything changed relative to Redis (false: nothing to write). */
   touched: boolean;
   /** Keys carried by delete payloads (their lookups must go even if Redis had no body). */
@@ -105,7 +105,7 @@ export function parseStored(kind: EntityKind, raw: string | null): Entity | null
  * Validates a full: its keys, and the validated entity unless `text` can be stored as it is (see CheckedFull).
  * Stream fulls are checked when they arrive (Pipeline.handleFrame), others when folded.
  */
-export function checkFull(kind: EntityKind, data: unknown, text: string | undefined): CheckedFull {
+export function checkFull(kind: EntityKind, data: unknown, text: string | Buffer | undefined): CheckedFull {
   try {
     const { entity, exact } = parseEngineEntity(kind, data);
     return exact && text !== undefined ? { keys: entity.keys } : { keys: entity.keys, entity };
@@ -138,7 +138,7 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
           continue;
         }
         // A full's text, validated when it arrived and exact, is that entity.
-        if (result.body !== undefined) result.next = JSON.parse(result.body) as Entity;
+        if (result.body !== undefined) result.next = JSON.parse(result.body.toString()) as Entity;
         result.next =
           kind === "company"
             ? mergeCompany(result.next as Company, job.data as Record<string, unknown>)

@@ -11,8 +11,11 @@ export interface EntityJob {
   op: EntityOp;
   /** Raw payload: a full entity, a partial object, or (delete) the last-known entity. */
   data: unknown;
-  /** A stream `full`'s data as received (a slice of the frame): stored as it is when validation changes nothing. */
-  text?: string;
+  /**
+   * A stream `full`'s data as received (a slice of the frame: of its bytes when it is ASCII, so that the decoded
+   * frame need not be kept): stored as it is when validation changes nothing.
+   */
+  text?: string | Buffer;
   /**
    * A stream `full` validated when it arrived (fold.ts `checkFull`): a queue then holds its text and keys, not the
    * object graph of its data (`data` is undefined), which the garbage collector would otherwise copy while it waits.

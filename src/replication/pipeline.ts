@@ -10,7 +10,7 @@ import { ENTITY_TYPES } from "../model/wire.js";
 import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter } from "../store/writer.js";
 import type { CircuitBreaker } from "../util/breaker.js";
-import { memberText } from "../util/json-span.js";
+import { memberSpan } from "../util/json-span.js";
 import type { Logger } from "../util/log.js";
 import { LookupClaims } from "./claims.js";
 import { ReplayCursor, type Tracked } from "./cursor.js";
@@ -374,7 +374,8 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     this.cursor.release();
   }
 
-  handleFrame(text: string): void {
+  /** One datastream frame; `bytes`, when given, are its UTF-8 encoding (see DatastreamHandlers.onFrame). */
+  handleFrame(text: string, bytes?: Buffer): void {
     let msg: ReturnType<typeof parseFrame>;
     try {
       msg = parseFrame(text);
@@ -420,7 +421,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
         }
         // A full is validated now, so that its queue holds its text and keys rather than its object graph; the text
         // is stored unchanged if validation finds nothing to drop or fill in.
-        const dataText = messageType === "full" ? memberText(text, "data") : undefined;
+        const dataText = messageType === "full" ? dataOf(text, bytes) : undefined;
         const checked = messageType === "full" ? checkFull(kind, msg.data, dataText) : undefined;
         const job: EntityJob = {
           kind,
@@ -516,6 +517,16 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       this.o.resume();
     }
   }
+}
+
+/**
+ * The text of a full's `data` as received: a slice of the frame's bytes when the frame is ASCII (then offsets in
+ * the text are offsets in the bytes), so the decoded frame can be dropped at once; else of its text.
+ */
+function dataOf(text: string, bytes: Buffer | undefined): string | Buffer | undefined {
+  const span = memberSpan(text, "data");
+  if (!span) return undefined;
+  return bytes?.length === text.length ? bytes.subarray(span[0], span[1]) : text.slice(span[0], span[1]);
 }
 
 function sum(values: number[]): number {

@@ -51,7 +51,7 @@ export { ACK_GRACE_MS, NotReplicatedError };
 
 export type WriteOp =
   /** `ttl: false`: never expires, whatever the writer's TTL (control keys: marker, cursor). */
-  | { op: "set"; key: string; value: string; ttl?: false; ifStoredKeys?: readonly string[] }
+  | { op: "set"; key: string; value: string | Buffer; ttl?: false; ifStoredKeys?: readonly string[] }
   | { op: "del"; key: string; ifStoredKeys?: readonly string[] }
   /** DEL only if the key still holds `value` (a lookup key now pointing at another entity is kept). */
   | { op: "delIfEquals"; key: string; value: string };
@@ -349,7 +349,7 @@ export class StoreWriter {
    * this path cheap: one command for many keys costs Redis and ioredis far less than one SET per key.
    */
   private queueOps(pipe: ChainableCommander, ops: WriteOp[]): void {
-    let sets: string[] = [];
+    let sets: (string | Buffer)[] = [];
     let dels: string[] = [];
     const flush = () => {
       if (sets.length === 2) pipe.set(sets[0]!, sets[1]!);
