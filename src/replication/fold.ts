@@ -77,18 +77,20 @@ export function assumedKeys(jobs: readonly EntityJob[]): Record<string, string> 
  */
 export function keysTexts(keys: Record<string, string>): string[] {
   const received = JSON.stringify(keys);
-  let last: string | undefined;
+  const names: string[] = [];
   let sorted = true;
   for (const name in keys) {
-    if (last !== undefined && name < last) sorted = false;
-    last = name;
+    // Insertion sort: an entity has a few keys.
+    let i = names.length;
+    for (; i > 0 && names[i - 1]! > name; i--) names[i] = names[i - 1]!;
+    names[i] = name;
+    if (i < names.length - 1) sorted = false;
   }
   if (sorted) return [received];
-  const ordered: Record<string, string> = {};
-  for (const name of Object.keys(keys).sort()) {
-    Object.defineProperty(ordered, name, { value: keys[name], enumerable: true });
-  }
-  return [received, JSON.stringify(ordered)];
+  let inOrder = "{";
+  for (const name of names)
+    inOrder += `${inOrder.length > 1 ? "," : ""}${JSON.stringify(name)}:${JSON.stringify(keys[name])}`;
+  return [received, `${inOrder}}`];
 }
 
 /** Parses a stored body; a foreign or corrupt value counts as absent (it is about to be overwritten). */
