@@ -23,7 +23,9 @@ Pipeline.prototype.handleFrame = function (text, bytes) {
   const received = now();
   handleFrame.call(this, text, bytes);
   const stamp = STAMP.exec(text)?.[1];
-  if (stamp) traces.push((current = { pushed: BigInt(stamp), received, queued: now() }));
+  if (!stamp) return;
+  current = { pushed: BigInt(stamp), received, queued: now() };
+  traces.push(current);
 };
 const applyBatch = EntityLane.prototype.applyBatch;
 EntityLane.prototype.applyBatch = async function (batch) {
