@@ -306,13 +306,14 @@ export class EntityLane {
     };
     const writes = ids.map((_, i) => writesOf(i));
 
+    // Any attempt after the first — a retry, or the batch sent again after a failed check — comes after other lanes'
+    // writes: lookup keys they took over since are left to them.
+    let attempt = 0;
+    const current = (op: WriteOp) => op.op !== "set" || claims.current(op.key, op.value.toString());
     for (;;) {
       const ops = writes.flat();
       if (ops.length === 0) break;
       try {
-        // A retry comes after other lanes' writes: lookup keys they took over since are left to them.
-        let attempt = 0;
-        const current = (op: WriteOp) => op.op !== "set" || claims.current(op.key, op.value.toString());
         await withRetry(`writing ${kind} batch`, retry, () =>
           writer.apply(attempt++ === 0 ? ops : ops.filter(current)),
         );
