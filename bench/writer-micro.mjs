@@ -8,12 +8,14 @@
 // batch size runs one warm-up round then `--rounds` rounds (default 5) over the same keys (overwrites, as in steady
 // state); the table gives the median and the minimum.
 //
-// Modes: fenced (StoreWriter with a lease that holds our token), unfenced (StoreWriter without a lease, as with
-// WRITER_LOCK_DISABLED), and references that do not use StoreWriter: pipeline (plain pipelined SETs), multi (the
-// same SETs in one MULTI/EXEC per batch) and mset (one plain MSET per batch, no transaction).
+// Modes: fenced (StoreWriter with a lease that holds our token), checked (the same, each body's SET carrying the
+// `ifStoredKeys` check that lets a batch skip reading the bodies first: docs/design/lookup-keys.md), unfenced
+// (StoreWriter without a lease, as with WRITER_LOCK_DISABLED), and references that do not use StoreWriter: pipeline
+// (plain pipelined SETs), multi (the same SETs in one MULTI/EXEC per batch) and mset (one plain MSET per batch, no
+// transaction).
 //
 // Usage: node bench/writer-micro.mjs [--dist DIR] [--changes N] [--rounds N] [--batches 5,320]
-//                                    [--modes fenced,unfenced,pipeline,multi,mset] [--json]
+//                                    [--modes fenced,checked,unfenced,pipeline,multi,mset] [--json]
 // A/B: copy a build of the other version somewhere (with a package.json saying {"type":"module"} and this
 // checkout's node_modules reachable) and pass it as --dist.
 import { spawn } from "node:child_process";
@@ -32,18 +34,24 @@ const DIST = resolve(option("dist", join(ROOT, "dist")));
 const CHANGES = Number(option("changes", "20000"));
 const ROUNDS = Number(option("rounds", "5"));
 const BATCHES = option("batches", "5,320").split(",").map(Number);
-const MODES = option("modes", "fenced,unfenced,pipeline,multi,mset").split(",");
+const MODES = option("modes", "fenced,checked,unfenced,pipeline,multi,mset").split(",");
 const JSON_ONLY = process.argv.includes("--json");
 
 const { StoreWriter } = await import(pathToFileURL(join(DIST, "store/writer.js")).href);
 
 // ---- data: one body of ~2.7 KB and two lookup keys per change ------------------------------------------------------
 const PREFIX = "schematic:";
-const filler = "x".repeat(2600);
+const filler = "x".repeat(2560);
 const changes = Array.from({ length: CHANGES }, (_, i) => {
   const id = `comp_${String(i).padStart(8, "0")}`;
+  const keys = `{"id":"${id.toLowerCase()}","domain":"${i}.example.com"}`;
   return [
-    { op: "set", key: `${PREFIX}company:4b54a537:${id}`, value: `{"id":"${id}","n":${i},"pad":"${filler}"}` },
+    {
+      op: "set",
+      key: `${PREFIX}company:4b54a537:${id}`,
+      value: `{"id":"${id}","n":${i},"keys":${keys},"pad":"${filler}"}`,
+      keys,
+    },
     { op: "set", key: `${PREFIX}company:4b54a537:id:${id.toLowerCase()}`, value: JSON.stringify(id) },
     { op: "set", key: `${PREFIX}company:4b54a537:domain:${i}.example.com`, value: JSON.stringify(id) },
   ];
@@ -87,9 +95,10 @@ const TOKEN = "bench-token";
 
 /** apply(ops) for one mode. */
 function applier(mode) {
-  if (mode === "fenced") {
+  if (mode === "fenced" || mode === "checked") {
     const w = new StoreWriter(client, { ttlMs: 0, lease: { key: LEASE_KEY, token: () => TOKEN } });
-    return (ops) => w.apply(ops);
+    if (mode === "fenced") return (ops) => w.apply(ops.map(({ keys: _, ...op }) => op));
+    return (ops) => w.apply(ops.map(({ keys, ...op }) => (keys ? { ...op, ifStoredKeys: [keys] } : op)));
   }
   if (mode === "unfenced") {
     const w = new StoreWriter(client, { ttlMs: 0 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { entityOps, foldEntity, storedKeys } from "../src/replication/fold.js";
+import { assumedKeys, entityOps, foldEntity, keysTexts, storedKeys } from "../src/replication/fold.js";
 import type { EntityJob } from "../src/replication/jobs.js";
 import { KeyScheme } from "../src/store/keys.js";
 import { phases } from "../src/store/writer.js";
@@ -155,8 +155,9 @@ test("a full's received text is stored unchanged only when validation changes no
     assert.equal(fold.body, undefined, JSON.stringify(data));
     const body = entityOps(keys, "company", "c1", null, fold).find((o) => o.key === keys.companyId("c1"));
     assert.ok(body?.op === "set");
-    assert.ok(!body.value.includes("surprise") && !body.value.includes("extra"));
-    assert.deepEqual(JSON.parse(body.value), fold.next);
+    const text = String(body.value);
+    assert.ok(!text.includes("surprise") && !text.includes("extra"));
+    assert.deepEqual(JSON.parse(text), fold.next);
   }
 
   // A later partial or delete in the same fold drops the received text.
@@ -172,4 +173,23 @@ test("storedKeys reads only the keys of a stored body, and falls back to a full 
   assert.equal(storedKeys("company", "not json"), null);
   // keys that are not a map of strings: the whole body is judged (invalid → absent)
   assert.equal(storedKeys("company", JSON.stringify(company("c1", { id: 1 as unknown as string }))), null);
+});
+
+test("keysTexts spells keys as received and, when they are not sorted, in byte order too", () => {
+  assert.deepEqual(keysTexts({ a: "1", b: "2" }), ['{"a":"1","b":"2"}']);
+  assert.deepEqual(keysTexts({}), ["{}"]);
+  const keys = { id: "c1", domain: 'x"y', b: "\u00e9" };
+  const [received, sorted] = keysTexts(keys);
+  assert.equal(received, JSON.stringify(keys));
+  assert.equal(sorted, JSON.stringify({ b: keys.b, domain: keys.domain, id: keys.id }));
+});
+
+test("assumedKeys: the first change's keys, only for fulls and deletes whose keys are strings", () => {
+  const full = job("full", company("c1", { id: "a" }));
+  assert.deepEqual(assumedKeys([full, job("delete", company("c1", { id: "b" }))]), { id: "a" });
+  assert.deepEqual(assumedKeys([job("delete", company("c1", { id: "b" }))]), { id: "b" });
+  assert.equal(assumedKeys([full, job("partial", { traits: [] })]), undefined);
+  assert.equal(assumedKeys([{ ...full, reconcile: true }]), undefined);
+  assert.equal(assumedKeys([job("delete", null)]), undefined);
+  assert.equal(assumedKeys([job("full", company("c1", { id: 1 as unknown as string }))]), undefined);
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { memberText } from "../src/util/json-span.js";
+import { memberSpan, memberText } from "../src/util/json-span.js";
 
 test("memberText returns the exact text of a top-level member, whatever its neighbours hold", () => {
   const frame =
@@ -15,6 +15,10 @@ test("memberText returns the exact text of a top-level member, whatever its neig
   assert.equal(memberText(frame, "message_type"), '"full"');
   // Only top-level members: "id" exists only inside data.
   assert.equal(memberText(frame, "id"), undefined);
+  // memberSpan says where: the same text, by offsets.
+  const [start, end] = memberSpan(frame, "data")!;
+  assert.equal(frame.slice(start, end), data);
+  assert.equal(memberSpan(frame, "id"), undefined);
 });
 
 test("memberText follows JSON.parse: whitespace, escaped names, backslashes before quotes, the last duplicate", () => {

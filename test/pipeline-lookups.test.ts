@@ -22,6 +22,14 @@ function onDifferentLanes(): [string, string] {
 }
 
 const [A, B] = onDifferentLanes();
+
+/** A company id on `of`'s lane (of 2), other than those given. */
+function sameLaneAs(of: string, not: string[]): string {
+  for (let i = 0; ; i++) {
+    const id = `comp_c${i}`;
+    if (laneOf(id, 2) === laneOf(of, 2) && !not.includes(id)) return id;
+  }
+}
 const MOVING = "moving.example";
 const K = keys.companyLookups("domain", MOVING)[0]!;
 
@@ -72,6 +80,27 @@ describe("lookup keys moving between entities on different lanes", () => {
       failing.release();
       await expectKWithA(rig);
       assert.ok(rig.pipeline.stats.retried > 0, "B's batch was retried");
+    });
+  });
+
+  test("stream, fenced writer: B's batch sent again after another entity's stored keys failed the check leaves k to A", async () => {
+    await withPipelineRig({ lease: true }, async (rig) => {
+      // C shares B's lane and its stored keys are not those its change carries: the batch of B and C is refused once.
+      const C = sameLaneAs(B, [A, B]);
+      const oldLookup = keys.companyLookups("slug", `${C}-old`)[0]!;
+      await rig.client.set(keys.companyId(C), JSON.stringify({ ...company(C, false), keys: { slug: `${C}-old` } }));
+      await rig.client.set(oldLookup, JSON.stringify(C));
+      const held = rig.holdWrite("company", B);
+      rig.pipeline.handleFrame(entityFrame("company", "full", B, company(B, true), "100-1"));
+      rig.pipeline.handleFrame(entityFrame("company", "full", C, company(C, false), "100-2"));
+      await held.held; // B and C's batch is about to be written; meanwhile B loses k and A gains it
+      rig.pipeline.handleFrame(entityFrame("company", "delete", B, company(B, true), "100-3"));
+      rig.pipeline.handleFrame(entityFrame("company", "full", A, company(A, true), "100-4"));
+      await kWithA(rig);
+      held.release();
+      await expectKWithA(rig);
+      assert.equal(await rig.client.exists(oldLookup), 0, "C's old lookup key was removed (its body was read)");
+      assert.equal(await rig.client.get(keys.companyLookups("slug", C)[0]!), JSON.stringify(C));
     });
   });
 

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { Redis } from "ioredis";
-import { LeaseLostError, StoreWriter, type WriteOp } from "../src/store/writer.js";
+import { LeaseLostError, StoredKeysChangedError, StoreWriter, type WriteOp } from "../src/store/writer.js";
 import { type RedisServer, startRedis, waitFor } from "./helpers/redis.js";
 
 const LEASE = "schematic:datastream:writer_lock";
@@ -493,6 +493,137 @@ describe("StoreWriter fencing (WATCH · fence · MULTI · EXEC)", { timeout: 120
         monitor.disconnect();
       }
     });
+  });
+});
+
+describe("StoreWriter stored-keys checks (ifStoredKeys, in the fence)", { timeout: 120_000 }, () => {
+  let server: RedisServer;
+  let r: Redis;
+  let w: Redis;
+  let writer: StoreWriter;
+  const KEYS = '{"id":"c1","domain":"c1.example"}';
+  const SORTED = '{"domain":"c1.example","id":"c1"}';
+  /** A body with `keys` spelled as given, between other members. */
+  const body = (keys: string, extra = "") => `{"id":"c1","traits":[{"value":"v"}]${extra},"keys":${keys},"rules":[]}`;
+  /** The batch of one entity whose ops assume its stored keys are KEYS (or SORTED). */
+  const written = body(KEYS, ',"n":2');
+  const entityBatch: WriteOp[] = [
+    { op: "set", key: "company:c1", value: written, ifStoredKeys: [KEYS, SORTED] },
+    { op: "set", key: "lookup:id:c1", value: '"c1"' },
+    { op: "set", key: "lookup:domain:c1.example", value: '"c1"' },
+  ];
+  before(async () => {
+    server = await startRedis();
+    r = server.client();
+    w = server.client();
+    writer = new StoreWriter(w, { ttlMs: 0, lease: { key: LEASE, token: () => "mine" } });
+  });
+  after(async () => {
+    await server.stop();
+  });
+  beforeEach(async () => {
+    await r.flushall();
+    await r.set(LEASE, "mine", "PX", 60_000);
+  });
+
+  /** Applies the entity batch over `stored` and returns the error, or undefined when it was written. */
+  async function applyOver(stored: string | undefined): Promise<unknown> {
+    if (stored !== undefined) await r.set("company:c1", stored);
+    const before = await snapshot(r);
+    const expires = await r.pexpiretime(LEASE);
+    try {
+      await writer.apply(entityBatch);
+      assert.equal(await r.get("company:c1"), written);
+      return undefined;
+    } catch (err) {
+      assert.deepEqual(await snapshot(r), before, "nothing written, the lease unchanged");
+      assert.equal(await r.pexpiretime(LEASE), expires);
+      return err;
+    }
+  }
+
+  it("writes when the stored body has the keys as assumed, in either spelling, or is absent", async () => {
+    assert.equal(writer.checksStoredKeys, true);
+    for (const stored of [undefined, body(KEYS), body(SORTED), `{"keys":${KEYS}}`]) {
+      await r.flushall();
+      await r.set(LEASE, "mine", "PX", 60_000);
+      assert.equal(await applyOver(stored), undefined, String(stored));
+      assert.equal(await r.get("lookup:domain:c1.example"), '"c1"');
+    }
+  });
+
+  it("refuses the transaction when the stored keys differ or cannot be told exactly, naming the entity", async () => {
+    const refused = [
+      body('{"id":"c1","domain":"old.example"}'), // another key set
+      body('{"id":"c1"}'), // fewer keys
+      body('{"id":"c1","domain":"c1.example","slug":"c1"}'), // more keys: a prefix of the text is not enough
+      body(`${KEYS.slice(0, -1)} }`), // other spacing
+      body(KEYS).replace('"keys":', '"keys" :'),
+      body('{"id":"c1","domain":"old.example"}', `,"x":{"keys":${KEYS}}`), // a nested "keys" first
+      `{"id":"c1","keys":{"id":"c1","domain":"old.example"},"x":{"keys":${KEYS}}}`, // a nested "keys" last
+      `{"x":{"keys":${KEYS}},"k\\u0065ys":{"id":"c1","domain":"old.example"}}`, // the real one escaped
+      body('{"id":"c1","domain":"old.example"}', `,"keys":${KEYS}`), // duplicate member: JSON.parse keeps the last
+      `{"keys":"${KEYS}"}`, // not an object
+      "not json",
+    ];
+    for (const stored of refused) {
+      const err = await applyOver(stored);
+      assert.ok(err instanceof StoredKeysChangedError, `${stored}: ${String(err)}`);
+      assert.deepEqual(err.keys, ["company:c1"]);
+    }
+    // A key of another type is refused too (the check must not fail the script, which would let the EXEC commit).
+    await r.del("company:c1");
+    await r.hset("company:c1", "keys", KEYS);
+    const err = await applyOver(undefined);
+    assert.ok(err instanceof StoredKeysChangedError, String(err));
+    assert.equal(await r.type("company:c1"), "hash");
+  });
+
+  it("checks each entity in the transaction of its first op; other transactions of the batch commit", async () => {
+    const chunked = new StoreWriter(w, { ttlMs: 0, maxOpsPerCall: 3, lease: { key: LEASE, token: () => "mine" } });
+    await r.set("company:c2", body('{"id":"c2","domain":"old.example"}'));
+    await r.set("lookup:domain:old.example", '"c2"');
+    const ops: WriteOp[] = [
+      { op: "set", key: "first", value: "1" },
+      { op: "set", key: "a", value: "1" },
+      { op: "set", key: "b", value: "1" },
+      // The second transaction: c1 (its check holds), then c2's body (its check fails); c2's lookup is in the third.
+      { op: "set", key: "company:c1", value: body(KEYS), ifStoredKeys: [KEYS] },
+      { op: "set", key: "lookup:id:c1", value: '"c1"' },
+      { op: "set", key: "company:c2", value: body('{"id":"c2"}'), ifStoredKeys: ['{"id":"c2"}'] },
+      { op: "set", key: "lookup:id:c2", value: '"c2"' },
+      { op: "set", key: "last", value: "1" },
+    ];
+    await assert.rejects(chunked.apply(ops), (err: unknown) => {
+      assert.ok(err instanceof StoredKeysChangedError, String(err));
+      assert.deepEqual(err.keys, ["company:c2"]);
+      return true;
+    });
+    assert.equal(await r.get("first"), "1", "the first transaction committed");
+    assert.equal(await r.get("company:c2"), body('{"id":"c2","domain":"old.example"}'), "c2's body kept");
+    assert.equal(await r.exists("company:c1"), 0, "c1 shared c2's transaction: not written");
+    assert.equal(await r.get("last"), "1", "the third transaction committed");
+    assert.equal(await r.get("lookup:domain:old.example"), '"c2"', "c2's old lookup kept with its body");
+  });
+
+  it("the lease still comes first: another holder's lease gives LeaseLostError, however the checks would go", async () => {
+    await r.set(LEASE, "theirs", "PX", 60_000);
+    await r.set("company:c1", body('{"id":"c1","domain":"old.example"}'));
+    const before = await snapshot(r);
+    await assert.rejects(writer.apply(entityBatch), LeaseLostError);
+    assert.deepEqual(await snapshot(r), before);
+  });
+
+  it("a writer that cannot check (no lease) refuses such ops before writing anything", async () => {
+    const unfenced = new StoreWriter(w, { ttlMs: 0 });
+    assert.equal(unfenced.checksStoredKeys, false);
+    const before = await snapshot(r);
+    await assert.rejects(unfenced.apply([{ op: "set", key: "x", value: "1" }, ...entityBatch]), (err: unknown) => {
+      assert.ok(err instanceof StoredKeysChangedError, String(err));
+      assert.deepEqual(err.keys, ["company:c1"]);
+      return true;
+    });
+    assert.deepEqual(await snapshot(r), before);
   });
 });
 

@@ -32,8 +32,11 @@ export interface DatastreamOptions {
 export interface DatastreamHandlers {
   /** Called once per connection, before any frame of it is delivered. */
   onOpen(session: number): void;
-  /** Called for every text frame, in order. */
-  onFrame(text: string, session: number): void;
+  /**
+   * Called for every text frame, in order, with its bytes (valid UTF-8: ws checks text frames), which the pipeline
+   * may keep instead of the decoded text.
+   */
+  onFrame(text: string, session: number, bytes: Buffer | undefined): void;
   onClose(info: { session: number; code: number; reason: string }): void;
   /** The API key was rejected: the client has stopped for good. */
   onFatal(err: Error): void;
@@ -198,7 +201,7 @@ export class DatastreamClient {
           this.log.warn("ignoring a binary datastream frame");
           return;
         }
-        this.handlers.onFrame(data.toString(), session);
+        this.handlers.onFrame(data.toString(), session, Buffer.isBuffer(data) ? data : undefined);
       });
       ws.on("close", (code, reasonBuf) => {
         const reason = reasonBuf.toString();

@@ -74,8 +74,15 @@ function splitId(id: string): [number, number] | [bigint, bigint] | undefined {
   if (dash <= 0 || dash === id.length - 1 || !allDigits(id, 0, dash) || !allDigits(id, dash + 1, id.length)) {
     return undefined;
   }
-  if (dash <= 15 && id.length - dash - 1 <= 15) return [Number(id.slice(0, dash)), Number(id.slice(dash + 1))];
+  if (dash <= 15 && id.length - dash - 1 <= 15) return [digitsValue(id, 0, dash), digitsValue(id, dash + 1, id.length)];
   return [BigInt(id.slice(0, dash)), BigInt(id.slice(dash + 1))];
+}
+
+/** The number the digits `s[from, to)` spell (at most 15 of them: exact as a double). */
+function digitsValue(s: string, from: number, to: number): number {
+  let n = 0;
+  for (let i = from; i < to; i++) n = n * 10 + (s.charCodeAt(i) - 48);
+  return n;
 }
 
 function allDigits(s: string, from: number, to: number): boolean {

@@ -335,6 +335,11 @@ let exact = true;
  */
 let copying = true;
 const NOT_EXACT = new Error("not exact");
+/**
+ * False for the first walk of {@link parseEngineEntity}: paths are not built on the way down (they are only for
+ * error messages, and cost an allocation per nested object); an invalid entity is walked again with them.
+ */
+let paths = true;
 
 function differs(): void {
   exact = false;
@@ -408,13 +413,13 @@ function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unk
       }
       return v;
     case Kind.Obj:
-      return walkObject(v, spec.schema!, mode, parent + spec.dotName);
+      return walkObject(v, spec.schema!, mode, paths ? parent + spec.dotName : parent);
     case Kind.ListObj: {
-      const path = parent + spec.dotName;
+      const path = paths ? parent + spec.dotName : parent;
       if (!Array.isArray(v)) throw new EntityError(path, `expected an array, got ${describe(v)}`);
       const sch = spec.schema!;
       if (!copying) {
-        for (let i = 0; i < v.length; i++) walkObject(v[i], sch, mode, `${path}[${i}]`);
+        for (let i = 0; i < v.length; i++) walkObject(v[i], sch, mode, paths ? `${path}[${i}]` : path);
         return v;
       }
       const out = new Array<unknown>(v.length);
@@ -433,7 +438,7 @@ function walkValue(v: unknown, spec: FieldSpec, mode: Mode, parent: string): unk
     }
     case Kind.MapStr:
     case Kind.MapNum: {
-      const path = parent + spec.dotName;
+      const path = paths ? parent + spec.dotName : parent;
       if (!isPlainObject(v)) throw new EntityError(path, `expected an object, got ${describe(v)}`);
       const out: Record<string, unknown> = copying ? {} : v;
       let n = 0;
@@ -516,15 +521,18 @@ export function parseEngineEntity<T extends "company" | "user">(
   raw: unknown,
 ): { entity: T extends "company" ? Company : User; exact: boolean } {
   const sch = kind === "company" ? COMPANY : USER;
-  // Usually the data is exact: validate it in place, allocating nothing; copy only when it is not.
+  // Usually the data is exact: validate it in place, allocating nothing; copy only when it is not. The copying walk
+  // also gives an invalid entity's error its path.
   exact = true;
   copying = false;
+  paths = false;
   try {
     return { entity: walkObject(raw, sch, ENGINE, "$") as never, exact: true };
   } catch (err) {
-    if (err !== NOT_EXACT) throw err;
+    if (err !== NOT_EXACT && !(err instanceof EntityError)) throw err;
   } finally {
     copying = true;
+    paths = true;
   }
   return { entity: walkObject(raw, sch, ENGINE, "$") as never, exact: false };
 }

@@ -6,12 +6,21 @@
  * Successive full states of one entity still waiting in the queue are coalesced.
  */
 import type { KeyScheme } from "../store/keys.js";
-import type { StoreWriter, WriteOp } from "../store/writer.js";
+import { StoredKeysChangedError, type StoreWriter, type WriteOp } from "../store/writer.js";
 import type { Logger } from "../util/log.js";
 import { nextTurn } from "../util/time.js";
 import type { LookupClaims } from "./claims.js";
 import type { Tracked } from "./cursor.js";
-import { entityOps, foldEntity, parseStored, sameStoredEntity, storedKeys } from "./fold.js";
+import {
+  assumedKeys,
+  entityOps,
+  type FoldResult,
+  foldEntity,
+  keysTexts,
+  parseStored,
+  sameStoredEntity,
+  storedKeys,
+} from "./fold.js";
 import type { EntityJob, EntityKind } from "./jobs.js";
 import type { StreamPartial } from "./load-window.js";
 import { type RetryContext, StoppedError, withRetry } from "./retry.js";
@@ -125,6 +134,7 @@ export class EntityLane {
       if (waiting && waiting.source === "stream") {
         waiting.data = job.data;
         waiting.text = job.text;
+        waiting.checked = job.checked;
         waiting.tracked.push(...job.tracked);
         waiting.streamTime = job.streamTime ?? waiting.streamTime;
         waiting.order = job.order;
@@ -162,19 +172,23 @@ export class EntityLane {
   }
 
   private async loop(): Promise<void> {
+    let woken = false;
     while (!this.stopped) {
       if (this.depth === 0) {
         await new Promise<void>((resolve) => {
           this.wake = resolve;
         });
         this.wake = undefined;
+        woken = true;
         continue;
       }
-      // Let frames already in the socket buffer reach the queue, so a burst fills the batch; never wait longer
-      // than BATCH_TIMEOUT for it.
-      if (this.depth < this.o.batchSize) {
+      // After a batch, let frames already in the socket buffer reach the queue, so a burst fills the next one;
+      // never wait longer than BATCH_TIMEOUT for it. A lane woken from idle goes at once: the frames read with the
+      // one that woke it are queued already, and a lone change should not wait a turn of the event loop.
+      if (this.depth < this.o.batchSize && !woken) {
         await nextTurn(this.o.batchTimeoutMs);
       }
+      woken = false;
       this.busy = true;
       try {
         const batch = this.take(this.o.batchSize * BATCHES_PER_ROUND_TRIP);
@@ -210,8 +224,11 @@ export class EntityLane {
     }
     const ids = [...byId.keys()];
     const idKeys = ids.map((id) => (kind === "company" ? keys.companyId(id) : keys.userId(id)));
+    // Fulls and deletes replace the body, so only its keys matter: when the writer can check them in the write's own
+    // round trip, assume they are those of the first change and read nothing (docs/design/lookup-keys.md).
+    const assumed = ids.map((id) => (writer.checksStoredKeys ? assumedKeys(byId.get(id)!) : undefined));
     // Anti-entropy rows write only what differs: read their lookup keys too (same round trip) to compare.
-    const readKeys = [...idKeys];
+    const lookups: string[] = [];
     const idKeySet = new Set(idKeys);
     const lookupsAt = new Map<string, number>();
     for (const id of ids) {
@@ -220,53 +237,98 @@ export class EntityLane {
       const desired = entityOps(keys, kind, id, null, foldEntity(kind, null, jobs));
       for (const op of desired) {
         if (op.op === "set" && !lookupsAt.has(op.key) && !idKeySet.has(op.key)) {
-          lookupsAt.set(op.key, readKeys.length);
-          readKeys.push(op.key);
+          lookupsAt.set(op.key, lookups.length);
+          lookups.push(op.key);
         }
       }
     }
-    const stored = ids.length ? await withRetry(`reading ${kind} bodies`, retry, () => writer.readMany(readKeys)) : [];
+    const stored: (string | null)[] = ids.map(() => null);
+    let lookupValues: (string | null)[] = [];
+    /** Reads the bodies of the entities at `at` (and the anti-entropy lookups, the first time) in one round trip. */
+    const read = async (at: number[], withLookups: boolean) => {
+      const readKeys = [...at.map((i) => idKeys[i]!), ...(withLookups ? lookups : [])];
+      if (readKeys.length === 0) return;
+      const values = await withRetry(`reading ${kind} bodies`, retry, () => writer.readMany(readKeys));
+      at.forEach((i, n) => {
+        stored[i] = values[n] ?? null;
+      });
+      if (withLookups) lookupValues = values.slice(at.length);
+    };
+    await read(
+      ids.flatMap((_, i) => (assumed[i] === undefined ? [i] : [])),
+      true,
+    );
 
-    const ops: WriteOp[] = [];
-    ids.forEach((id, i) => {
+    const folds = new Map<number, FoldResult>();
+    /** The writes of the entity at `i`, from what was read of it (or what is assumed of it). */
+    const writesOf = (i: number): WriteOp[] => {
+      const id = ids[i]!;
       const jobs = byId.get(id)!;
-      // Fulls and deletes replace the body: only its keys matter. Partials merge onto it, anti-entropy compares it.
+      // Partials merge onto the stored body, anti-entropy compares it: for them (and only them) it is parsed.
       const raw = stored[i] ?? null;
       const body = jobs.some((job) => job.op === "partial" || job.reconcile) ? parseStored(kind, raw) : null;
-      const previous = body ?? storedKeys(kind, raw);
-      const fold = foldEntity(kind, body, jobs);
-      for (const { job, reason } of fold.invalid) {
-        stats.skipped++;
-        this.o.log.warn({ kind, id, op: job.op, reason }, "skipping an invalid change");
+      let fold = folds.get(i);
+      if (!fold) {
+        // Without a body (fulls and deletes only) the fold does not depend on what is stored: made once.
+        fold = foldEntity(kind, body, jobs);
+        folds.set(i, fold);
+        for (const { job, reason } of fold.invalid) {
+          stats.skipped++;
+          this.o.log.warn({ kind, id, op: job.op, reason }, "skipping an invalid change");
+        }
       }
-      if (!fold.touched) return;
+      if (!fold.touched) return [];
+      const keysAssumed = assumed[i];
+      const previous = keysAssumed ? { keys: keysAssumed } : (body ?? storedKeys(kind, raw));
       const entityWrites = entityOps(keys, kind, id, previous, fold);
+      // The body's SET or DEL comes first: the check goes with it, in the transaction that replaces the body.
+      const first = entityWrites[0];
+      if (keysAssumed && first && first.op !== "delIfEquals") first.ifStoredKeys = keysTexts(keysAssumed);
       // A lookup key is written only if no newer change of another entity claimed it (claims.ts).
       let order = 0;
       for (const job of jobs) if (job.order > order) order = job.order;
       const idKey = idKeys[i]!;
-      if (!jobs.every((job) => job.reconcile)) {
-        for (const op of entityWrites) if (admitted(claims, op, idKey, order)) ops.push(op);
-        return;
-      }
+      if (!jobs.every((job) => job.reconcile)) return entityWrites.filter((op) => admitted(claims, op, idKey, order));
       const sameBody = body !== null && fold.next !== null && sameStoredEntity(kind, body, fold.next);
       const differing = entityWrites.filter((op) => {
         if (op.op !== "set") return true;
         if (op.key === idKey) return !sameBody;
         const at = lookupsAt.get(op.key);
-        return at === undefined || stored[at] !== op.value;
+        return at === undefined || lookupValues[at] !== op.value;
       });
+      const out: WriteOp[] = [];
       for (const op of differing) {
         if (!admitted(claims, op, idKey, order)) continue;
         stats.repaired++;
-        ops.push(op);
+        out.push(op);
       }
-    });
-    if (ops.length) {
-      // A retry comes after other lanes' writes: lookup keys they took over since are left to them.
-      let attempt = 0;
-      const current = (op: WriteOp) => op.op !== "set" || claims.current(op.key, op.value);
-      await withRetry(`writing ${kind} batch`, retry, () => writer.apply(attempt++ === 0 ? ops : ops.filter(current)));
+      return out;
+    };
+    const writes = ids.map((_, i) => writesOf(i));
+
+    // Any attempt after the first — a retry, or the batch sent again after a failed check — comes after other lanes'
+    // writes: lookup keys they took over since are left to them.
+    let attempt = 0;
+    const current = (op: WriteOp) => op.op !== "set" || claims.current(op.key, op.value.toString());
+    for (;;) {
+      const ops = writes.flat();
+      if (ops.length === 0) break;
+      try {
+        await withRetry(`writing ${kind} batch`, retry, () =>
+          writer.apply(attempt++ === 0 ? ops : ops.filter(current)),
+        );
+        break;
+      } catch (err) {
+        if (!(err instanceof StoredKeysChangedError)) throw err;
+        // Some stored keys were not those assumed: read those bodies, and write the batch again.
+        const changed = new Set(err.keys);
+        let at = ids.flatMap((_, i) => (assumed[i] !== undefined && changed.has(idKeys[i]!) ? [i] : []));
+        if (at.length === 0) at = ids.flatMap((_, i) => (assumed[i] !== undefined ? [i] : []));
+        if (at.length === 0) throw err;
+        for (const i of at) assumed[i] = undefined;
+        await read(at, false);
+        for (const i of at) writes[i] = writesOf(i);
+      }
     }
 
     for (const job of batch) stats.countApplied(kind, job.op, job.source, job.streamTime);
@@ -279,5 +341,6 @@ export class EntityLane {
 
 /** Whether an op may be written: anything but a lookup key, or a lookup key the claims let this change write. */
 function admitted(claims: LookupClaims, op: WriteOp, idKey: string, order: number): boolean {
-  return op.op !== "set" || op.key === idKey || claims.admit(op.key, op.value, order);
+  // Only lookup keys are claimed; their value (the owner's id) is always a string.
+  return op.op !== "set" || op.key === idKey || claims.admit(op.key, op.value.toString(), order);
 }

@@ -9,15 +9,18 @@ import type { Company, User } from "../model/wire.js";
 import type { KeyScheme } from "../store/keys.js";
 import type { WriteOp } from "../store/writer.js";
 import { memberText } from "../util/json-span.js";
-import type { EntityJob, EntityKind } from "./jobs.js";
+import type { CheckedFull, EntityJob, EntityKind } from "./jobs.js";
 
 type Entity = Company | User;
 
 export interface FoldResult {
-  /** The entity as it must now be stored, or null when it must not exist. */
+  /**
+   * The entity as it must now be stored, or null when it must not exist. While `body` is set, only `next.keys` is
+   * sure to be there: the entity is `body` (a full's text is not parsed again unless a partial needs it).
+   */
   next: Entity | null;
   /** `next` as received, when that text can be stored unchanged (else it is serialised). */
-  body?: string;
+  body?: string | Buffer;
   /** Whether anything changed relative to Redis (false: nothing to write). */
   touched: boolean;
   /** Keys carried by delete payloads (their lookups must go even if Redis had no body). */
@@ -51,6 +54,45 @@ export function storedKeys(kind: EntityKind, raw: string | null): StoredKeys | n
   return parseStored(kind, raw);
 }
 
+/**
+ * The keys a batch may assume an entity's stored body has when its changes are fulls and deletes only: those of the
+ * first change (keys rarely change). The writer checks the assumption in the write's own round trip, so no read is
+ * needed (docs/design/lookup-keys.md). Undefined when the stored body itself is needed (a partial merges onto it, an
+ * anti-entropy row compares with it) or the first change carries no `keys` object of strings.
+ */
+export function assumedKeys(jobs: readonly EntityJob[]): Record<string, string> | undefined {
+  for (const job of jobs) if (job.op === "partial" || job.reconcile) return undefined;
+  const first = jobs[0];
+  const checked = first?.checked;
+  if (checked) return "keys" in checked ? checked.keys : undefined;
+  const keys = (first?.data as { keys?: unknown } | null | undefined)?.keys;
+  if (typeof keys !== "object" || keys === null || Array.isArray(keys)) return undefined;
+  for (const value of Object.values(keys)) if (typeof value !== "string") return undefined;
+  return keys as Record<string, string>;
+}
+
+/**
+ * How a body written by this replicator or the loader spells `keys` (JSON.stringify, in the order received or in
+ * byte order, as the REST mapping sorts them): the texts a write may expect to find stored.
+ */
+export function keysTexts(keys: Record<string, string>): string[] {
+  const received = JSON.stringify(keys);
+  const names: string[] = [];
+  let sorted = true;
+  for (const name in keys) {
+    // Insertion sort: an entity has a few keys.
+    let i = names.length;
+    for (; i > 0 && names[i - 1]! > name; i--) names[i] = names[i - 1]!;
+    names[i] = name;
+    if (i < names.length - 1) sorted = false;
+  }
+  if (sorted) return [received];
+  let inOrder = "{";
+  for (const name of names)
+    inOrder += `${inOrder.length > 1 ? "," : ""}${JSON.stringify(name)}:${JSON.stringify(keys[name])}`;
+  return [received, `${inOrder}}`];
+}
+
 /** Parses a stored body; a foreign or corrupt value counts as absent (it is about to be overwritten). */
 export function parseStored(kind: EntityKind, raw: string | null): Entity | null {
   if (raw === null) return null;
@@ -61,14 +103,29 @@ export function parseStored(kind: EntityKind, raw: string | null): Entity | null
   }
 }
 
+/**
+ * Validates a full: its keys, and the validated entity unless `text` can be stored as it is (see CheckedFull).
+ * Stream fulls are checked when they arrive (Pipeline.handleFrame), others when folded.
+ */
+export function checkFull(kind: EntityKind, data: unknown, text: string | Buffer | undefined): CheckedFull {
+  try {
+    const { entity, exact } = parseEngineEntity(kind, data);
+    return exact && text !== undefined ? { keys: entity.keys } : { keys: entity.keys, entity };
+  } catch (err) {
+    return { invalid: err instanceof Error ? err.message : String(err) };
+  }
+}
+
 export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: EntityJob[]): FoldResult {
   const result: FoldResult = { next: previous, touched: false, deletedKeys: [], invalid: [], orphanPartials: 0 };
   for (const job of jobs) {
     try {
       if (job.op === "full") {
-        const parsed = parseEngineEntity(kind, job.data);
-        result.next = parsed.entity;
-        result.body = parsed.exact ? job.text : undefined;
+        const full = job.checked ?? checkFull(kind, job.data, job.text);
+        if ("invalid" in full) throw new Error(full.invalid);
+        // Stored as received: `next` holds only the keys (see FoldResult.next).
+        result.next = full.entity ?? ({ keys: full.keys } as Entity);
+        result.body = full.entity ? undefined : job.text;
       } else if (job.op === "delete") {
         const keys = (job.data as { keys?: unknown } | null)?.keys;
         if (keys && typeof keys === "object") result.deletedKeys.push(keys as Record<string, string>);
@@ -82,6 +139,8 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
           result.orphanPartials++;
           continue;
         }
+        // A full's text, validated when it arrived and exact, is that entity.
+        if (result.body !== undefined) result.next = JSON.parse(result.body.toString()) as Entity;
         result.next =
           kind === "company"
             ? mergeCompany(result.next as Company, job.data as Record<string, unknown>)
@@ -96,16 +155,32 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
   return result;
 }
 
-function lookupKeys(scheme: KeyScheme, kind: EntityKind, keys: Record<string, string> | undefined): string[] {
-  if (!keys) return [];
-  const out: string[] = [];
-  for (const [name, value] of Object.entries(keys)) {
-    if (typeof value !== "string") continue;
-    for (const k of kind === "company" ? scheme.companyLookups(name, value) : scheme.userLookups(name, value)) {
-      out.push(k);
-    }
+/** The lookup keys of an entity's `keys` (every spelling; see KeyScheme.lookups). */
+function lookupKeys(scheme: KeyScheme, kind: EntityKind, keys: Record<string, string>, out: string[] = []): string[] {
+  for (const name in keys) {
+    const value = keys[name];
+    if (!Object.hasOwn(keys, name) || typeof value !== "string") continue;
+    for (const k of scheme.lookups(kind, name, value)) out.push(k);
   }
   return out;
+}
+
+/** Whether two `keys` maps have the same entries (then they own the same lookup keys). */
+function sameKeys(a: Record<string, string>, b: Record<string, string>): boolean {
+  if (a === b) return true;
+  let n = 0;
+  for (const name in a) {
+    if (!Object.hasOwn(a, name)) continue;
+    if (!Object.hasOwn(b, name) || a[name] !== b[name]) return false;
+    n++;
+  }
+  for (const name in b) if (Object.hasOwn(b, name)) n--;
+  return n === 0;
+}
+
+function hasEntries(keys: Record<string, string>): boolean {
+  for (const name in keys) if (Object.hasOwn(keys, name)) return true;
+  return false;
 }
 
 /**
@@ -120,29 +195,33 @@ export function entityOps(
   fold: FoldResult,
 ): WriteOp[] {
   const ops: WriteOp[] = [];
-  const idKey = kind === "company" ? scheme.companyId(id) : scheme.userId(id);
+  const idKey = scheme.entityId(kind, id);
   const idValue = JSON.stringify(id);
-  const old = new Set(lookupKeys(scheme, kind, previous?.keys));
-  for (const keys of fold.deletedKeys) for (const k of lookupKeys(scheme, kind, keys)) old.add(k);
-
   const next = fold.next;
   let body: WriteOp | undefined;
   // An entity with no keys cannot be found by any SDK: store nothing for it (and remove what it had).
-  if (next && Object.keys(next.keys).length > 0) {
+  const stored = next !== null && hasEntries(next.keys);
+  // The lookup keys of the previous state and of delete payloads, unless the new state has the same keys (the usual
+  // case: then it writes them all again, and none must go).
+  const old: string[] = [];
+  for (const keys of [previous?.keys, ...fold.deletedKeys]) {
+    if (keys && !(stored && sameKeys(keys, next.keys))) lookupKeys(scheme, kind, keys, old);
+  }
+  const gone = old.length > 0 ? new Set(old) : undefined;
+  if (stored) {
     body = { op: "set", key: idKey, value: fold.body ?? JSON.stringify(next) };
     ops.push(body);
-    const current = lookupKeys(scheme, kind, next.keys);
-    for (const k of current) {
+    for (const k of lookupKeys(scheme, kind, next.keys)) {
       ops.push({ op: "set", key: k, value: idValue });
-      old.delete(k);
+      gone?.delete(k);
     }
   } else if (previous || fold.deletedKeys.length > 0) {
     body = { op: "del", key: idKey };
     ops.push(body);
   }
   // Which lookup keys to delete is learnt from the previous body alone: it must not change before they are gone.
-  if (body && old.size > 0) body.last = true;
-  for (const k of old) ops.push({ op: "delIfEquals", key: k, value: idValue });
+  if (body && gone && gone.size > 0) body.last = true;
+  if (gone) for (const k of gone) ops.push({ op: "delIfEquals", key: k, value: idValue });
   return ops;
 }
 

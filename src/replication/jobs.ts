@@ -1,4 +1,5 @@
 /** The units of work that flow from the datastream and the REST loader into the per-entity lanes. */
+import type { Company, User } from "../model/wire.js";
 import type { Tracked } from "./cursor.js";
 
 export type EntityKind = "company" | "user";
@@ -10,8 +11,16 @@ export interface EntityJob {
   op: EntityOp;
   /** Raw payload: a full entity, a partial object, or (delete) the last-known entity. */
   data: unknown;
-  /** A stream `full`'s data as received (a slice of the frame): stored as it is when validation changes nothing. */
-  text?: string;
+  /**
+   * A stream `full`'s data as received (a slice of the frame: of its bytes when it is ASCII, so that the decoded
+   * frame need not be kept): stored as it is when validation changes nothing.
+   */
+  text?: string | Buffer;
+  /**
+   * A stream `full` validated when it arrived (fold.ts `checkFull`): a queue then holds its text and keys, not the
+   * object graph of its data (`data` is undefined), which the garbage collector would otherwise copy while it waits.
+   */
+  checked?: CheckedFull;
   /**
    * Where the job stands in stream order (orders lookup-key writes across lanes, see claims.ts): a stream change's
    * arrival number; a REST row's is the arrival number when its request was made, plus ½ — older than every change
@@ -33,3 +42,9 @@ export type FlagJob =
   | { type: "snapshot"; flags: unknown[] }
   | { type: "full"; data: unknown; tracked?: Tracked; streamTime?: number }
   | { type: "delete"; data: unknown; tracked?: Tracked; streamTime?: number };
+
+/**
+ * What a lane needs of a validated full: its keys, and the validated entity when its text cannot be stored as it is
+ * (validation dropped or filled in something); or why it is invalid.
+ */
+export type CheckedFull = { keys: Record<string, string>; entity?: Company | User } | { invalid: string };

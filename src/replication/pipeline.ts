@@ -10,12 +10,13 @@ import { ENTITY_TYPES } from "../model/wire.js";
 import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter } from "../store/writer.js";
 import type { CircuitBreaker } from "../util/breaker.js";
-import { memberText } from "../util/json-span.js";
+import { memberSpan } from "../util/json-span.js";
 import type { Logger } from "../util/log.js";
 import { LookupClaims } from "./claims.js";
 import { ReplayCursor, type Tracked } from "./cursor.js";
 import { EntityLane } from "./entity-lane.js";
 import { FlagLane } from "./flag-lane.js";
+import { checkFull } from "./fold.js";
 import type { EntityJob, EntityKind, EntityOp } from "./jobs.js";
 import { LoadWindow } from "./load-window.js";
 import type { RetryContext } from "./retry.js";
@@ -373,7 +374,8 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     this.cursor.release();
   }
 
-  handleFrame(text: string): void {
+  /** One datastream frame; `bytes`, when given, are its UTF-8 encoding (see DatastreamHandlers.onFrame). */
+  handleFrame(text: string, bytes?: Buffer): void {
     let msg: ReturnType<typeof parseFrame>;
     try {
       msg = parseFrame(text);
@@ -417,13 +419,17 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
           this.skip(tracked, { entityType, id }, "entity_id does not match data.id");
           return;
         }
+        // A full is validated now, so that its queue holds its text and keys rather than its object graph; the text
+        // is stored unchanged if validation finds nothing to drop or fill in.
+        const dataText = messageType === "full" ? dataOf(text, bytes) : undefined;
+        const checked = messageType === "full" ? checkFull(kind, msg.data, dataText) : undefined;
         const job: EntityJob = {
           kind,
           id,
           op: messageType as EntityOp,
-          data: msg.data,
-          // The entity's own text, to store unchanged if validation finds nothing to drop or fill in.
-          text: messageType === "full" ? memberText(text, "data") : undefined,
+          data: checked ? undefined : msg.data,
+          text: dataText,
+          checked,
           tracked: tracked ? [tracked] : [],
           source: "stream",
           streamTime,
@@ -511,6 +517,16 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
       this.o.resume();
     }
   }
+}
+
+/**
+ * The text of a full's `data` as received: a slice of the frame's bytes when the frame is ASCII (then offsets in
+ * the text are offsets in the bytes), so the decoded frame can be dropped at once; else of its text.
+ */
+function dataOf(text: string, bytes: Buffer | undefined): string | Buffer | undefined {
+  const span = memberSpan(text, "data");
+  if (!span) return undefined;
+  return bytes?.length === text.length ? bytes.subarray(span[0], span[1]) : text.slice(span[0], span[1]);
 }
 
 function sum(values: number[]): number {

@@ -9,9 +9,11 @@
  * artefact (a renewal confirmed just late), the retry goes through. Stepping down on the write error itself would
  * leave the replicator standing by while its lease, still renewed, keeps every other instance out. A control key
  * refused because the server changed (ServerChangedError: the caller learns the new one) is not Redis failing either.
+ * A batch whose assumptions about the stored keys did not hold (StoredKeysChangedError) is handed back to the caller
+ * at once: sending it again unchanged would fail again.
  */
 import { ServerChangedError } from "../store/control-keys.js";
-import { LeaseLostError } from "../store/writer.js";
+import { LeaseLostError, StoredKeysChangedError } from "../store/writer.js";
 import type { CircuitBreaker } from "../util/breaker.js";
 import type { Logger } from "../util/log.js";
 import { backoffDelay, sleep } from "../util/time.js";
@@ -39,6 +41,11 @@ export async function withRetry<T>(what: string, ctx: RetryContext, call: () => 
       ctx.breaker.success();
       return result;
     } catch (err) {
+      if (err instanceof StoredKeysChangedError) {
+        // Redis answered; the batch must be computed again from what it stores (the caller's job, not a retry's).
+        ctx.breaker.success();
+        throw err;
+      }
       if (err instanceof LeaseLostError || err instanceof ServerChangedError) {
         // Not a Redis failure: no outcome to report, but never keep the half-open trial.
         ctx.breaker.abandon(trial);

@@ -362,7 +362,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       },
       {
         onOpen: () => this.onDatastreamOpen(),
-        onFrame: (text) => pipeline.handleFrame(text),
+        onFrame: (text, _session, bytes) => pipeline.handleFrame(text, bytes),
         onClose: () => this.onDatastreamClose(),
         onFatal: (err) => this.emit("fatal", err),
       },

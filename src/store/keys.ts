@@ -63,10 +63,15 @@ export interface ParsedKey {
 }
 
 export class KeyScheme {
+  /** `{prefix}{kind}:{ver}:`, the head of every key of an entity kind. */
+  private readonly heads: Record<EntityKind, string>;
+
   constructor(
     readonly prefix: string,
     readonly version: string,
-  ) {}
+  ) {
+    this.heads = { company: `${prefix}company:${version}:`, user: `${prefix}user:${version}:` };
+  }
 
   /** `{prefix}flags:{ver}:{lower(flagKey)}`. Flag keys use the JavaScript form (the SDKs agree on ASCII keys). */
   flag(flagKey: string): string {
@@ -97,11 +102,11 @@ export class KeyScheme {
   }
 
   entityId(kind: EntityKind, id: string): string {
-    return `${this.prefix}${kind}:${this.version}:${id}`;
+    return this.heads[kind] + id;
   }
 
   lookups(kind: EntityKind, name: string, value: string): string[] {
-    return this.variants(`${this.prefix}${kind}:${this.version}:`, `${name}:${value}`);
+    return this.variants(this.heads[kind], `${name}:${value}`);
   }
 
   /** The readiness marker `{prefix}datastream:state:{ver}` (no expiry). */
@@ -147,8 +152,9 @@ export class KeyScheme {
   }
 
   private variants(head: string, tail: string): string[] {
-    const js = `${head}${jsToLower(tail)}`;
-    const go = `${head}${goToLower(tail)}`;
+    const js = head + jsToLower(tail);
+    if (!GO_DIFFERS.test(tail)) return [js];
+    const go = head + goToLower(tail);
     return js === go ? [js] : [js, go];
   }
 }

@@ -26,7 +26,9 @@
  * WATCH and its EXEC; a touch from another connection, even by the holder, aborts the EXEC, which costs a retry but
  * never a wrong write. Scripts are sent with EVAL, not EVALSHA, so a flushed script cache cannot fail a command (the
  * fence above all: its NOSCRIPT would let the EXEC commit). Without a lease, the same transactions without WATCH and
- * fence: each chunk is still atomic for readers.
+ * fence: each chunk is still atomic for readers. The fence also checks what a batch assumed about the keys of the
+ * bodies it replaces (WriteOp `ifStoredKeys`), so that replacing a body needs no read first
+ * (docs/design/lookup-keys.md).
  *
  * Cluster: the keys live in many slots, so neither a script nor a transaction can cover them. One pipeline of
  * single-key commands (SET / DEL / a one-key EVAL for delIfEquals) per master, sent on that master's connection, all
@@ -59,8 +61,8 @@ export { ACK_GRACE_MS, NotReplicatedError };
 
 export type WriteOp = (
   | /** `ttl: false`: never expires, whatever the writer's TTL (control keys: marker, cursor). */
-  { op: "set"; key: string; value: string; ttl?: false }
-  | { op: "del"; key: string }
+  { op: "set"; key: string; value: string | Buffer; ttl?: false; ifStoredKeys?: readonly string[] }
+  | { op: "del"; key: string; ifStoredKeys?: readonly string[] }
   /** DEL only if the key still holds `value` (a lookup key now pointing at another entity is kept). */
   | { op: "delIfEquals"; key: string; value: string }
 ) & {
@@ -73,6 +75,14 @@ export type WriteOp = (
   last?: true;
 };
 
+/**
+ * `ifStoredKeys` on the SET or DEL of an entity's body (its first op in the batch): the ops of that entity were
+ * computed assuming that the body stored now is absent or has a `keys` member spelled exactly as one of these texts
+ * (the same keys, so no other lookup key can point at the entity; JSON texts, never with a raw newline). The fence checks it in the same round trip (see {@link FENCE_SCRIPT}); where it does not hold,
+ * nothing of that transaction is written and apply() throws {@link StoredKeysChangedError}. Only a writer with
+ * {@link StoreWriter.checksStoredKeys} checks it: any other refuses such ops the same way, before writing anything.
+ * docs/design/lookup-keys.md.
+ */
 export interface WriterLeaseRef {
   key: string;
   /** The token while the lease is held, else undefined (see WriterLease.token()). */
@@ -118,17 +128,64 @@ export class LeaseLostError extends Error {
 }
 
 /**
- * The fence (KEYS[1] = the lease key, ARGV[1] = our token), sent right after `WATCH lease` and before the
- * transaction. 1: the lease key holds our token. 0: it does not, and the script has modified the key without
- * changing what it says, so that the WATCH aborts the EXEC that follows: another holder's value is rewritten with
- * KEEPTTL (same value, same expiry), an absent key is created and deleted again (absent again at once), a key of
- * another type gets its own remaining time to live again (or one that is removed again at once).
+ * The fence (KEYS[1] = the lease key, ARGV[1] = our token; then one pair KEYS[i], ARGV[i] per `ifStoredKeys` check
+ * of the transaction: an entity's id key and the `keys` texts assumed, one per line), sent right after `WATCH lease` and before the
+ * transaction. 1: the lease key holds our token and every check holds. 0: the lease key does not hold our token, and
+ * the script has modified the key without changing what it says, so that the WATCH aborts the EXEC that follows:
+ * another holder's value is rewritten with KEEPTTL (same value, same expiry), an absent key is created and deleted
+ * again (absent again at once), a key of another type gets its own remaining time to live again (or one that is
+ * removed again at once). An array: the lease is ours but the checks at these positions (1-based) do not hold; the
+ * lease key is rewritten with KEEPTTL (unchanged), so the EXEC aborts too.
+ *
+ * A check holds when the stored body is absent, or when it names exactly one member "keys" (spelled plainly: no
+ * escaped ASCII letter anywhere, no second occurrence of `"keys"`) and that member's value is one of the assumed
+ * texts byte for byte. A JSON object's member value is self-delimiting, so that is then the member JSON.parse would read (or the
+ * body has no top-level member "keys", and no lookup key to remove). Anything else only fails the check: the caller
+ * then reads the body (docs/design/lookup-keys.md).
  *
  * Always sent as EVAL with the source, never EVALSHA: a NOSCRIPT reply (a flushed script cache) would leave the key
  * untouched and let the EXEC commit unfenced.
  */
-const FENCE_SCRIPT = `local v = redis.pcall('GET', KEYS[1])
-if v == ARGV[1] then return 1 end
+const FENCE_SCRIPT = `local function keysAre(key, wants)
+  local body = redis.pcall('GET', key)
+  if body == false then return true end
+  if type(body) ~= 'string' then return false end
+  local found
+  local from = 1
+  while true do
+    local at = string.find(body, 'keys"', from, true)
+    if at == nil then break end
+    if string.byte(body, at - 1) == 34 then
+      if found then return false end
+      found = at - 1
+    end
+    from = at + 5
+  end
+  if found == nil then return false end
+  local same = false
+  for want in string.gmatch(wants, '[^\\n]+') do
+    if string.sub(body, found + 6, found + 6 + #want) == ':' .. want then same = true end
+  end
+  if not same then return false end
+  from = 1
+  while true do
+    local at = string.find(body, '\\\\u00', from, true)
+    if at == nil then return true end
+    local c = string.byte(body, at + 4)
+    if c == 54 or c == 55 then return false end
+    from = at + 4
+  end
+end
+local v = redis.pcall('GET', KEYS[1])
+if v == ARGV[1] then
+  local stale = {}
+  for i = 2, #KEYS do
+    if not keysAre(KEYS[i], ARGV[i]) then stale[#stale + 1] = i - 1 end
+  end
+  if #stale == 0 then return 1 end
+  redis.call('SET', KEYS[1], v, 'KEEPTTL')
+  return stale
+end
 if v == false then
   redis.call('SET', KEYS[1], '', 'PX', 1)
   redis.call('DEL', KEYS[1])
@@ -146,6 +203,17 @@ end
 return 0
 `;
 
+/**
+ * The entities whose {@link WriteOp} `ifStoredKeys` did not hold (their id keys): nothing of the transactions that
+ * carried them was written. Read their bodies and compute their ops again. Not a Redis failure.
+ */
+export class StoredKeysChangedError extends Error {
+  override readonly name = "StoredKeysChangedError";
+  constructor(readonly keys: readonly string[]) {
+    super(`the stored keys of ${keys.length} entities differ from what the batch assumed: batch not applied`);
+  }
+}
+
 /** Single-key compare-and-delete (EVAL with the source in a transaction; EVALSHA, then EVAL, on Cluster). */
 const DEL_IF_EQUALS_SCRIPT = new LuaScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -157,11 +225,12 @@ const MGET_CHUNK = 1000;
 /** Most keys in one MSET or DEL of a transaction (keeps each command's argument list short). */
 const MAX_KEYS_PER_COMMAND = 512;
 
-/** Reply positions of one transaction in the pipeline (fence: -1 without a lease). */
+/** Reply positions of one transaction in the pipeline (fence: -1 without a lease), and the id keys it checks. */
 interface Transaction {
   fence: number;
   multi: number;
   exec: number;
+  checked: string[];
 }
 
 type PipelineResult = [Error | null, unknown][] | null;
@@ -198,6 +267,11 @@ export class StoreWriter {
     this.acks = opts.acks === false ? undefined : replicaAcks(this.conn, opts.acks, opts.log);
   }
 
+  /** Whether apply() checks the `ifStoredKeys` of ops (single node and Sentinel, fenced by a lease). */
+  get checksStoredKeys(): boolean {
+    return this.lease !== undefined && !isCluster(this.client);
+  }
+
   /** GET of every key in one round trip (MGET chunks on a single node, per-master GET pipelines on a cluster). */
   async readMany(keys: string[]): Promise<(string | null)[]> {
     if (keys.length === 0) return [];
@@ -222,6 +296,10 @@ export class StoreWriter {
       token = this.lease.token();
       if (token === undefined) throw new LeaseLostError("writer lease not held: batch not applied");
     }
+    if (!this.checksStoredKeys) {
+      const unchecked = ops.filter((op) => op.op !== "delIfEquals" && op.ifStoredKeys !== undefined);
+      if (unchecked.length > 0) throw new StoredKeysChangedError(unchecked.map((op) => op.key));
+    }
     const [first, last] = phases(ops);
     if (isCluster(this.conn)) {
       await this.applyCluster(this.conn, first);
@@ -243,36 +321,47 @@ export class StoreWriter {
     const txs: Transaction[] = [];
     for (const chunk of this.chunks(ops)) {
       let fence = -1;
+      const checked: string[] = [];
       if (lease && token !== undefined) {
+        const texts: string[] = [];
+        for (const op of chunk) {
+          if (op.op === "delIfEquals" || op.ifStoredKeys === undefined) continue;
+          checked.push(op.key);
+          texts.push(op.ifStoredKeys.join("\n"));
+        }
         pipe.watch(lease.key);
         fence = pipe.length;
-        pipe.eval(FENCE_SCRIPT, 1, lease.key, token);
+        pipe.eval(FENCE_SCRIPT, 1 + checked.length, lease.key, ...checked, token, ...texts);
       }
       // MULTI and EXEC as plain commands: ioredis's own pipeline.multi() would turn the next pipeline.exec() into
       // the EXEC command instead of sending the pipeline.
       const multi = pipe.length;
       pipe.call("multi");
       this.queueOps(pipe, chunk);
-      txs.push({ fence, multi, exec: pipe.length });
+      txs.push({ fence, multi, exec: pipe.length, checked });
       pipe.call("exec");
     }
     this.acks?.end(pipe, plan);
     const results = await pipe.exec();
     if (!results) throw new Error("Redis pipeline was discarded");
     let failure: Error | undefined;
+    const stale: string[] = [];
     let unclean = false;
     for (const tx of txs) {
       const exec = reply(results[tx.exec]);
       if (!Array.isArray(exec) && exec !== null && !(exec instanceof Error && /^EXECABORT\b/.test(exec.message))) {
         unclean = true;
       }
-      failure ??= transactionFailure(results, tx);
+      const txFailure = transactionFailure(results, tx);
+      if (txFailure instanceof StoredKeysChangedError) stale.push(...txFailure.keys);
+      else failure ??= txFailure;
     }
     // An EXEC that did not run (the connection closed, a timeout, a refusal) may leave this connection watching the
     // lease key, or even inside MULTI: clear both. Queued now, so before anything sent later on the connection; not
     // awaited (after a reconnect it is needless, and it must not hold up the error); its errors are harmless.
     if (unclean) void client.pipeline().call("discard").call("unwatch").exec().catch(noop);
     if (failure) throw failure;
+    if (stale.length > 0) throw new StoredKeysChangedError(stale);
     await this.acks?.settle(
       client,
       plan,
@@ -306,7 +395,7 @@ export class StoreWriter {
    * this path cheap: one command for many keys costs Redis and ioredis far less than one SET per key.
    */
   private queueOps(pipe: ChainableCommander, ops: WriteOp[]): void {
-    let sets: string[] = [];
+    let sets: (string | Buffer)[] = [];
     let dels: string[] = [];
     const flush = () => {
       if (sets.length === 2) pipe.set(sets[0]!, sets[1]!);
@@ -632,13 +721,15 @@ export async function durably(
 /**
  * Why one transaction of a batch failed, or undefined when it committed and every command in it succeeded. A
  * transaction Redis aborted (EXEC answered null: the fence found another token or none, or the lease key changed
- * between the WATCH and the EXEC) wrote nothing: LeaseLostError.
+ * between the WATCH and the EXEC) wrote nothing: LeaseLostError, or StoredKeysChangedError when the fence aborted it
+ * for checks that did not hold.
  */
 function transactionFailure(results: [Error | null, unknown][], tx: Transaction): Error | undefined {
   const fence = tx.fence < 0 ? 1 : reply(results[tx.fence]);
   const exec = reply(results[tx.exec]);
   if (exec === null) {
     if (tx.fence < 0) return new Error("Redis aborted the transaction (EXEC answered null): batch not applied");
+    if (Array.isArray(fence)) return new StoredKeysChangedError(fence.map((i) => tx.checked[Number(i) - 1] ?? ""));
     return fence === 1
       ? new LeaseLostError("the writer lease key changed during the batch: batch not applied")
       : new LeaseLostError();

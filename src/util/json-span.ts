@@ -72,11 +72,17 @@ function valueEnd(text: string, i: number): number {
  * caller parses the span (or has parsed the whole text) before trusting it.
  */
 export function memberText(text: string, name: string): string | undefined {
+  const span = memberSpan(text, name);
+  return span && text.slice(span[0], span[1]);
+}
+
+/** Where {@link memberText} is in `text`: [start, end). */
+export function memberSpan(text: string, name: string): [number, number] | undefined {
   let i = skipSpace(text, 0);
   if (text.charCodeAt(i) !== OPEN_BRACE) return undefined;
   i = skipSpace(text, i + 1);
   if (text.charCodeAt(i) === CLOSE_BRACE) return undefined;
-  let found: string | undefined;
+  let found: [number, number] | undefined;
   for (;;) {
     if (text.charCodeAt(i) !== QUOTE) return undefined;
     const nameEnd = stringEnd(text, i);
@@ -94,7 +100,7 @@ export function memberText(text: string, name: string): string | undefined {
     i = skipSpace(text, i + 1);
     const end = valueEnd(text, i);
     if (end < 0) return undefined;
-    if (member === name) found = text.slice(i, end);
+    if (member === name) found = [i, end];
     i = skipSpace(text, end);
     const c = text.charCodeAt(i);
     if (c === CLOSE_BRACE) return found;

@@ -43,6 +43,8 @@ export interface PipelineRig {
    * out would (a transient fault of that one round trip, which a real Redis cannot be made to produce on cue).
    */
   failWrite(kind: EntityKind, id: string): Gate;
+  /** Holds the next batch that writes `id`'s stored body until release(), then lets it through. */
+  holdWrite(kind: EntityKind, id: string): Gate;
   /** A full load or anti-entropy pass through the loader, against the emulator. */
   load(generation: number, extra?: Partial<LoaderOptions>, signal?: AbortSignal): Promise<LoadResult>;
   /** Ends the load window and waits until everything queued is written. */
@@ -63,14 +65,25 @@ export async function withPipelineRig(
   }
 }
 
+/** The writer lease key and token of a rig started with `lease: true`. */
+export const RIG_LEASE = { key: "schematic:datastream:writer_lock", token: "rig-token" };
+
 export async function startPipelineRig(
-  opts: { pipeline?: Partial<PipelineOptions>; fixture?: Fixture } = {},
+  opts: {
+    pipeline?: Partial<PipelineOptions>;
+    fixture?: Fixture;
+    /** Fence the writer with a lease this rig holds (RIG_LEASE), as a replicator's writer is. */
+    lease?: boolean;
+  } = {},
 ): Promise<PipelineRig> {
   const redis = await startRedis();
   const client = redis.client();
-  const writer = new StoreWriter(redis.client(), { ttlMs: 0 });
+  if (opts.lease) await client.set(RIG_LEASE.key, RIG_LEASE.token);
+  const lease = opts.lease ? { key: RIG_LEASE.key, token: () => RIG_LEASE.token } : undefined;
+  const writer = new StoreWriter(redis.client(), { ttlMs: 0, lease });
   const readGates = new Map<string, GateState>();
   const writeGates = new Map<string, GateState>();
+  const heldWrites = new Map<string, GateState>();
   const readMany = writer.readMany.bind(writer);
   writer.readMany = async (readKeys) => {
     await passGates(readGates, readKeys);
@@ -78,13 +91,9 @@ export async function startPipelineRig(
   };
   const apply = writer.apply.bind(writer);
   writer.apply = async (ops) => {
-    if (
-      await passGates(
-        writeGates,
-        ops.map((op) => op.key),
-      )
-    )
-      throw new Error("injected: the write timed out");
+    const written = ops.map((op) => op.key);
+    if (await passGates(writeGates, written)) throw new Error("injected: the write timed out");
+    await passGates(heldWrites, written);
     return await apply(ops);
   };
   const pipeline = new Pipeline({
@@ -126,6 +135,7 @@ export async function startPipelineRig(
     rest,
     holdReads: (kind, id) => gate(readGates, kind, id),
     failWrite: (kind, id) => gate(writeGates, kind, id),
+    holdWrite: (kind, id) => gate(heldWrites, kind, id),
     load(generation, extra = {}, signal = new AbortController().signal) {
       if (!rest) throw new Error("the rig has no emulator (give it a fixture)");
       return loadEverything(
