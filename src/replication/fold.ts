@@ -65,7 +65,11 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
   const result: FoldResult = { next: previous, touched: false, deletedKeys: [], invalid: [], orphanPartials: 0 };
   for (const job of jobs) {
     try {
-      if (job.op === "full") {
+      if (job.op === "full" && job.source === "load") {
+        // A REST row was mapped and checked by the loader (model/rest.ts restToEngine): stored as it is.
+        result.next = job.data as Entity;
+        result.body = job.text;
+      } else if (job.op === "full") {
         const parsed = parseEngineEntity(kind, job.data);
         result.next = parsed.entity;
         result.body = parsed.exact ? job.text : undefined;
