@@ -6,11 +6,12 @@
  */
 import { restToEngine } from "../model/rest.js";
 import type { Company, User } from "../model/wire.js";
-import type { EntityKind } from "../replication/jobs.js";
+import type { EntityJob, EntityKind } from "../replication/jobs.js";
 import type { LoadRequest, Pipeline } from "../replication/pipeline.js";
 import { type RetryContext, withRetry } from "../replication/retry.js";
 import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter, WriteOp } from "../store/writer.js";
+import { boundHeapGrowth } from "../util/heap-growth.js";
 import type { Logger } from "../util/log.js";
 import { backoffDelay, sleep } from "../util/time.js";
 import { MalformedPageError, type PageBody, PageBudget, type PageRows, pageRows } from "./page-rows.js";
@@ -56,7 +57,8 @@ export async function loadEverything(o: LoaderOptions, generation: number, signa
       failed.abort();
       throw err;
     });
-  const [companies, users] = await Promise.allSettled([load("company"), load("user")]);
+  const unbound = boundHeapGrowth();
+  const [companies, users] = await Promise.allSettled([load("company"), load("user")]).finally(unbound);
   if (companies.status === "rejected" || users.status === "rejected") throw failure!.err;
   return {
     companies: companies.value.seen,
@@ -101,7 +103,8 @@ async function loadKind(
           ids.push(entity.id);
           if (!recent.add(entity.id)) continue;
           fresh.push(entity.id);
-          await enqueue(o, generation, kind, "full", entity.id, entity, order);
+          const full = enqueue(o, generation, kind, "full", entity.id, entity, order);
+          if (full) await full;
         }
         await seen?.add(fresh);
         distinct += fresh.length;
@@ -141,19 +144,22 @@ const RECENT_PAGES = 4;
 
 /** The ids of the last few pages taken (bounded: a pass does not remember every id it queued). */
 class RecentIds {
-  private pages: Set<string>[] = [];
+  private readonly ids = new Set<string>();
+  /** The ids each page added, oldest first. */
+  private readonly pages: string[][] = [];
   constructor(private readonly depth: number) {}
 
   /** The next rows are another page's. */
   nextPage(): void {
-    if (this.pages.length >= this.depth) this.pages.shift();
-    this.pages.push(new Set());
+    if (this.pages.length >= this.depth) for (const id of this.pages.shift()!) this.ids.delete(id);
+    this.pages.push([]);
   }
 
   /** Adds an id of the current page; false when one of the recent pages already had it. */
   add(id: string): boolean {
-    for (const page of this.pages) if (page.has(id)) return false;
-    this.pages.at(-1)!.add(id);
+    if (this.ids.has(id)) return false;
+    this.ids.add(id);
+    this.pages.at(-1)!.push(id);
     return true;
   }
 }
@@ -387,27 +393,27 @@ function rowEntity(o: LoaderOptions, kind: EntityKind, text: string): Company | 
   }
 }
 
-/** Queues a REST row (`full`) or an eviction (`delete`) of this load behind the entity's other changes. */
+/**
+ * Queues a REST row (`full`) or an eviction (`delete`) of this load behind the entity's other changes; returns a
+ * promise only when it must wait for room (see Pipeline.enqueueLoad).
+ */
 function enqueue(
   o: LoaderOptions,
   generation: number,
   kind: EntityKind,
   op: "full" | "delete",
   id: string,
-  data: unknown,
+  data: Company | User | { id: string },
   order: number,
-): Promise<void> {
-  return o.pipeline.enqueueLoad({
-    kind,
-    id,
-    op,
-    data,
-    tracked: [],
-    source: "load",
-    generation,
-    reconcile: o.reconcile,
-    order,
-  });
+): Promise<void> | undefined {
+  const job: EntityJob = { kind, id, op, data, tracked: [], source: "load", generation, reconcile: o.reconcile, order };
+  if (op === "full") {
+    // Queued as its text and keys, not its object graph (see fold.ts); an anti-entropy row keeps the entity, to
+    // compare it with what Redis holds.
+    job.text = JSON.stringify(data);
+    if (!o.reconcile) job.data = { keys: (data as Company | User).keys };
+  }
+  return o.pipeline.enqueueLoad(job);
 }
 
 /** The entity id a lookup key's value names, or undefined when it is not a JSON string. */

@@ -63,16 +63,22 @@ export function parseStored(kind: EntityKind, raw: string | null): Entity | null
 
 export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: EntityJob[]): FoldResult {
   const result: FoldResult = { next: previous, touched: false, deletedKeys: [], invalid: [], orphanPartials: 0 };
+  // `next` holds only the keys of a REST row (see below) until a partial needs the whole entity.
+  let keysOnly = false;
   for (const job of jobs) {
     try {
       if (job.op === "full" && job.source === "load") {
-        // A REST row was mapped and checked by the loader (model/rest.ts restToEngine): stored as it is.
+        // A REST row, mapped, checked and serialised by the loader (model/rest.ts restToEngine): stored as it is.
+        // Its data is the entity (an anti-entropy row, compared with Redis) or only its keys (a load's queued rows
+        // hold their text, not their object graph).
         result.next = job.data as Entity;
         result.body = job.text;
+        keysOnly = !job.reconcile && job.text !== undefined;
       } else if (job.op === "full") {
         const parsed = parseEngineEntity(kind, job.data);
         result.next = parsed.entity;
         result.body = parsed.exact ? job.text : undefined;
+        keysOnly = false;
       } else if (job.op === "delete") {
         const keys = (job.data as { keys?: unknown } | null)?.keys;
         if (keys && typeof keys === "object") result.deletedKeys.push(keys as Record<string, string>);
@@ -86,6 +92,8 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
           result.orphanPartials++;
           continue;
         }
+        if (keysOnly) result.next = JSON.parse(result.body!) as Entity;
+        keysOnly = false;
         result.next =
           kind === "company"
             ? mergeCompany(result.next as Company, job.data as Record<string, unknown>)

@@ -10,7 +10,10 @@ export interface EntityJob {
   op: EntityOp;
   /** Raw payload: a full entity, a partial object, or (delete) the last-known entity. */
   data: unknown;
-  /** A stream `full`'s data as received (a slice of the frame): stored as it is when validation changes nothing. */
+  /**
+   * A stream `full`'s data as received (a slice of the frame): stored as it is when validation changes nothing. A
+   * REST row's serialisation by the loader, whose `data` is then only the entity's keys (see fold.ts).
+   */
   text?: string;
   /**
    * Where the job stands in stream order (orders lookup-key writes across lanes, see claims.ts): a stream change's
