@@ -179,6 +179,31 @@ describe("the ids a load saw", () => {
   });
 });
 
+describe("the ids a load saw, in Redis", () => {
+  const retry = () => ({
+    breaker: new CircuitBreaker("redis", 3, 100),
+    stats: new ReplicationStats(),
+    log,
+    signal: new AbortController().signal,
+  });
+
+  test("a set that expired and was written again since does not pass for whole", async () => {
+    await withPipelineRig(source(0, 0), async (rig) => {
+      const seen = new SeenIds(rig.client, keys, "user", retry());
+      await seen.add(["u1", "u2"]);
+      assert.deepEqual(await seen.has(["u1", "u3", ""]), [true, false, false]);
+      assert.equal(await seen.intact(), true);
+      const [set] = await seenSets(rig);
+      await rig.client.del(set!); // as if it had expired during a long stall of the REST API
+      await seen.add(["u3"]);
+      assert.deepEqual(await seen.has(["u1", "u3"]), [false, true]);
+      assert.equal(await seen.intact(), false, "u1 was lost with the set");
+      await seen.clear();
+      assert.deepEqual(await seenSets(rig), []);
+    });
+  });
+});
+
 describe("the ids a load saw, on a Redis Cluster", () => {
   test("are spread over the masters, answered exactly, and deleted", async () => {
     const cluster = await startCluster({ masters: 3 });

@@ -416,12 +416,12 @@ function enqueue(
   return o.pipeline.enqueueLoad(job);
 }
 
-/** The entity id a lookup key's value names, or undefined when it is not a JSON string. */
+/** The entity id a lookup key's value names, or undefined when it is not a JSON string naming one. */
 function lookupTarget(raw: string | null): string | undefined {
   if (raw == null) return undefined;
   try {
     const target: unknown = JSON.parse(raw);
-    return typeof target === "string" ? target : undefined;
+    return typeof target === "string" && target !== "" ? target : undefined;
   } catch {
     return undefined;
   }

@@ -5,8 +5,8 @@
  * ids themselves, so no entity is evicted or spared by mistake.
  *
  * The sets expire when a load stops adding to them (a replicator that died mid-load leaves nothing behind for long)
- * and are deleted when the load ends. A set that is gone before the eviction (Redis lost it) makes the eviction
- * skip: {@link SeenIds.intact}.
+ * and are deleted when the load ends. A set that lost ids before the eviction (Redis lost it, or it expired and was
+ * created again) makes the eviction skip: {@link SeenIds.intact}.
  */
 import { randomUUID } from "node:crypto";
 import type { ChainableCommander } from "ioredis";
@@ -17,6 +17,8 @@ import type { EntityKind, KeyScheme } from "../store/keys.js";
 
 /** How long a set outlives the last ids added to it. */
 const SEEN_TTL_MS = 60 * 60 * 1000;
+/** A member no entity id can be (the REST mapping refuses an empty id): see {@link SeenIds.add}. */
+const MARK = "";
 /** Sets per load and kind on a cluster (one elsewhere). */
 const CLUSTER_SHARDS = 16;
 
@@ -46,8 +48,11 @@ export class SeenIds {
   async add(ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
     const byShard = this.group(ids);
+    // A set's first write also adds MARK: a set that expired and was created again by later ids lacks it.
     await withRetry("recording the ids a load saw", this.retry, () =>
-      this.run(byShard, (pipe, key, some) => pipe.sadd(key, ...some).pexpire(key, SEEN_TTL_MS)),
+      this.run(byShard, (pipe, key, some, shard) =>
+        pipe.sadd(key, ...(this.used.has(shard) ? some : [...some, MARK])).pexpire(key, SEEN_TTL_MS),
+      ),
     );
     for (const shard of byShard.keys()) this.used.add(shard);
   }
@@ -60,18 +65,18 @@ export class SeenIds {
     const replies = await withRetry("reading the ids a load saw", this.retry, () =>
       this.run(byShard, (pipe, key, some) => pipe.smismember(key, ...some)),
     );
-    for (const [shard, { at }] of byShard) {
+    for (const [shard, { ids: asked, at }] of byShard) {
       const flags = replies.get(shard)![0] as number[];
-      for (let i = 0; i < at.length; i++) if (flags[i] === 1) out[at[i]!] = true;
+      for (let i = 0; i < at.length; i++) if (flags[i] === 1 && asked[i] !== MARK) out[at[i]!] = true;
     }
     return out;
   }
 
-  /** Whether every set that was given ids still exists (Redis lost none of them). */
+  /** Whether every set that was given ids still holds all of them (Redis lost or expired none). */
   async intact(): Promise<boolean> {
     const shards = new Map([...this.used].map((shard): [number, Shard] => [shard, { ids: [], at: [] }]));
     const replies = await withRetry("checking the ids a load saw", this.retry, () =>
-      this.run(shards, (pipe, key) => pipe.exists(key)),
+      this.run(shards, (pipe, key) => pipe.sismember(key, MARK)),
     );
     return [...replies.values()].every((r) => r[0] === 1);
   }
@@ -100,12 +105,12 @@ export class SeenIds {
   /** One pipeline per shard (each touches one key, so one slot), all at once; the replies of each, by shard. */
   private async run(
     byShard: Map<number, Shard>,
-    build: (pipe: ChainableCommander, key: string, ids: string[]) => ChainableCommander,
+    build: (pipe: ChainableCommander, key: string, ids: string[], shard: number) => ChainableCommander,
   ): Promise<Map<number, unknown[]>> {
     const entries = [...byShard];
     const replies = await Promise.all(
       entries.map(async ([shard, { ids }]) => {
-        const results = await build(this.client.pipeline(), this.keys[shard]!, ids).exec();
+        const results = await build(this.client.pipeline(), this.keys[shard]!, ids, shard).exec();
         if (!results) throw new Error("Redis pipeline was discarded");
         return results.map(([err, value]) => {
           if (err) throw err;
