@@ -336,15 +336,19 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
   enqueueLoad(job: EntityJob): Promise<void> | undefined {
     const lane = this.laneFor(job.kind, job.id);
     if (lane.full && !this.abort.signal.aborted) return this.enqueueLoadWhenRoom(job, lane);
-    this.loadOutstanding++;
-    this.loadRowsAdded(job.order);
-    lane.push(job);
+    this.pushLoad(job, lane);
     return undefined;
   }
 
   private async enqueueLoadWhenRoom(job: EntityJob, lane: EntityLane): Promise<void> {
     while (lane.full && !this.abort.signal.aborted) await this.nextProgress();
-    this.enqueueLoad(job);
+    this.pushLoad(job, lane);
+  }
+
+  private pushLoad(job: EntityJob, lane: EntityLane): void {
+    this.loadOutstanding++;
+    this.loadRowsAdded(job.order);
+    lane.push(job);
   }
 
   /** Resolves once every queued REST row and eviction has been written (stream changes may keep flowing). */
