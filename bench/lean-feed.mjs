@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // A REST feed of lean rows for load measurements (issue 16): GET /companies, /users (limit/offset, the `ids` filter)
-// and their /count, with rows built from a template (companies ~3.6 KB: two keys, three traits, a plan, a subscription
+// and their /count, with rows built from a template (companies ~3.6 KB: two keys, two traits, a plan, a subscription
 // with one product, an entitlement, a metric; users ~1.1 KB: one key, one trait) so that the feed costs little CPU.
 // Ids are comp_0000001… and user_0000001…, in id order. No datastream: run the emulator beside it for that.
 // Usage: node bench/lean-feed.mjs [--port P] [--companies N] [--users N]   (prints "lean-feed listening on URL")

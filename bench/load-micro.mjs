@@ -15,12 +15,16 @@ import { leanRow } from "./lean-feed.mjs";
 
 const at = process.argv.indexOf("--iterations");
 const iterations = at > 0 ? Number(process.argv[at + 1]) : 30;
-const fixture = generateFixture({ companies: 500, users: 500, flags: 5, seed: 1 });
+/** Each kind of page, built only in the process that measures it. */
 const pages = {
-  "lean companies": Array.from({ length: 500 }, (_, i) => leanRow("companies", i)),
-  "lean users": Array.from({ length: 500 }, (_, i) => leanRow("users", i)),
-  "full companies": fixture.companies.map((c) => JSON.stringify(companyToRest(c))),
-  "full users": fixture.users.map((u) => JSON.stringify(userToRest(u))),
+  "lean companies": () => Array.from({ length: 500 }, (_, i) => leanRow("companies", i)),
+  "lean users": () => Array.from({ length: 500 }, (_, i) => leanRow("users", i)),
+  "full companies": () =>
+    generateFixture({ companies: 500, users: 0, flags: 5, seed: 1 }).companies.map((c) =>
+      JSON.stringify(companyToRest(c)),
+    ),
+  "full users": () =>
+    generateFixture({ companies: 1, users: 500, flags: 5, seed: 1 }).users.map((u) => JSON.stringify(userToRest(u))),
 };
 
 const only = process.env.LOAD_MICRO_PAGE;
@@ -31,8 +35,9 @@ if (only === undefined) {
   }
 }
 
-for (const [name, rows] of Object.entries(pages)) {
+for (const [name, build] of Object.entries(pages)) {
   if (name !== only) continue;
+  const rows = build();
   const kind = name.endsWith("companies") ? "company" : "user";
   const map = kind === "company" ? restCompanyToEngine : restUserToEngine;
   const page = Buffer.from(`{"data":[${rows.join(",")}],"params":{"limit":500,"offset":0}}`);
