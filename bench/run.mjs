@@ -1,30 +1,36 @@
 #!/usr/bin/env node
 import { existsSync, mkdirSync } from "node:fs";
-// `npm run bench` (issue 6): starts its own Redis, emulator and replicator from dist/ and measures
+// `npm run bench` (issues 6, 15, 16): starts its own Redis, emulator and replicators from dist/ and measures
 //   1. stream throughput: 100k company updates of ~2 KB pushed as fast as the replicator takes them, until the
 //      last one is readable in Redis (every setting at its default);
 //   2. latency: changes at a fixed 5,000/s for 20 s, push → readable in Redis (defaults);
 //   3. initial load: 100k companies + 100k users over REST until /ready (loader tuned);
 //   4. memory: replicator RSS at rest after the load, and peak during 1–3;
 //   5. ceilings in the same run: the same feed into a bare WebSocket client, and a bare pipelined SET loop with
-//      the same keys and values; and the ratio of 1 to the lower ceiling.
-// Prints a table, then the JSON object (last on stdout). How it measures: docs/performance.md.
-//
-// Options: --runs N (default: 3 for throughput and the ceilings, 1 for the others), --scenario NAME (throughput,
-// latency, load, ceilings; repeatable or comma-separated; default all), --cluster (3-master Redis Cluster),
-// --json-only, --profile DIR (CPU profiles of the replicators into DIR), --companies N / --users N (data set size,
-// default 100000 each), --rate N / --duration S (latency scenario, default 5000/s for 20 s).
+//      the same keys and values; and the ratio of 1 to the lower ceiling;
+//   6. trickle: lone changes at 50/s for 10 s to the warm replicator of 1–2, push → readable;
+//   7. fresh: a replicator started fresh (resuming from the cursor) gets 1,000/s and 5,000/s straight after /ready;
+//   8. scale: the initial load at several sizes and row shapes, as a curve, each beside a fetch-and-parse ceiling.
+// Every stream scenario (1, 2, 6, 7) also reports CPU µs per change (replicator, Redis, emulator) and Redis
+// commands and transactions per change. Prints a table, then the JSON object (last on stdout). How it measures:
+// docs/performance.md. Options: bench/lib/options.mjs (`--help`).
 import { availableParallelism, cpus, loadavg, totalmem } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { openLatencyProbe } from "./lib/latency-probe.mjs";
+import { LOAD_TUNING, measureLoad } from "./lib/load.mjs";
+import { optionsOrExit } from "./lib/options.mjs";
+import { medianPerChange, openWindow } from "./lib/per-change.mjs";
 import {
   cpuSecondsOf,
   cpuSnapshot,
+  droppedEnv,
   killAllChildren,
   memoryOf,
   nowNs,
   otherLoad,
   ROOT,
   rssSampler,
+  runJsonScript,
   setProductRoot,
   sleep,
   startChild,
@@ -33,110 +39,18 @@ import {
   startReplicator,
   waitFor,
 } from "./lib/procs.mjs";
-import { mb, median, percentile, round, summarise } from "./lib/stats.mjs";
+import { runScale } from "./lib/scale.mjs";
+import { mb, median, round, summarise } from "./lib/stats.mjs";
 
-// ---- options ---------------------------------------------------------------------------------------------------
-
-const SCENARIOS = ["throughput", "latency", "load", "ceilings"];
-
-function usage(message) {
-  process.stderr.write(
-    `${message ? `bench: ${message}\n` : ""}Usage: npm run bench -- [--runs N] [--scenario ${SCENARIOS.join("|")}] [--cluster] [--json-only]\n` +
-      '                        [--profile DIR] [--node-args "--flag …"] [--env K=V] [--companies N] [--users N] [--rate N] [--duration S] [--root DIR]\n' +
-      "                        [--wait-quiet S] [--no-ceilings] [--rest-wait S]\n",
-  );
-  process.exit(2);
-}
-
-function parseArgs(argv) {
-  const o = { runs: undefined, scenarios: new Set(), cluster: false, jsonOnly: false, profile: undefined };
-  o.companies = 100_000;
-  o.users = 100_000;
-  o.rate = 5000;
-  o.duration = 20;
-  o.restWait = 60;
-  const int = (name, v, min = 1) => {
-    if (!/^\d+$/.test(v ?? "") || Number(v) < min) usage(`${name}: expected an integer ≥ ${min}, got ${v}`);
-    return Number(v);
-  };
-  for (let i = 0; i < argv.length; i++) {
-    let arg = argv[i];
-    let value;
-    const eq = arg.indexOf("=");
-    if (arg.startsWith("--") && eq > 0) {
-      value = arg.slice(eq + 1);
-      arg = arg.slice(0, eq);
-    }
-    const next = () => value ?? argv[++i];
-    switch (arg) {
-      case "--runs":
-        o.runs = int(arg, next());
-        break;
-      case "--scenario":
-        for (const s of String(next()).split(",")) {
-          if (s === "all") for (const x of SCENARIOS) o.scenarios.add(x);
-          else if (SCENARIOS.includes(s)) o.scenarios.add(s);
-          else usage(`unknown scenario ${JSON.stringify(s)} (expected ${SCENARIOS.join(", ")} or all)`);
-        }
-        break;
-      case "--cluster":
-        o.cluster = true;
-        break;
-      case "--rest-wait":
-        o.restWait = int(arg, next(), 0);
-        break;
-      case "--no-ceilings":
-        o.noCeilings = true;
-        break;
-      case "--json-only":
-        o.jsonOnly = true;
-        break;
-      case "--env": {
-        const [k, ...v] = String(next()).split("=");
-        o.env = { ...o.env, [k]: v.join("=") };
-        break;
-      }
-      case "--node-args":
-        o.nodeArgs = String(next()).split(/\s+/).filter(Boolean);
-        break;
-      case "--profile":
-        o.profile = resolve(String(next()));
-        break;
-      case "--wait-quiet":
-        o.waitQuiet = int(arg, next(), 0);
-        break;
-      case "--root":
-        o.root = resolve(String(next()));
-        break;
-      case "--companies":
-        o.companies = int(arg, next(), 10);
-        break;
-      case "--users":
-        o.users = int(arg, next(), 0);
-        break;
-      case "--rate":
-        o.rate = int(arg, next());
-        break;
-      case "--duration":
-        o.duration = int(arg, next());
-        break;
-      case "-h":
-      case "--help":
-        usage();
-        break;
-      default:
-        usage(`unknown argument ${JSON.stringify(argv[i])}`);
-    }
-  }
-  if (o.scenarios.size === 0) for (const x of SCENARIOS) o.scenarios.add(x);
-  return o;
-}
-
-const opts = parseArgs(process.argv.slice(2));
+const opts = optionsOrExit(process.argv.slice(2));
 const has = (s) => opts.scenarios.has(s);
 const runsOf = (scenario) => opts.runs ?? (scenario === "throughput" || scenario === "ceilings" ? 3 : 1);
 const say = (line) => {
   if (!opts.jsonOnly) process.stderr.write(`[bench] ${line}\n`);
+};
+const usage = (message) => {
+  process.stderr.write(`bench: ${message}\n`);
+  process.exit(2);
 };
 
 const PRODUCT = opts.root ?? ROOT;
@@ -149,13 +63,7 @@ const WIDTH = Math.max(6, String(N).length);
 const companyId = (i) => `comp_${String(i + 1).padStart(WIDTH, "0")}`;
 const GENERATE = `companies=${N},users=${opts.users},flags=200,seed=1`;
 const PREFIX = "schematic:";
-/** Settings of the load scenario (issue 6); everything else stays at its default. */
-const LOAD_TUNING = {
-  USE_ASYNC_LOADING: "true",
-  ASYNC_LOADER_PAGE_SIZE: "500",
-  ASYNC_LOADER_MAX_CONCURRENT_REQUESTS: "8",
-  ASYNC_LOADER_RATE_LIMIT_RPS: "0",
-};
+const STREAM = ["throughput", "latency", "trickle"];
 
 // ---- shared state ------------------------------------------------------------------------------------------------
 
@@ -176,12 +84,10 @@ const result = {
     data_set: GENERATE,
     stream_settings: "all defaults",
     load_settings: LOAD_TUNING,
-    runs: {
-      throughput: runsOf("throughput"),
-      ceilings: runsOf("ceilings"),
-      latency: runsOf("latency"),
-      load: runsOf("load"),
-    },
+    replicator_env: opts.env ?? {},
+    replicator_node_args: opts.nodeArgs ?? [],
+    inherited_env_not_passed_on: droppedEnv,
+    runs: Object.fromEntries([...opts.scenarios].map((s) => [s, runsOf(s)])),
   },
 };
 const peaks = {};
@@ -295,16 +201,8 @@ async function ceilingSet(run, { chunk = 500, depth = 2 } = {}) {
     chunk,
     depth,
   };
-  let out;
   const m0 = cpuSnapshot();
-  const child = startChild("ceiling-set", process.execPath, ["bench/ceiling-set.mjs", JSON.stringify(options)], {
-    onStdout: (d) => {
-      const m = /(\{.*\})/.exec(String(d));
-      if (m) out = JSON.parse(m[1]);
-    },
-  });
-  const { code } = await child.exited;
-  if (code !== 0 || !out) throw new Error(`ceiling-set failed: ${child.stderr()}`);
+  const out = await runJsonScript("ceiling-set", "bench/ceiling-set.mjs", options);
   const seconds = Number(BigInt(out.end_ns) - BigInt(out.start_ns)) / 1e9;
   return {
     changes_per_s: N / seconds,
@@ -362,87 +260,27 @@ function profileArgs(name) {
   ];
 }
 
-/** V8 heap figures (MB) from the replicator's /metrics (prom-client default metrics). */
-async function heapOf(rep) {
-  try {
-    const text = await (await fetch(`${rep.base}/metrics`)).text();
-    const pick = (name) => {
-      const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text);
-      return m ? mb(Number(m[1])) : undefined;
-    };
-    return {
-      heap_used: pick("nodejs_heap_size_used_bytes"),
-      heap_total: pick("nodejs_heap_size_total_bytes"),
-      external: pick("nodejs_external_memory_bytes"),
-    };
-  } catch {
-    return undefined;
-  }
-}
-
 async function loadRun(run, measured) {
-  await redis.flush();
-  const m0 = cpuSnapshot();
-  const start = nowNs();
-  const rep = await startReplicator({
-    env: { ...redis.env, SCHEMATIC_API_URL: emulator.url, ...LOAD_TUNING, ...opts.env },
+  const { figures, rep } = await measureLoad({
+    redis,
+    apiUrl: emulator.url,
+    restWait: measured ? opts.restWait : 0,
+    env: opts.env,
     nodeArgs: profileArgs("load"),
   });
-  const sampler = rssSampler(rep.pid);
-  const cpu0 = Date.now();
-  await waitFor("the loading replicator to be ready", () => rep.ready(), { timeoutMs: 600_000, everyMs: 20 }).catch(
-    (err) => {
-      throw new Error(`${err.message}\n${rep.stderr()}`);
-    },
-  );
-  const readyAt = nowNs();
-  const other = otherLoad(m0, cpuSnapshot());
-  const seconds = Number(readyAt - start) / 1e9;
-  const complete = await rep.waitLog((e) => /full load complete/.test(e.msg ?? ""));
-  const loadPeak = sampler.peak;
-  const cpuSeconds = cpuSecondsOf(rep.pid);
-  void cpu0;
-  // At rest: no changes for --rest-wait seconds after /ready (V8 gives memory back lazily: its memory reducer
-  // runs some tens of seconds after allocation stops); the last sample counts, the curve is kept.
-  const atReady = memoryOf(rep.pid).rss;
-  const heapAtReady = await heapOf(rep);
-  const curve = [mb(atReady)];
-  let rest = atReady;
-  const restWait = measured ? opts.restWait : 0;
-  for (let i = 1; i <= restWait; i++) {
-    await sleep(1000);
-    rest = memoryOf(rep.pid).rss;
-    if (i % 10 === 0 || i === restWait) curve.push(mb(rest));
-  }
-  const heap = await heapOf(rep);
-  const keys = await redis.eachNode((c) => c.dbsize());
-  const out = {
-    seconds,
-    entities: complete.companies + complete.users,
-    entities_per_s: (complete.companies + complete.users) / seconds,
-    replicator_load_ms: complete.ms,
-    replicator_cpu_s: cpuSeconds,
-    rss_at_rest_bytes: rest,
-    peak_rss_bytes: Math.max(loadPeak, memoryOf(rep.pid).hwm),
-    redis_keys: keys.reduce((a, b) => a + b, 0),
-    redis_used_memory_bytes: await redis.usedMemory(),
-    other_load_cores: other,
-    heap,
-    heap_at_ready: heapAtReady,
-    rss_at_ready_bytes: atReady,
-    rss_curve_mb: curve,
-  };
   // Give the writer one stream change so that it persists a replay cursor: the next replicator resumes from it
   // instead of loading everything again.
   const tag = `load-cursor-${run}`;
   await feed({ count: 1, offset: N - 1, tag });
   await waitFor("the cursor change to land", async () => envOf(await reader.get(idKey(companyId(N - 1)))) === tag);
   await sleep(50);
-  sampler.stop();
   await rep.stop();
-  if (measured)
-    say(`load run ${run}: ${round(seconds)} s to /ready (${out.entities} entities), RSS at rest ${mb(rest)} MB`);
-  return out;
+  if (measured) {
+    say(
+      `load run ${run}: ${round(figures.seconds)} s to /ready (${figures.entities} entities), RSS at rest ${mb(figures.rss_at_rest_bytes)} MB`,
+    );
+  }
+  return figures;
 }
 
 async function runLoad() {
@@ -507,12 +345,8 @@ async function throughputRun(rep, run) {
   const tag = `tp-${run}-${Date.now()}`;
   const sentinel = idKey(companyId(N - 1));
   const sampler = rssSampler(rep.pid, 25);
-  const cpu = {
-    rep: cpuSecondsOf(rep.pid),
-    redis: redis.pids.reduce((a, p) => a + cpuSecondsOf(p), 0),
-    emu: cpuSecondsOf(emulator.pid),
-  };
   const before = (await rep.debug()).messages;
+  const window = await openWindow({ rep, redis, emulator });
   const m0 = cpuSnapshot();
   const poll = (async () => {
     for (;;) {
@@ -535,6 +369,7 @@ async function throughputRun(rep, run) {
     end = nowNs();
   }
   const other = otherLoad(m0, cpuSnapshot());
+  const costs = await window.close(N);
   const started = BigInt(pushed.push_started_ns);
   const seconds = Number(end - started) / 1e9;
   const after = (await rep.debug()).messages;
@@ -544,17 +379,16 @@ async function throughputRun(rep, run) {
     seconds,
     lagging_at_sentinel: laggingAtSentinel,
     emulator_push_s: Number(BigInt(pushed.push_ended_ns) - started) / 1e9,
-    replicator_cpu_s: cpuSecondsOf(rep.pid) - cpu.rep,
-    redis_cpu_s: redis.pids.reduce((a, p) => a + cpuSecondsOf(p), 0) - cpu.redis,
-    emulator_cpu_s: cpuSecondsOf(emulator.pid) - cpu.emu,
+    ...costs,
     peak_rss_bytes: sampler.peak,
     applied: (after.applied ?? 0) - (before.applied ?? 0),
     coalesced: (after.coalesced ?? 0) - (before.coalesced ?? 0),
     other_load_cores: other,
   };
+  const us = costs.cpu_us_per_change;
   say(
-    `throughput run ${run}: ${Math.round(out.changes_per_s)} changes/s (${round(seconds)} s; replicator CPU ${round(out.replicator_cpu_s)} s, ` +
-      `Redis CPU ${round(out.redis_cpu_s)} s; peak RSS ${mb(out.peak_rss_bytes)} MB)`,
+    `throughput run ${run}: ${Math.round(out.changes_per_s)} changes/s (${round(seconds)} s; CPU per change: replicator ${us.replicator} µs, ` +
+      `Redis ${us.redis} µs, emulator ${us.emulator} µs; ${costs.redis_commands_per_change} Redis commands per change; peak RSS ${mb(out.peak_rss_bytes)} MB)`,
   );
   return out;
 }
@@ -568,115 +402,243 @@ async function runThroughput(rep) {
   }
   const s = summarise(list.map((x) => x.changes_per_s));
   peaks.throughput = Math.max(...list.map((x) => x.peak_rss_bytes));
+  const perChange = medianPerChange(list);
   result.throughput = {
     ...roundAll(s),
     changes: N,
-    replicator_cpu_us_per_change: round((median(list.map((x) => x.replicator_cpu_s)) / N) * 1e6, 1),
-    redis_cpu_us_per_change: round((median(list.map((x) => x.redis_cpu_s)) / N) * 1e6, 1),
+    replicator_cpu_us_per_change: perChange.cpu_us_per_change.replicator,
+    redis_cpu_us_per_change: perChange.cpu_us_per_change.redis,
+    ...perChange,
     peak_rss_mb: mb(peaks.throughput),
     runs: list.map((x) => ({ ...roundAll(x), peak_rss_bytes: undefined, peak_rss_mb: mb(x.peak_rss_bytes) })),
   };
 }
 
-// ---- 2. latency ------------------------------------------------------------------------------------------------------
+// ---- 2, 6, 7. latency: at 5,000/s, trickle, fresh process ----------------------------------------------------------
 
-async function latencyRun(rep, run, { rate, seconds, offset = 0, measured = true }) {
+const latencyProbe = () => openLatencyProbe({ redis, reader, keyPattern: idKey("comp_*"), envOf });
+
+/**
+ * One stamped feed at `rate` for `seconds`, waited for until every change is readable; latency percentiles, and
+ * (when measured) what each change cost. `readyAt`: when the replicator reported ready (fresh runs).
+ */
+async function latencyRun(rep, probe, { rate, seconds, offset = 0, tag, measured = true, readyAt }) {
   const count = rate * seconds;
-  const tag = `lat-${run}-${Date.now()}`;
-  const nodes = redis.nodeClients();
-  const subs = redis.nodeClients();
-  const samples = [];
-  let seen = 0;
-  const pattern = `__keyspace@0__:${idKey("comp_*")}`;
-  const channelPrefix = "__keyspace@0__:".length;
-  await Promise.all(nodes.map((c) => c.config("SET", "notify-keyspace-events", "K$")));
-  for (const s of subs) {
-    s.on("pmessage", (_p, channel, message) => {
-      if (message !== "set") return;
-      const arrived = nowNs();
-      reader.getrange(channel.slice(channelPrefix), 0, 255).then((v) => {
-        const env = envOf(v);
-        if (!env?.startsWith(`${tag}@`)) return;
-        seen++;
-        samples.push(Number(arrived - BigInt(env.slice(tag.length + 1))) / 1e6);
-      });
-    });
-    await s.psubscribe(pattern);
-  }
+  probe.expect(tag);
   const sampler = rssSampler(rep.pid, 50);
-  const cpu0 = cpuSecondsOf(rep.pid);
+  const window = measured
+    ? await openWindow({ rep, redis, emulator }, { freshProcess: readyAt !== undefined })
+    : undefined;
   const m0 = cpuSnapshot();
-  await feed({ count, offset, tag, rate, stamp: true });
+  const pushed = await feed({ count, offset, tag, rate, stamp: true });
   const other = otherLoad(m0, cpuSnapshot());
-  await waitFor("every latency sample", () => seen >= count, { timeoutMs: 30_000, everyMs: 20 }).catch(() => undefined);
+  await waitFor("every latency sample", () => probe.seen >= count, {
+    timeoutMs: 60_000 + seconds * 1000,
+    everyMs: 20,
+  }).catch(() => undefined);
   sampler.stop();
-  const cpu = cpuSecondsOf(rep.pid) - cpu0;
-  await Promise.all(nodes.map((c) => c.config("SET", "notify-keyspace-events", "")));
-  for (const c of [...subs, ...nodes]) c.disconnect();
-  samples.sort((a, b) => a - b);
-  const out = {
+  const costs = await window?.close(count);
+  return {
     rate,
     seconds,
     changes: count,
-    samples: samples.length,
-    p50_ms: round(percentile(samples, 50), 3),
-    p90_ms: round(percentile(samples, 90), 3),
-    p99_ms: round(percentile(samples, 99), 3),
-    p999_ms: round(percentile(samples, 99.9), 3),
-    max_ms: round(samples.at(-1), 3),
-    mean_ms: round(samples.reduce((a, b) => a + b, 0) / Math.max(1, samples.length), 3),
-    replicator_cpu_s: round(cpu, 2),
+    ...probe.summary(),
+    ...(readyAt === undefined
+      ? {}
+      : { feed_started_after_ready_ms: round(Number(BigInt(pushed.push_started_ns) - readyAt) / 1e6, 2) }),
+    ...costs,
     peak_rss_bytes: sampler.peak,
     other_load_cores: round(other, 2),
   };
-  if (measured) {
-    say(
-      `latency run ${run}: p50 ${out.p50_ms} ms, p90 ${out.p90_ms} ms, p99 ${out.p99_ms} ms, p99.9 ${out.p999_ms} ms (${out.samples} samples)`,
-    );
-  }
-  return out;
 }
 
-async function runLatency(rep) {
-  // Warm-up (not measured): one second at the same rate on the last companies of the set.
-  await latencyRun(rep, 0, { rate: opts.rate, seconds: 1, offset: Math.max(0, N - opts.rate), measured: false });
-  const runs = runsOf("latency");
-  const list = [];
-  for (let r = 1; r <= runs; r++) {
-    await quiet();
-    list.push(await latencyRun(rep, r, { rate: opts.rate, seconds: opts.duration }));
-  }
-  peaks.latency = Math.max(...list.map((x) => x.peak_rss_bytes));
+function sayLatency(what, x) {
+  const us = x.cpu_us_per_change;
+  say(
+    `${what}: p50 ${x.p50_ms} ms, p90 ${x.p90_ms} ms, p99 ${x.p99_ms} ms, max ${x.max_ms} ms (${x.samples} samples); ` +
+      `CPU per change: replicator ${us.replicator} µs, Redis ${us.redis} µs, emulator ${us.emulator} µs; ` +
+      `${x.redis_commands_per_change} Redis commands, ${x.redis_transactions_per_change} transactions per change`,
+  );
+}
+
+/** A scenario's summary: median percentiles over its runs, per-change medians, the runs. */
+function latencySummary(list) {
   const med = (k) => round(median(list.map((x) => x[k])), 3);
   const spread = (k) => roundAll(summarise(list.map((x) => x[k])));
-  result.latency = {
-    rate: opts.rate,
-    seconds: opts.duration,
+  return {
+    rate: list[0].rate,
+    seconds: list[0].seconds,
     p50_ms: med("p50_ms"),
     p90_ms: med("p90_ms"),
     p99_ms: med("p99_ms"),
     p999_ms: med("p999_ms"),
     max_ms: med("max_ms"),
-    spread: runs > 1 ? { p50: spread("p50_ms"), p99: spread("p99_ms") } : undefined,
-    peak_rss_mb: mb(peaks.latency),
-    runs: list.map((x) => ({ ...x, peak_rss_bytes: undefined })),
+    spread: list.length > 1 ? { p50: spread("p50_ms"), p99: spread("p99_ms") } : undefined,
+    ...medianPerChange(list),
+    peak_rss_mb: mb(Math.max(...list.map((x) => x.peak_rss_bytes))),
+    runs: list.map((x) => ({ ...x, peak_rss_bytes: undefined, peak_rss_mb: mb(x.peak_rss_bytes) })),
   };
+}
+
+/** Untimed: one second at the latency rate on the last companies of the set, so that the code is warm. */
+async function warmUp(rep, probe) {
+  await latencyRun(rep, probe, {
+    rate: opts.rate,
+    seconds: 1,
+    offset: Math.max(0, N - opts.rate),
+    tag: `warm-${Date.now()}`,
+    measured: false,
+  });
+}
+
+async function runLatency(rep, probe) {
+  await warmUp(rep, probe);
+  const runs = runsOf("latency");
+  const list = [];
+  for (let r = 1; r <= runs; r++) {
+    await quiet();
+    list.push(await latencyRun(rep, probe, { rate: opts.rate, seconds: opts.duration, tag: `lat-${r}-${Date.now()}` }));
+    sayLatency(`latency run ${r}`, list.at(-1));
+  }
+  result.latency = latencySummary(list);
+  peaks.latency = Math.max(...list.map((x) => x.peak_rss_bytes));
+}
+
+/** The replicator's CPU seconds per second while it receives nothing (its timers: lease, cursor, marker checks). */
+async function idleCpuPerSecond(rep, ms) {
+  const cpu0 = cpuSecondsOf(rep.pid);
+  const t0 = nowNs();
+  await sleep(ms);
+  return (cpuSecondsOf(rep.pid) - cpu0) / (Number(nowNs() - t0) / 1e9);
+}
+
+/**
+ * Lone changes (one every 1/rate s) to the warm replicator: the latency of a change that waits for nothing. At this
+ * rate the replicator's idle work weighs in its CPU per change, so that is measured first and reported apart.
+ */
+async function runTrickle(rep, probe, warm) {
+  if (!warm) await warmUp(rep, probe);
+  const idle = await idleCpuPerSecond(rep, 5000);
+  const runs = runsOf("trickle");
+  const list = [];
+  for (let r = 1; r <= runs; r++) {
+    await quiet();
+    const tag = `trickle-${r}-${Date.now()}`;
+    list.push(await latencyRun(rep, probe, { rate: opts.trickleRate, seconds: opts.trickleDuration, tag }));
+    sayLatency(`trickle run ${r}`, list.at(-1));
+  }
+  const summary = latencySummary(list);
+  summary.replicator_idle_cpu_ms_per_s = round(idle * 1000, 2);
+  summary.replicator_cpu_us_per_change_above_idle = round(
+    summary.cpu_us_per_change.replicator - (idle * 1e6) / opts.trickleRate,
+    1,
+  );
+  result.trickle = summary;
+  peaks.trickle = Math.max(...list.map((x) => x.peak_rss_bytes));
+}
+
+/**
+ * Per rate: a replicator started fresh (every setting default; it resumes from the cursor the previous one left),
+ * and the stamped feed started the moment /ready answers 200 with the datastream connected: no warm-up.
+ */
+async function runFresh() {
+  const probe = await latencyProbe();
+  const byRate = [];
+  for (const rate of opts.freshRates) {
+    const list = [];
+    for (let r = 1; r <= runsOf("fresh"); r++) {
+      await quiet();
+      const spawned = nowNs();
+      const rep = await startReplicator({
+        env: { ...redis.env, SCHEMATIC_API_URL: emulator.url, ...opts.env },
+        nodeArgs: profileArgs(`fresh-${rate}`),
+      });
+      await waitFor("the fresh replicator to be ready", async () => (await rep.ready())?.connected === true, {
+        timeoutMs: 600_000,
+        everyMs: 10,
+      }).catch((err) => {
+        throw new Error(`${err.message}\n${rep.stderr()}`);
+      });
+      const readyAt = nowNs();
+      const startup = {
+        ready_ms: round(Number(readyAt - spawned) / 1e6, 1),
+        startup_cpu_s: cpuSecondsOf(rep.pid),
+        rss_at_ready_mb: mb(memoryOf(rep.pid).rss),
+      };
+      const tag = `fresh-${rate}-${r}-${Date.now()}`;
+      const run = await latencyRun(rep, probe, { rate, seconds: opts.freshDuration, tag, readyAt });
+      const resumed = !rep.logs.some((e) => /starting a full load/.test(e.msg ?? ""));
+      if (!resumed) say("warning: the fresh replicator loaded everything instead of resuming from the cursor");
+      await rep.stop();
+      list.push({ ...run, ...startup, resumed });
+      sayLatency(`fresh ${rate}/s run ${r} (ready after ${startup.ready_ms} ms)`, run);
+    }
+    byRate.push({
+      ...latencySummary(list),
+      ready_ms: round(median(list.map((x) => x.ready_ms)), 1),
+      resumed: list.every((x) => x.resumed),
+    });
+    peaks[`fresh_${rate}`] = Math.max(...list.map((x) => x.peak_rss_bytes));
+  }
+  await probe.close();
+  result.fresh = { seconds: opts.freshDuration, by_rate: byRate };
 }
 
 // ---- report ------------------------------------------------------------------------------------------------------
 
+/** Targets of issues 6, 15 and 16 (docs/performance.md). */
 function verdicts() {
   const t = {};
-  if (result.throughput) t.throughput_ge_30000 = result.throughput.median >= 30_000;
+  if (result.throughput) {
+    t.throughput_ge_30000 = result.throughput.median >= 30_000;
+    t.throughput_replicator_cpu_le_50us = result.throughput.cpu_us_per_change.replicator <= 50;
+  }
   if (result.ratio_to_lower_ceiling !== undefined) t.ratio_ge_0_6 = result.ratio_to_lower_ceiling >= 0.6;
   if (result.latency) {
     t.latency_p50_le_1ms = result.latency.p50_ms <= 1;
     t.latency_p99_le_10ms = result.latency.p99_ms <= 10;
   }
+  if (result.trickle) {
+    t.trickle_p50_le_1ms = result.trickle.p50_ms <= 1;
+    t.trickle_p99_le_5ms = result.trickle.p99_ms <= 5;
+  }
+  for (const f of result.fresh?.by_rate ?? []) {
+    t[`fresh_${f.rate}_p50_le_1ms`] = f.p50_ms <= 1;
+    t[`fresh_${f.rate}_p99_le_10ms`] = f.p99_ms <= 10;
+  }
   if (result.load) t.load_le_10s = result.load.median <= 10;
-  if (result.memory?.rss_at_rest_mb !== undefined) t.rss_at_rest_le_150mb = result.memory.rss_at_rest_mb <= 150;
+  if (result.memory?.rss_at_rest_mb !== undefined) {
+    t.rss_at_rest_le_150mb = result.memory.rss_at_rest_mb <= 150;
+    t.rss_at_rest_le_120mb = result.memory.rss_at_rest_mb <= 120;
+  }
+  const curve = result.scale?.curve ?? [];
+  if (curve.length) {
+    t.scale_ratio_to_ceiling_ge_0_7 = curve.every((p) => p.ratio_to_ceiling >= 0.7);
+    t.scale_peak_rss_le_250mb = curve.every((p) => p.peak_rss_mb <= 250);
+    t.scale_rss_at_rest_le_120mb = curve.every((p) => p.rss_at_rest_mb <= 120);
+    const lean1m = curve.filter((p) => p.rows === "lean" && p.entities >= 1_000_000);
+    if (lean1m.length) t.scale_lean_1m_le_60s = lean1m.every((p) => p.seconds <= 60);
+  }
   return t;
 }
+
+function formatTable(rows) {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => String(c).padEnd(widths[i]))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
+}
+
+const costsText = (x) => {
+  const us = x.cpu_us_per_change;
+  return `${us.replicator} / ${us.redis} / ${us.emulator}`;
+};
+const redisText = (x) => `${x.redis_commands_per_change} / ${x.redis_transactions_per_change}`;
 
 function table() {
   const rows = [["scenario", "median", "spread (min–max)", "target", "ok"]];
@@ -684,9 +646,19 @@ function table() {
   const v = result.targets;
   const fmt = (n) => (n === null || n === undefined ? "-" : Math.round(n).toLocaleString("en-US"));
   const range = (s) => (s && s.runs > 1 ? `${fmt(s.min)}–${fmt(s.max)} (±${round((s.spread * 100) / 2, 1)}%)` : "");
+  const perChangeRows = (n, x, target = "", ok = undefined) => {
+    rows.push([`${n} CPU µs per change: replicator / Redis / emulator`, costsText(x), "", target, mark(ok)]);
+    rows.push([`${n} Redis commands / transactions per change`, redisText(x), "", "", ""]);
+  };
+  const latencyRows = (n, name, l, p50, p99) => {
+    rows.push([`${n} ${name} p50 / p90 (ms)`, `${l.p50_ms} / ${l.p90_ms}`, "", p50[0], mark(p50[1])]);
+    rows.push([`${n} ${name} p99 / max (ms)`, `${l.p99_ms} / ${l.max_ms}`, "", p99[0], mark(p99[1])]);
+    perChangeRows(n, l);
+  };
   if (result.throughput) {
     const t = result.throughput;
     rows.push(["1 stream throughput (changes/s)", fmt(t.median), range(t), "≥ 30,000", mark(v.throughput_ge_30000)]);
+    perChangeRows(1, t, "≤ 50 (replicator)", v.throughput_replicator_cpu_le_50us);
   }
   if (result.ceilings) {
     const c = result.ceilings;
@@ -704,10 +676,27 @@ function table() {
   }
   if (result.latency) {
     const l = result.latency;
-    rows.push([`2 latency @${l.rate}/s p50 (ms)`, String(l.p50_ms), "", "≤ 1", mark(v.latency_p50_le_1ms)]);
-    rows.push(["2 latency p90 (ms)", String(l.p90_ms), "", "", ""]);
-    rows.push(["2 latency p99 (ms)", String(l.p99_ms), "", "≤ 10", mark(v.latency_p99_le_10ms)]);
-    rows.push(["2 latency p99.9 (ms)", String(l.p999_ms), "", "", ""]);
+    latencyRows(2, `latency @${l.rate}/s`, l, ["≤ 1", v.latency_p50_le_1ms], ["≤ 10", v.latency_p99_le_10ms]);
+  }
+  if (result.trickle) {
+    const l = result.trickle;
+    latencyRows(6, `trickle @${l.rate}/s`, l, ["≤ 1", v.trickle_p50_le_1ms], ["≤ 5", v.trickle_p99_le_5ms]);
+    rows.push([
+      "6 replicator CPU µs per change above idle (idle ms/s)",
+      `${l.replicator_cpu_us_per_change_above_idle} (${l.replicator_idle_cpu_ms_per_s})`,
+      "",
+      "",
+      "",
+    ]);
+  }
+  for (const f of result.fresh?.by_rate ?? []) {
+    latencyRows(
+      7,
+      `fresh @${f.rate}/s`,
+      f,
+      ["≤ 1", v[`fresh_${f.rate}_p50_le_1ms`]],
+      ["≤ 10", v[`fresh_${f.rate}_p99_le_10ms`]],
+    );
   }
   if (result.load) {
     const l = result.load;
@@ -727,11 +716,11 @@ function table() {
         "4 RSS at rest after the load (MB)",
         String(m.rss_at_rest_mb),
         "",
-        "≤ 150",
-        mark(v.rss_at_rest_le_150mb),
+        "≤ 150 (≤ 120)",
+        `${mark(v.rss_at_rest_le_150mb)} (${mark(v.rss_at_rest_le_120mb)})`,
       ]);
     rows.push([
-      "4 peak RSS during 1–3 (MB)",
+      "4 peak RSS (MB)",
       String(m.peak_rss_mb),
       Object.entries(m.peak_by_scenario_mb)
         .map(([k, x]) => `${k} ${x}`)
@@ -740,26 +729,49 @@ function table() {
       "",
     ]);
   }
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]))
-        .join("  ")
-        .trimEnd(),
-    )
-    .join("\n");
+  let out = rows.length > 1 ? formatTable(rows) : "";
+  const curve = result.scale?.curve ?? [];
+  if (curve.length) {
+    const scale = [
+      [
+        "8 scale: rows",
+        "entities",
+        "s to /ready",
+        "entities/s",
+        "ceiling/s",
+        "ratio",
+        "peak RSS MB",
+        "at rest MB",
+        "Redis MB",
+        "emulator MB",
+      ],
+    ];
+    for (const p of curve) {
+      scale.push([
+        p.rows,
+        fmt(p.entities),
+        p.seconds,
+        fmt(p.entities_per_s),
+        fmt(p.ceiling.entities_per_s),
+        p.ratio_to_ceiling,
+        p.peak_rss_mb,
+        p.rss_at_rest_mb,
+        p.redis_used_memory_mb,
+        p.emulator.peak_rss_mb,
+      ]);
+    }
+    const targets = ["ratio_to_ceiling_ge_0_7", "peak_rss_le_250mb", "rss_at_rest_le_120mb", "lean_1m_le_60s"]
+      .filter((k) => v[`scale_${k}`] !== undefined)
+      .map((k) => `${k} ${mark(v[`scale_${k}`])}`)
+      .join(", ");
+    out += `${out ? "\n\n" : ""}${formatTable(scale)}\n8 scale targets: ${targets}`;
+  }
+  return out;
 }
 
 // ---- main ----------------------------------------------------------------------------------------------------------
 
-async function main() {
-  const t0 = Date.now();
-  say(`starting Redis (${opts.cluster ? "cluster" : "single node"}) and the emulator (--generate ${GENERATE})`);
-  redis = await startRedis({ cluster: opts.cluster });
-  result.machine.loadavg_at_start = loadavg().map((x) => round(x, 2));
-  result.setup.redis_version = (await redis.eachNode((c) => c.info("server")))[0].match(/redis_version:(\S+)/)?.[1];
-  reader = redis.client();
+async function startMainEmulator() {
   emulator = await startEmulator(GENERATE);
   const { engineVersionKey } = await import(join(ROOT, "dist/model/engine-version.js"));
   version = await engineVersionKey();
@@ -770,34 +782,68 @@ async function main() {
   ).json();
   if (lastRow.data?.[0]?.id !== companyId(N - 1))
     throw new Error(`unexpected company ids: ${JSON.stringify(lastRow.data?.[0]?.id)}`);
+}
 
-  const stream = has("throughput") || has("latency");
-  if (has("ceilings") || (has("throughput") && !opts.noCeilings)) await runCeilings();
-  if (has("load") || stream) await runLoad();
-  if (!has("load")) delete result.load;
-
-  if (stream) {
-    const rep = await startReplicator({
-      env: { ...redis.env, SCHEMATIC_API_URL: emulator.url, ...opts.env },
-      nodeArgs: profileArgs("stream"),
-    });
-    await waitFor("the replicator (defaults) to be ready", () => rep.ready(), { timeoutMs: 600_000, everyMs: 50 });
-    const reloaded = rep.logs.some((e) => /starting a full load/.test(e.msg ?? ""));
-    if (reloaded) say("warning: the stream replicator loaded everything instead of resuming from the cursor");
-    result.setup.stream_replicator_resumed = !reloaded;
-    if (has("throughput")) await runThroughput(rep);
-    if (has("latency")) await runLatency(rep);
-    peaks.stream_process_hwm = memoryOf(rep.pid).hwm;
-    result.setup.stream_replicator_debug = (await rep.debug()).messages;
-    await rep.stop();
+/** Scenarios 1, 2 and 6 on one replicator with every setting at its default, resumed from the load's cursor. */
+async function runStream() {
+  const rep = await startReplicator({
+    env: { ...redis.env, SCHEMATIC_API_URL: emulator.url, ...opts.env },
+    nodeArgs: profileArgs("stream"),
+  });
+  await waitFor("the replicator (defaults) to be ready", () => rep.ready(), { timeoutMs: 600_000, everyMs: 50 });
+  const reloaded = rep.logs.some((e) => /starting a full load/.test(e.msg ?? ""));
+  if (reloaded) say("warning: the stream replicator loaded everything instead of resuming from the cursor");
+  result.setup.stream_replicator_resumed = !reloaded;
+  if (has("throughput")) await runThroughput(rep);
+  if (has("latency") || has("trickle")) {
+    // Keyspace notifications only from here on: they cost Redis CPU on every write.
+    const probe = await latencyProbe();
+    if (has("latency")) await runLatency(rep, probe);
+    if (has("trickle")) await runTrickle(rep, probe, has("throughput") || has("latency"));
+    await probe.close();
   }
+  peaks.stream_process_hwm = memoryOf(rep.pid).hwm;
+  result.setup.stream_replicator_debug = (await rep.debug()).messages;
+  await rep.stop();
+}
+
+async function main() {
+  const t0 = Date.now();
+  const stream = STREAM.some(has);
+  const needsMain = stream || has("fresh") || has("load") || has("ceilings");
+  say(
+    `starting Redis (${opts.cluster ? "cluster" : "single node"})${needsMain ? ` and the emulator (--generate ${GENERATE})` : ""}`,
+  );
+  redis = await startRedis({ cluster: opts.cluster });
+  result.machine.loadavg_at_start = loadavg().map((x) => round(x, 2));
+  result.setup.redis_version = (await redis.eachNode((c) => c.info("server")))[0].match(/redis_version:(\S+)/)?.[1];
+  reader = redis.client();
+  if (needsMain) await startMainEmulator();
+  else delete result.setup.data_set;
+
+  if (has("ceilings") || (has("throughput") && !opts.noCeilings)) await runCeilings();
+  if (has("load") || stream || has("fresh")) await runLoad();
+  if (!has("load")) delete result.load;
+  if (stream) await runStream();
+  if (has("fresh")) await runFresh();
   if (result.throughput && result.ceilings)
     result.ratio_to_lower_ceiling = round(result.throughput.median / result.ceilings.lower_changes_per_s, 2);
+  if (has("scale")) {
+    // Each size has its own emulator; the stream one would only take memory from them.
+    await emulator?.stop();
+    emulator = undefined;
+    result.scale = await runScale({
+      opts,
+      redis,
+      runs: runsOf("scale"),
+      say,
+      quiet,
+      nodeArgs: profileArgs,
+    });
+  }
 
   const byScenario = {};
-  if (peaks.throughput) byScenario.throughput = mb(peaks.throughput);
-  if (peaks.latency) byScenario.latency = mb(peaks.latency);
-  if (peaks.load) byScenario.load = mb(peaks.load);
+  for (const [k, bytes] of Object.entries(peaks)) if (k !== "stream_process_hwm") byScenario[k] = mb(bytes);
   if (Object.keys(byScenario).length) {
     result.memory = {
       rss_at_rest_mb: result.load?.rss_at_rest_mb,

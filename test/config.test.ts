@@ -10,7 +10,9 @@ import {
   describeConfig,
   type LoadConfigOptions,
   loadConfig,
+  logFormatOf,
   parseGoDuration,
+  SETTING_GROUPS,
 } from "../src/config/index.js";
 
 const KEY = "sch_dev_SECRETKEY123";
@@ -137,6 +139,7 @@ describe("defaults", () => {
       datastreamUrl: "wss://datastream.schematichq.com/datastream",
       datastreamUrlExplicit: false,
       apiTimeoutMs: 30_000,
+      apiKeyCheckIntervalMs: 60_000,
       cacheTtlMs: 0,
       cacheCleanupIntervalMs: 3_600_000,
       logLevel: "info",
@@ -179,6 +182,7 @@ describe("defaults", () => {
       shutdownTimeoutMs: 30_000,
       markerCheckIntervalMs: 5_000,
       warnings: [],
+      secrets: [KEY],
     });
     assert.equal(c.cacheVersion, undefined);
   });
@@ -314,8 +318,13 @@ describe("durations", () => {
   ];
   for (const [name, get] of positive) {
     test(`${name}: positive only`, () => {
-      assert.equal(get(load({ [name]: "1m30.5s", WS_PONG_WAIT: name === "WS_PONG_WAIT" ? "1m30.5s" : "10m" })), 90_500);
-      assert.equal(get(load({ [name]: " 45s ", WS_PONG_WAIT: name === "WS_PONG_WAIT" ? "45s" : "10m" })), 45_000);
+      // A long lease, so that long Redis timeouts fit in a third of it.
+      const other = (value: string) => ({
+        WS_PONG_WAIT: name === "WS_PONG_WAIT" ? value : "10m",
+        ...(name === "WRITER_LOCK_TTL" ? {} : { WRITER_LOCK_TTL: "10h" }),
+      });
+      assert.equal(get(load({ [name]: "1m30.5s", ...other("1m30.5s") })), 90_500);
+      assert.equal(get(load({ [name]: " 45s ", ...other("45s") })), 45_000);
       const exp = `(expected a positive duration in ${DUR})`;
       fails({ [name]: "fast" }, `${name}="fast" is not a duration ${exp}`);
       fails({ [name]: "0" }, `${name}="0" is zero ${exp}`);
@@ -330,6 +339,7 @@ describe("durations", () => {
     ["CACHE_CLEANUP_INTERVAL", "disabled", (c) => c.cacheCleanupIntervalMs],
     ["RECONCILE_INTERVAL", "disabled", (c) => c.reconcileIntervalMs],
     ["READY_GRACE_PERIOD", "503 as soon as the datastream drops", (c) => c.readyGracePeriodMs],
+    ["API_KEY_CHECK_INTERVAL", "checking only at start-up", (c) => c.apiKeyCheckIntervalMs],
   ];
   for (const [name, zeroMeans, get] of zeroOk) {
     test(`${name}: 0 allowed`, () => {
@@ -517,9 +527,130 @@ describe("keys and versions", () => {
     assert.match(load({ ASYNC_LOADER_MAX_CONCURRENT_REQUESTS: "3" }).warnings.join("|"), /USE_ASYNC_LOADING=true/);
     assert.deepEqual(load({ USE_ASYNC_LOADING: "true", ASYNC_LOADER_MAX_CONCURRENT_REQUESTS: "3" }).warnings, []);
   });
-  test("unknown SCHEMATIC_* / REDIS_* variables are not an error", () => {
-    const c = load({ SCHEMATIC_FOO: "x", REDIS_PORT: "tcp://10.0.0.1:6379", REDIS_SERVICE_HOST: "10.0.0.1" });
+});
+
+describe("variables that are not settings", () => {
+  test("a name one or two typing mistakes from a setting's stops start-up, naming the setting", () => {
+    fails(
+      { REDIS_PASWORD: PASSWORD },
+      "REDIS_PASWORD is not a setting (expected REDIS_PASSWORD: rename the variable, or unset it)",
+    );
+    fails({ WRITER_LOCK_TLL: "5s" }, /^WRITER_LOCK_TLL is not a setting \(expected WRITER_LOCK_TTL:/);
+    fails({ SCHEMATIC_APIKEY: KEY }, /^SCHEMATIC_APIKEY is not a setting \(expected SCHEMATIC_API_KEY:/);
+    fails({ LOG_LEVLE: "debug" }, /^LOG_LEVLE is not a setting \(expected LOG_LEVEL:/);
+    fails({ REDIS_DC: "1" }, /^REDIS_DC is not a setting \(expected REDIS_DB:/);
+    fails(
+      { redis_addr: "h:1" },
+      "redis_addr is not a setting (expected REDIS_ADDR: names are case-sensitive; rename the variable, or unset it)",
+    );
+  });
+
+  test("other names with our prefixes are a warning naming the closest setting", () => {
+    const c = load({
+      REDIS_ADRESS: "h:1",
+      REDIS_HOST: "h",
+      REDIS_TLS_URL: "rediss://h",
+      SCHEMATIC_FOO: "x",
+      HOSTNAME: "pod-1",
+    });
+    assert.deepEqual(c.warnings, [
+      "REDIS_ADRESS is not a setting of this replicator and is ignored (did you mean REDIS_ADDR?)",
+      "REDIS_HOST is not a setting of this replicator and is ignored (did you mean REDIS_ADDR?)",
+      "REDIS_TLS_URL is not a setting of this replicator and is ignored (did you mean REDIS_URL?)",
+      "SCHEMATIC_FOO is not a setting of this replicator and is ignored",
+    ]);
+  });
+
+  test("Kubernetes service links are skipped", () => {
+    const c = load({
+      REDIS_PORT: "tcp://10.0.0.1:6379",
+      REDIS_SERVICE_HOST: "10.0.0.1",
+      REDIS_SERVICE_PORT: "6379",
+      REDIS_SERVICE_PORT_REDIS: "6379",
+      REDIS_PORT_6379_TCP: "tcp://10.0.0.1:6379",
+      REDIS_PORT_6379_TCP_PROTO: "tcp",
+      REDIS_PORT_6379_TCP_PORT: "6379",
+      REDIS_PORT_6379_TCP_ADDR: "10.0.0.1",
+    });
     assert.deepEqual(c.warnings, []);
+    // REDIS_PORT set by hand (not a service link) is reported.
+    assert.match(load({ REDIS_PORT: "6380" }).warnings.join("|"), /^REDIS_PORT is not a setting/);
+  });
+});
+
+describe("the lease must be renewable within a third of its TTL", () => {
+  test("WRITER_LOCK_TTL not above three times the command timeout is rejected", () => {
+    fails(
+      { WRITER_LOCK_TTL: "9s" },
+      'WRITER_LOCK_TTL="9s" leaves a renewal 3s, not more than the Redis command timeout (3s, REDIS_READ_TIMEOUT) (expected a TTL above three times the command timeout, such as 10s, or shorter REDIS_READ_TIMEOUT/REDIS_WRITE_TIMEOUT)',
+    );
+    fails({ WRITER_LOCK_TTL: "2s", REDIS_READ_TIMEOUT: "500ms", REDIS_WRITE_TIMEOUT: "1s" }, /REDIS_WRITE_TIMEOUT\)/);
+    assert.equal(load({ WRITER_LOCK_TTL: "10s" }).writerLock.ttlMs, 10_000);
+    assert.equal(
+      load({ WRITER_LOCK_TTL: "2s", REDIS_READ_TIMEOUT: "500ms", REDIS_WRITE_TIMEOUT: "500ms" }).writerLock.ttlMs,
+      2_000,
+    );
+  });
+  test("a command timeout too long for the default TTL blames the timeout", () => {
+    fails(
+      { REDIS_READ_TIMEOUT: "5s" },
+      'REDIS_READ_TIMEOUT="5s" is not below a third of WRITER_LOCK_TTL (15s, the default), the time a lease renewal has (expected a command timeout below 5s, or WRITER_LOCK_TTL above 15s)',
+    );
+  });
+  test("without the lease, any TTL goes", () => {
+    assert.equal(load({ WRITER_LOCK_DISABLED: "true", REDIS_READ_TIMEOUT: "1m" }).redis.readTimeoutMs, 60_000);
+  });
+});
+
+describe("the settings table", () => {
+  test("a documented default, set explicitly, is the same as leaving the variable unset", () => {
+    const base = load();
+    for (const group of SETTING_GROUPS) {
+      for (const s of group.settings) {
+        if (s.value === undefined) continue;
+        for (const name of s.names) {
+          const c = load({ [name]: s.value });
+          assert.deepEqual({ ...c, warnings: [] }, { ...base, warnings: [] }, `${name}=${s.value}`);
+        }
+      }
+    }
+  });
+  test("ConfigError names the variable", () => {
+    try {
+      load({ BATCH_SIZE: "x" });
+      assert.fail("expected a ConfigError");
+    } catch (err) {
+      assert.equal((err as ConfigError).variable, "BATCH_SIZE");
+    }
+  });
+});
+
+describe("secrets", () => {
+  test("the API key, every password and the TLS client key are listed for masking", () => {
+    const key = tmpFile("s-key.pem", "-----BEGIN PRIVATE KEY-----\nSECRETKEYPEM\n-----END PRIVATE KEY-----\n");
+    const cert = tmpFile("s-cert.pem", "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n");
+    const c = load({
+      REDIS_URL: `redis://u:${encodeURIComponent("url-pass/1")}@h:1`,
+      REDIS_PASSWORD: PASSWORD,
+      REDIS_TLS_CERT_FILE: cert,
+      REDIS_TLS_KEY_FILE: key,
+    });
+    assert.deepEqual(c.secrets, [KEY, PASSWORD, "url-pass%2F1", "url-pass/1", c.redis.tls?.key]);
+    const sentinel = load({
+      REDIS_SENTINEL_ADDRS: "s1",
+      REDIS_SENTINEL_MASTER: "m",
+      REDIS_SENTINEL_PASSWORD: "s-pass",
+    });
+    assert.deepEqual(sentinel.secrets, [KEY, "s-pass"]);
+  });
+});
+
+describe("logFormatOf (for errors printed before the settings are valid)", () => {
+  test("LOG_FORMAT when valid, else the terminal default", () => {
+    assert.equal(logFormatOf({ LOG_FORMAT: "JSON" }, true), "json");
+    assert.equal(logFormatOf({ LOG_FORMAT: "pretty" }, false), "pretty");
+    assert.equal(logFormatOf({ LOG_FORMAT: "xml" }, false), "json");
+    assert.equal(logFormatOf({}, true), "pretty");
   });
 });
 

@@ -138,6 +138,14 @@ describe("schematic-emulator CLI", () => {
     assert.deepEqual(dump, parseFixture(generateFixture({ companies: 300, users: 200, flags: 12, seed: 5 })));
     emu.child.kill("SIGTERM");
     assert.equal((await emu.done).code, 0);
+
+    const lean = await start(["--port", "0", "--generate", "companies=30,users=20,flags=6,seed=5,rows=lean"]);
+    const leanDump = parseFixture(await (await fetch(`${lean.url}/_emulator/dump`)).json());
+    const expected = generateFixture({ companies: 30, users: 20, flags: 6, seed: 5, rows: "lean" });
+    assert.deepEqual(leanDump, parseFixture(expected));
+    assert.deepEqual(Object.keys(leanDump.users[0]!.keys), ["email"], "the lean shape, not the full one");
+    lean.child.kill("SIGTERM");
+    assert.equal((await lean.done).code, 0);
   });
 
   test("bad fixtures: exit 2 with one line naming the file, the JSON path and the problem", async () => {
@@ -242,6 +250,7 @@ describe("schematic-emulator CLI", () => {
       [["--api-key", ""], /--api-key must not be empty/],
       [["--fixture", FIXTURE, "--generate", "companies=1"], /cannot be used together/],
       [["--generate", "companies=many"], /--generate: bad item/],
+      [["--generate", "companies=1,rows=tiny"], /--generate: bad item "rows=tiny"/],
       [["--port", "0", "--port", "1"], /given twice/],
     ];
     const results = await Promise.all(cases.map(([args]) => run(args)));

@@ -183,11 +183,12 @@ describe("container packaging", { timeout: 240_000 }, () => {
     assert.equal(emulatorHelp.code, 0, emulatorHelp.stderr);
     assert.match(emulatorHelp.stdout, /^Usage: schematic-emulator/);
 
-    // A container started without settings stops at once with one line.
+    // A container started without settings stops at once with one line (a JSON record: logs are JSON off a terminal).
     const bare = await runNode([entrypoint[1]!], dir);
     assert.equal(bare.code, 2);
-    assert.match(bare.stderr, /^schematic-replicator: invalid settings: SCHEMATIC_API_KEY is not set/);
     assert.equal(bare.stderr.trim().split("\n").length, 1);
+    const record = JSON.parse(bare.stderr) as Record<string, unknown>;
+    assert.match(String(record.msg), /^invalid settings: SCHEMATIC_API_KEY is not set/);
 
     // The health check needs only HEALTH_PORT (the image's ENV): nothing listens, so it reports unhealthy.
     const unhealthy = await runNode(cmd.slice(1), dir, { HEALTH_PORT: String(await freePort()) });

@@ -8,6 +8,10 @@
  *   key, a URL the datastream cannot reach;
  * - customer payloads at info level: trait values, key values and entity bodies sent through the stream, valid or
  *   not, never appear.
+ *
+ * And what they must contain: through a Redis outage (the server killed, restarted empty), the background task
+ * that failed by name, /ready turning 503 and 200 again with the reason, Redis answering again, and the reload
+ * that follows named for what it is (Redis lost its data), not an initial load; errors always under `err`.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -16,6 +20,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadFixtureFile, type RunningEmulator, startEmulator } from "../src/emulator/index.js";
 import type { Company, Fixture } from "../src/model/wire.js";
+import { jsonLogs } from "./helpers/e2e.js";
 import { type RedisServer, startRedis, waitFor } from "./helpers/redis.js";
 import { type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
 import { FIXTURE, quietRedis } from "./ops-helpers.js";
@@ -87,9 +92,13 @@ describe("logs", { timeout: 240_000 }, () => {
           await redis.kill();
           await new Promise((res) => setTimeout(res, 500));
           await redis.restart();
-          await waitFor(async () => r.logs.some((l) => l.includes("the readiness marker is gone")), {
-            what: "the replicator to notice the empty Redis",
-          });
+          // Either the marker check notices first, or the lease renewal does (the lease key went too) and the
+          // next tenure finds no data set: both end in a reload for data loss.
+          await waitFor(
+            async () =>
+              r.logs.some((l) => l.includes("the readiness marker is gone") || l.includes('"reason":"data_loss"')),
+            { what: "the replicator to notice the empty Redis", timeoutMs: 60_000 },
+          );
         }
         await r.waitReady();
       } finally {
@@ -105,6 +114,64 @@ describe("logs", { timeout: 240_000 }, () => {
     assert.ok(
       all.some((l) => l.includes('"level":"debug"')),
       "debug lines were written (Redis connection errors at least)",
+    );
+  });
+
+  test("a Redis outage, told by the logs", async () => {
+    const client = quietRedis(redis.port, REDIS_PASSWORD);
+    await client.flushall(); // an empty Redis: the first load is an initial one
+    client.disconnect();
+    const r = await startReplicator(
+      testEnv({ REDIS_ADDR: redis.addr, REDIS_PASSWORD, SCHEMATIC_API_KEY: API_KEY, SCHEMATIC_API_URL: emulator.url }),
+    );
+    const logs = () => jsonLogs(r.logs);
+    const has = (test: (l: Record<string, unknown>) => boolean) => logs().some(test);
+    try {
+      await r.waitReady();
+      await waitFor(() => has((l) => String(l.msg).startsWith("/ready now answers 200")), {
+        what: "the log line saying /ready answers 200",
+      });
+      await redis.kill();
+      await waitFor(() => has((l) => String(l.msg).startsWith("background task failed: ")), {
+        what: "a background task to fail",
+        timeoutMs: 30_000,
+      });
+      await waitFor(() => has((l) => String(l.msg).startsWith("/ready now answers 503")), {
+        what: "the log line saying /ready answers 503",
+        timeoutMs: 30_000,
+      });
+      await redis.restart();
+      await waitFor(() => has((l) => l.msg === "Redis answers again"), {
+        what: "Redis answering again",
+        timeoutMs: 30_000,
+      });
+      await r.waitReady();
+      await waitFor(() => logs().filter((l) => String(l.msg).startsWith("/ready now answers 200")).length >= 2, {
+        what: "the log line saying /ready answers 200 again",
+      });
+    } finally {
+      assert.equal(await r.stop(), 0);
+    }
+    const all = logs();
+    const failed = all.filter((l) => String(l.msg).startsWith("background task failed: "));
+    for (const l of failed) {
+      assert.equal(typeof l.task, "string", JSON.stringify(l));
+      assert.equal(l.msg, `background task failed: ${l.task}`);
+    }
+    const down = all.find((l) => String(l.msg).startsWith("/ready now answers 503"))!;
+    assert.equal(down.reason, "Redis does not answer");
+    const loads = all.filter((l) => String(l.msg).startsWith("starting a full load"));
+    assert.equal(loads[0]?.reason, "initial", JSON.stringify(loads));
+    assert.ok(loads.length >= 2, JSON.stringify(loads));
+    for (const l of loads.slice(1)) {
+      assert.equal(l.reason, "data_loss", JSON.stringify(l));
+      assert.match(String(l.msg), /Redis lost its data/);
+    }
+    const withError = all.filter((l) => "error" in l);
+    assert.deepEqual(withError, [], "errors are logged under `err`, never `error`");
+    assert.ok(
+      all.some((l) => typeof l.err === "string"),
+      "errors were logged",
     );
   });
 

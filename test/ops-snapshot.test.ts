@@ -29,6 +29,8 @@ import { type Check, FIXTURE, quietRedis, runCli, sdkValues, snapshotKeys, stubR
 
 const API_KEY = "ops-snapshot-key";
 const EMULATOR = fileURLToPath(new URL("../src/cli/emulator.ts", import.meta.url));
+/** A short lease for the import; a renewal must fit in a third of it, so the Redis timeouts are short too. */
+const SHORT_LEASE = { WRITER_LOCK_TTL: "2s", REDIS_READ_TIMEOUT: "500ms", REDIS_WRITE_TIMEOUT: "500ms" };
 const CACHE_KEY = new RegExp(`^schematic:(flags|company|user):${VERSION}:`);
 
 /** Checks with their values worked out by hand from examples/fixture.json (see test/emulator-sdk.test.ts). */
@@ -133,7 +135,7 @@ describe("snapshot export and import", { timeout: 300_000 }, () => {
     await targetClient.set("schematic:flags:0ldver51:kept", "{}");
     await targetClient.set("schematic:datastream:replay_cursor", "1700000000000-0");
 
-    const r = await runCli(["snapshot", "import", file], { REDIS_ADDR: target.addr, WRITER_LOCK_TTL: "2s" });
+    const r = await runCli(["snapshot", "import", file], { REDIS_ADDR: target.addr, ...SHORT_LEASE });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(
       r.stdout,
@@ -193,7 +195,7 @@ describe("snapshot export and import", { timeout: 300_000 }, () => {
       1500,
     );
     const started = Date.now();
-    const waited = await runCli(["snapshot", "import", file], { REDIS_ADDR: target.addr, WRITER_LOCK_TTL: "2s" });
+    const waited = await runCli(["snapshot", "import", file], { REDIS_ADDR: target.addr, ...SHORT_LEASE });
     assert.equal(waited.code, 0, waited.stdout + waited.stderr);
     assert.ok(Date.now() - started >= 1000, "it waited for the lease to lapse");
 
@@ -251,7 +253,7 @@ describe("snapshot export and import", { timeout: 300_000 }, () => {
     writeFileSync(olderFile, JSON.stringify(older));
     const imported = await runCli(["snapshot", "import", olderFile], {
       REDIS_ADDR: target.addr,
-      WRITER_LOCK_TTL: "2s",
+      ...SHORT_LEASE,
     });
     assert.equal(imported.code, 0, imported.stdout + imported.stderr);
     assert.match(imported.stdout, /3 removed/, "user_100's id key and two lookup keys");

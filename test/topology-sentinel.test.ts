@@ -26,9 +26,15 @@ import { admin, checkSdk, DEFAULT_CACHE_VERSION, type SdkClient, startDirectSdk 
 import { churn, region } from "./helpers/faults.js";
 import { command, stopProcess } from "./helpers/procs.js";
 import { waitFor } from "./helpers/redis.js";
-import { type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
+import {
+  assertWaitsForRedis,
+  type ReplicatorProcess,
+  runToExit,
+  startReplicator,
+  testEnv,
+} from "./helpers/replicator.js";
 import { type SentinelGroup, startSentinelGroup } from "./helpers/sentinel.js";
-import { assertSdkTable, burst, runUntilExit, type SdkOnRedis, startSdkOn, waitEqual } from "./helpers/topology.js";
+import { assertSdkTable, burst, type SdkOnRedis, startSdkOn, waitEqual } from "./helpers/topology.js";
 
 const FIXTURE_FILE = fileURLToPath(new URL("../examples/fixture.json", import.meta.url));
 const PASSWORD = "data-secret";
@@ -129,41 +135,52 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
     assert.deepEqual(sdk.stub.calls, [], "the SDK never called the API");
   });
 
-  test("bad settings: wrong password, wrong sentinel password, unknown master name: exit 1, one line naming the cause", {
+  test("bad settings: wrong password, wrong sentinel password: exit 1, one line naming the cause", {
     timeout: 60_000,
   }, async () => {
     const base = {
       SCHEMATIC_API_KEY: "k",
       SCHEMATIC_API_URL: emu.url,
+      LOG_FORMAT: "json",
       REDIS_MAX_RETRIES: "1",
       REDIS_DIAL_TIMEOUT: "1s",
       REDIS_READ_TIMEOUT: "1s",
       REDIS_WRITE_TIMEOUT: "1s",
     };
-    const [wrongPassword, unknownMaster, wrongSentinelPassword] = await Promise.all([
-      runUntilExit({ ...base, ...sentinelEnv(), REDIS_PASSWORD: "nope" }),
-      runUntilExit({ ...base, ...sentinelEnv(), REDIS_SENTINEL_MASTER: "nosuchmaster" }),
-      runUntilExit({ ...base, ...sentinelEnv(), REDIS_SENTINEL_PASSWORD: "nope" }),
+    const [wrongPassword, wrongSentinelPassword] = await Promise.all([
+      runToExit({ ...base, ...sentinelEnv(), REDIS_PASSWORD: "nope" }),
+      runToExit({ ...base, ...sentinelEnv(), REDIS_SENTINEL_PASSWORD: "nope" }),
     ]);
-    assert.equal(wrongPassword.code, 1, wrongPassword.stdout);
+    assert.equal(wrongPassword.code, 1, wrongPassword.lines.join("\n"));
     assert.equal(wrongPassword.stderr.length, 1, wrongPassword.stderr.join("\n"));
     assert.match(
       wrongPassword.stderr[0]!,
       /^schematic-replicator: Redis rejected the password \(WRONGPASS .*\) at Sentinel master "mymaster" \(sentinels 127\.0\.0\.1:\d+,/,
     );
 
-    assert.equal(unknownMaster.code, 1, unknownMaster.stdout);
-    assert.equal(unknownMaster.stderr.length, 1, unknownMaster.stderr.join("\n"));
-    assert.match(
-      unknownMaster.stderr[0]!,
-      /^schematic-replicator: Redis Sentinel \(127\.0\.0\.1:\d+,.*\) does not know master "nosuchmaster"/,
-    );
-
-    assert.equal(wrongSentinelPassword.code, 1, wrongSentinelPassword.stdout);
+    assert.equal(wrongSentinelPassword.code, 1, wrongSentinelPassword.lines.join("\n"));
     assert.equal(wrongSentinelPassword.stderr.length, 1, wrongSentinelPassword.stderr.join("\n"));
     assert.match(
       wrongSentinelPassword.stderr[0]!,
       /^schematic-replicator: Redis Sentinel rejected REDIS_SENTINEL_PASSWORD \(WRONGPASS .*\) at sentinels 127\.0\.0\.1:\d+,/,
+    );
+  });
+
+  test("an unknown master name is waited for (the sentinels may learn it), /health naming the cause", {
+    timeout: 60_000,
+  }, async () => {
+    await assertWaitsForRedis(
+      {
+        SCHEMATIC_API_KEY: "k",
+        SCHEMATIC_API_URL: emu.url,
+        LOG_FORMAT: "json",
+        REDIS_DIAL_TIMEOUT: "1s",
+        REDIS_READ_TIMEOUT: "1s",
+        REDIS_WRITE_TIMEOUT: "1s",
+        ...sentinelEnv(),
+        REDIS_SENTINEL_MASTER: "nosuchmaster",
+      },
+      /^Redis Sentinel \(127\.0\.0\.1:\d+,.*\) does not know master "nosuchmaster"/,
     );
   });
 

@@ -1,7 +1,7 @@
 // Child processes of the benchmark: a private Redis (single node or a 3-master cluster), the emulator and the
 // replicator, each started from dist/ with plain `node`, plus /proc readers for their memory and CPU time.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -43,9 +43,18 @@ export async function waitFor(what, check, { timeoutMs = 60_000, everyMs = 50 } 
   }
 }
 
+/**
+ * Variables of the benchmark's own environment that would change how a child runs (Node flags, glibc's malloc),
+ * so that every figure is of plain `node` unless `--env` / `--node-args` say otherwise.
+ */
+const TUNING_VARIABLE = /^(NODE_OPTIONS|GLIBC_TUNABLES|LD_PRELOAD|MALLOC_\w*)$/;
+const inheritedEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !TUNING_VARIABLE.test(k)));
+/** The names of the variables above that were set (and are not passed on). */
+export const droppedEnv = Object.keys(process.env).filter((k) => TUNING_VARIABLE.test(k));
+
 /** Spawns a child that the benchmark owns (killed on exit); stderr is kept for error messages. */
 export function startChild(name, command, args, { env = {}, onStdout, cwd = ROOT } = {}) {
-  const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(command, args, { cwd, env: { ...inheritedEnv, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let stderr = "";
   child.stderr.on("data", (d) => {
@@ -70,6 +79,20 @@ export function startChild(name, command, args, { env = {}, onStdout, cwd = ROOT
       return r;
     },
   };
+}
+
+/** Runs `node SCRIPT JSON(options)` to the end; resolves with the JSON object it printed (its one result line). */
+export async function runJsonScript(name, script, options) {
+  let out;
+  const child = startChild(name, process.execPath, [script, JSON.stringify(options)], {
+    onStdout: (d) => {
+      const m = /(\{.*\})/.exec(String(d));
+      if (m) out = JSON.parse(m[1]);
+    },
+  });
+  const { code } = await child.exited;
+  if (code !== 0 || !out) throw new Error(`${name} failed: ${child.stderr()}`);
+  return out;
 }
 
 export function killAllChildren() {
@@ -138,6 +161,7 @@ export async function startRedis({ cluster = false } = {}) {
     }
   }
   const clients = [];
+  let infoClients;
   const api = {
     cluster,
     addrs,
@@ -172,8 +196,13 @@ export async function startRedis({ cluster = false } = {}) {
       await api.eachNode((c) => c.flushall());
     },
     async usedMemory() {
-      const infos = await api.eachNode((c) => c.info("memory"));
+      const infos = await api.infoAll("memory");
       return infos.reduce((sum, info) => sum + Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0), 0);
+    },
+    /** `INFO section` of every master, over connections kept open (no connect in a measurement window). */
+    async infoAll(section) {
+      infoClients ??= api.nodeClients();
+      return await Promise.all(infoClients.map((c) => c.info(section)));
     },
     async stop() {
       for (const c of clients) c.disconnect();
@@ -286,8 +315,21 @@ export function memoryOf(pid) {
 }
 
 const CLK_TCK = 100;
-/** User + system CPU seconds used by a process so far. */
+/**
+ * CPU seconds used by a process so far: the sum of its threads' run time from /proc/PID/task/TID/schedstat
+ * (nanoseconds, so a window of a few hundred changes is measured exactly), or user + system time in clock ticks
+ * (10 ms) where the kernel keeps no schedstat.
+ */
 export function cpuSecondsOf(pid) {
+  try {
+    let ns = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+      } catch {} // a thread that just ended
+    }
+    if (ns > 0) return ns / 1e9;
+  } catch {}
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");

@@ -24,7 +24,9 @@ Options:
   --port PORT         port (default 8080; 0 picks a free port)
   --fixture FILE      load flags, companies and users from a fixture file ({"flags", "companies", "users"},
                       datastream wire shape); without --fixture or --generate the state is empty
-  --generate SPEC     build a synthetic data set instead, e.g. companies=100000,users=100000,flags=200,seed=1
+  --generate SPEC     build a synthetic data set instead, e.g. companies=100000,users=100000,flags=200,seed=1;
+                      rows=lean for smaller rows (REST rows of ~3.5 KB per company, ~1.1 KB per user,
+                      instead of ~7.4 KB)
   --api-key KEY       accept only this X-Schematic-Api-Key (default: any non-empty key)
   --replay-log N      how many changes the replay log keeps (default 10000)
   -h, --help          show this help
@@ -142,7 +144,7 @@ async function main(argv: string[]): Promise<number> {
       fixture = generateFixture(spec);
       process.stderr.write(
         `schematic-emulator: generated ${spec.companies} companies, ${spec.users} users and ${spec.flags} flags ` +
-          `(seed ${spec.seed}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+          `(seed ${spec.seed}, ${spec.rows} rows) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
       );
     }
   } catch (err) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
+import { settingsHelp } from "../config/index.js";
 import { PACKAGE_VERSION } from "../version.js";
 /**
  * `schematic-replicator`: the service (default), plus `healthcheck`, `verify` and `snapshot` subcommands.
- * Exit codes (DESIGN.md §6): 0 clean shutdown, 1 fatal error, 2 invalid settings or usage, 3 API key rejected.
+ * Exit codes: 0 clean shutdown, 1 fatal error, 2 invalid settings or usage, 3 API key rejected.
  */
 import { runHealthcheck, runService } from "./service.js";
 import { runSnapshot, runVerify } from "./tools.js";
@@ -12,8 +13,9 @@ const USAGE = `Usage: schematic-replicator [command]
 Replicates Schematic flags, companies and users into Redis for the SDKs' replicator mode.
 
 Commands:
-  (none)                       run the replicator (configured by environment variables; see README)
-  healthcheck                  exit 0 if /ready on HEALTH_PORT answers 200, else 1 (for container probes)
+  (none)                       run the replicator (configured by the environment variables below)
+  healthcheck [--ready]        exit 0 if /health (with --ready: /ready) on HEALTH_PORT answers 200, else 1
+                               (for container health checks and probes without curl)
   verify [--source api|URL|FILE]
                                compare Redis with the source; print missing/stale/extra keys
                                (exit 0 in sync, 1 drift, 2 could not run)
@@ -23,7 +25,13 @@ Commands:
 Options:
   -h, --help                   show this help
   -v, --version                print the version
-`;
+
+Exit status of the service: 0 clean shutdown (SIGTERM/SIGINT), 1 fatal error (Redis refused the password or
+the TLS handshake at start-up, HEALTH_PORT taken), 2 invalid settings, 3 Schematic rejected the API key.
+
+Settings (environment variables; durations in Go syntax such as 300ms, 45s, 1h30m; booleans true, false, 1, 0,
+yes or no, any case; an invalid value stops start-up with exit status 2):
+${settingsHelp()}`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -41,7 +49,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${PACKAGE_VERSION}\n`);
       return 0;
     case "healthcheck":
-      return runHealthcheck();
+      return runHealthcheck(rest);
     case "verify":
       return runVerify(rest);
     case "snapshot":

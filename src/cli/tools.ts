@@ -1,5 +1,5 @@
 /**
- * The operator tools of `schematic-replicator` (DESIGN.md §6 "verify and snapshots", "Exit codes"):
+ * The operator tools of `schematic-replicator`:
  *
  *   verify [--source api|URL|FILE]   compare Redis with the source; one line per difference, then a summary.
  *                                     Exit 0 in sync, 1 drift, 2 could not run.

@@ -7,7 +7,9 @@ export {
   describeConfig,
   type LoadConfigOptions,
   loadConfig,
+  logFormatOf,
   parseHostPort,
   redactUrl,
 } from "./load.js";
+export { SETTING_GROUPS, SETTING_NAMES, type SettingDoc, settingsHelp, settingsMarkdown } from "./settings.js";
 export type * from "./types.js";

@@ -1,7 +1,7 @@
 /**
  * Environment → one validated Config. This is the only module of the product that reads environment variables
  * (callers pass `process.env` in). Every invalid value stops start-up with a ConfigError whose message is one
- * line naming the variable, its value (secrets shown as `(hidden)`) and the expected form (DESIGN.md §3.1).
+ * line naming the variable, its value (secrets shown as `(hidden)`) and the expected form.
  *
  * General rules:
  * - A variable that is unset, empty or only whitespace takes its default (as the Go original, where an empty
@@ -10,7 +10,12 @@
  * - Surrounding whitespace is trimmed from non-secret scalar values. Passwords are used exactly as given.
  * - Durations use Go syntax; values below 1 ms are rounded up to whole milliseconds (so a positive duration
  *   stays positive). Timer settings are capped at 2^31-1 ms, the longest delay Node.js timers support.
- * - Unknown SCHEMATIC_* / REDIS_* variables are not an error (Kubernetes, for one, injects REDIS_PORT & co.).
+ * - Variables that are not settings (the table in settings.ts): a name within one or two typing mistakes of a
+ *   setting's (`REDIS_PASWORD`, `redis_addr`) stops start-up, naming the setting meant: a typo would otherwise
+ *   silently leave the default in force. Any other name with one of our prefixes (`REDIS_ADRESS`, `REDIS_HOST`) is
+ *   only a warning with the closest setting: other tools set such variables in the same environment (Heroku's
+ *   REDIS_TLS_URL, Bitnami's REDIS_HOST), and Kubernetes service links (REDIS_PORT=tcp://…, REDIS_SERVICE_HOST) are
+ *   skipped altogether.
  */
 import { readFileSync } from "node:fs";
 import { isIPv6 } from "node:net";
@@ -18,11 +23,16 @@ import { availableParallelism } from "node:os";
 import { z } from "zod";
 import { DatastreamUrlError, deriveDatastreamUrl } from "./datastream-url.js";
 import { DurationSyntaxError, parseGoDuration } from "./duration.js";
+import { SETTING_NAMES } from "./settings.js";
 import type { Config, LogFormat, LogLevel, RedisConfig, RedisTlsConfig, RedisTopology } from "./types.js";
 
 /** Invalid settings. Its message is the one line printed before exiting with status 2. */
 export class ConfigError extends Error {
   override name = "ConfigError";
+  /** The variable the message starts with (every message names one first). */
+  get variable(): string | undefined {
+    return /^[A-Za-z_][A-Za-z0-9_]*/.exec(this.message)?.[0];
+  }
 }
 
 export interface LoadConfigOptions {
@@ -59,16 +69,25 @@ function quote(raw: string): string {
     .replace(/\u2029/g, "\\u2029");
 }
 
+/**
+ * Where the password of a URL-like value (`scheme://user:password@host`) is: `[start, end)`, "none", or "unsure"
+ * (an `@` that is not in a user info part).
+ */
+function passwordSpan(raw: string): [number, number] | "none" | "unsure" {
+  const at = raw.lastIndexOf("@");
+  if (at < 0) return "none";
+  const schemeEnd = raw.indexOf("://");
+  if (schemeEnd < 0 || schemeEnd > at) return "unsure";
+  const colon = raw.slice(schemeEnd + 3, at).indexOf(":");
+  return colon < 0 ? "none" : [schemeEnd + 3 + colon + 1, at]; // no colon: a user name only
+}
+
 /** Hides the password of a URL-like value (`scheme://user:password@host`), or the whole value if unsure. */
 export function redactUrl(raw: string): string {
-  const at = raw.lastIndexOf("@");
-  if (at < 0) return raw;
-  const schemeEnd = raw.indexOf("://");
-  if (schemeEnd < 0 || schemeEnd > at) return "(hidden)";
-  const userinfo = raw.slice(schemeEnd + 3, at);
-  const colon = userinfo.indexOf(":");
-  if (colon < 0) return raw; // a user name only
-  return `${raw.slice(0, schemeEnd + 3)}${userinfo.slice(0, colon)}:(hidden)${raw.slice(at)}`;
+  const span = passwordSpan(raw);
+  if (span === "none") return raw;
+  if (span === "unsure") return "(hidden)";
+  return `${raw.slice(0, span[0])}(hidden)${raw.slice(span[1])}`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -166,12 +185,14 @@ class EnvReader {
 
   /** Exactly as set (undefined when unset). */
   raw(name: string): string | undefined {
+    // Every name read must be in the settings table: it feeds --help, the README and the unknown-variable check.
+    if (!SETTING_NAMES.has(name)) throw new Error(`${name} is read but missing from the settings table`);
     return this.env[name];
   }
 
   /** Trimmed; undefined when unset, empty or only whitespace. */
   value(name: string): string | undefined {
-    const v = this.env[name]?.trim();
+    const v = this.raw(name)?.trim();
     return v === undefined || v === "" ? undefined : v;
   }
 
@@ -590,15 +611,155 @@ function redisKey(r: EnvReader, name: string, def: string): string {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Variables that are not settings
+
+/** Prefixes only our settings use: an unknown name with one of them is most likely meant for us. */
+const OUR_PREFIXES = [
+  "SCHEMATIC_",
+  "REDIS_",
+  "CACHE_",
+  "WRITER_LOCK_",
+  "REPLAY_",
+  "ASYNC_LOADER_",
+  "WS_",
+  "DATASTREAM_",
+];
+
+/** Kubernetes service links (`{SERVICE}_SERVICE_HOST`, `{SERVICE}_PORT=tcp://…`, `{SERVICE}_PORT_6379_TCP_ADDR`). */
+function isServiceLink(name: string, value: string): boolean {
+  return (
+    /_SERVICE_(HOST|PORT)(_[A-Z0-9_]+)?$/.test(name) ||
+    /_PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?$/.test(name) ||
+    (/_PORT$/.test(name) && /^(tcp|udp|sctp):\/\//.test(value))
+  );
+}
+
+/** Optimal string alignment distance (Levenshtein plus the swap of two neighbours). */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = best;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+const firstSegment = (name: string) => name.split("_")[0];
+
+/** Names other Redis clients use for what a setting here does, which spelling distance does not find. */
+const SYNONYMS: Record<string, string> = {
+  REDIS_HOST: "REDIS_ADDR",
+  REDIS_PORT: "REDIS_ADDR",
+  REDIS_ADDRESS: "REDIS_ADDR",
+  REDIS_USER: "REDIS_USERNAME",
+  REDIS_PASS: "REDIS_PASSWORD",
+};
+
+/** See the rules in this file's header comment. */
+function checkUnknownVariables(env: NodeJS.ProcessEnv, warnings: string[]): void {
+  for (const name of Object.keys(env).sort()) {
+    const value = env[name];
+    if (value === undefined || SETTING_NAMES.has(name) || isServiceLink(name, value)) continue;
+    const upper = name.toUpperCase();
+    let closest: { setting: string; distance: number } | undefined;
+    for (const setting of SETTING_NAMES) {
+      if (firstSegment(setting) !== firstSegment(upper)) continue;
+      const distance = editDistance(upper, setting);
+      if (!closest || distance < closest.distance) closest = { setting, distance };
+    }
+    if (closest && closest.distance <= (closest.setting.length >= 10 ? 2 : 1)) {
+      const note = upper === closest.setting ? "names are case-sensitive; " : "";
+      throw new ConfigError(
+        `${name} is not a setting (expected ${closest.setting}: ${note}rename the variable, or unset it)`,
+      );
+    }
+    if (OUR_PREFIXES.some((p) => name.startsWith(p))) {
+      const meant =
+        SYNONYMS[name] ?? (closest && closest.distance <= Math.max(3, name.length / 3) ? closest.setting : undefined);
+      const hint = meant ? ` (did you mean ${meant}?)` : "";
+      warnings.push(`${name} is not a setting of this replicator and is ignored${hint}`);
+    }
+  }
+}
+
+/** `1500ms`, `9s`: a duration in the form the settings take. */
+function formatMs(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+/**
+ * A writer renews its lease every TTL/3 and stops writing when no renewal was confirmed within the next TTL/3. A
+ * renewal may take as long as the Redis command timeout; if that is not below TTL/3, a Redis slowdown the timeout
+ * deems acceptable costs the lease (and a writer change) even though every command succeeds.
+ */
+function checkLeaseTiming(r: EnvReader, ttlMs: number, redis: RedisConfig): void {
+  const timeoutMs = Math.max(redis.readTimeoutMs, redis.writeTimeoutMs);
+  if (ttlMs / 3 > timeoutMs) return;
+  const timeoutVar = redis.readTimeoutMs >= redis.writeTimeoutMs ? "REDIS_READ_TIMEOUT" : "REDIS_WRITE_TIMEOUT";
+  const suggestedTtl = formatMs(Math.floor((timeoutMs * 3) / 1000 + 1) * 1000);
+  if (r.isSet("WRITER_LOCK_TTL")) {
+    throw new ConfigError(
+      `WRITER_LOCK_TTL=${quote(r.value("WRITER_LOCK_TTL") as string)} leaves a renewal ${formatMs(Math.floor(ttlMs / 3))}, not more than the Redis command timeout (${formatMs(timeoutMs)}, ${timeoutVar}) (expected a TTL above three times the command timeout, such as ${suggestedTtl}, or shorter REDIS_READ_TIMEOUT/REDIS_WRITE_TIMEOUT)`,
+    );
+  }
+  throw new ConfigError(
+    `${timeoutVar}=${quote(r.value(timeoutVar) ?? formatMs(timeoutMs))} is not below a third of WRITER_LOCK_TTL (${formatMs(ttlMs)}, the default), the time a lease renewal has (expected a command timeout below ${formatMs(Math.ceil(ttlMs / 3))}, or WRITER_LOCK_TTL above ${formatMs(timeoutMs * 3)})`,
+  );
+}
+
+/** Values that must never reach a log line: the API key, every password, the TLS client key. */
+function secretsOf(r: EnvReader, apiKey: string, redis: RedisConfig): string[] {
+  const out = [apiKey];
+  if (redis.password !== undefined) out.push(redis.password);
+  // A password in a URL that REDIS_PASSWORD overrides is not in the config, but is in the environment.
+  for (const name of ["REDIS_URL", "REDIS_ADDR"]) {
+    const raw = r.value(name) ?? "";
+    const span = passwordSpan(raw);
+    if (typeof span !== "string") {
+      const password = raw.slice(span[0], span[1]);
+      out.push(password);
+      try {
+        out.push(decodeURIComponent(password));
+      } catch {
+        // not percent-encoded: the raw form is enough
+      }
+    }
+  }
+  if (redis.topology.kind === "sentinel" && redis.topology.sentinelPassword !== undefined) {
+    out.push(redis.topology.sentinelPassword);
+  }
+  if (redis.tls?.key !== undefined) out.push(redis.tls.key);
+  return [...new Set(out.filter((s) => s !== ""))];
+}
+
+/** The log format loadConfig would pick, without failing: how to print the error when loadConfig fails. */
+export function logFormatOf(env: NodeJS.ProcessEnv, isTTY: boolean): LogFormat {
+  const v = env.LOG_FORMAT?.trim().toLowerCase();
+  return v === "json" || v === "pretty" ? v : isTTY ? "pretty" : "json";
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 
 export function loadConfig(env: NodeJS.ProcessEnv, opts: LoadConfigOptions = {}): Config {
   const r = new EnvReader(env, opts.readFile ?? ((path) => readFileSync(path, "utf8")));
   const warnings: string[] = [];
+  checkUnknownVariables(env, warnings);
 
   const apiKey = loadApiKey(r);
   const apiUrl = loadApiUrl(r);
   const datastream = loadDatastreamUrl(r, apiUrl);
   const apiTimeoutMs = r.get("API_TIMEOUT", durationSchema(), 30_000);
+  const apiKeyCheckIntervalMs = r.get(
+    "API_KEY_CHECK_INTERVAL",
+    durationSchema({ zeroMeans: "checking only at start-up" }),
+    60_000,
+  );
 
   // CACHE_TTL is a Redis expiry, not a timer: no timer cap.
   const cacheTtlMs = r.get("CACHE_TTL", durationSchema({ zeroMeans: "unlimited", timer: false }), 0);
@@ -686,6 +847,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, opts: LoadConfigOptions = {})
     for (const name of ["WRITER_LOCK_KEY", "WRITER_LOCK_TTL"]) {
       if (r.isSet(name)) warnings.push(`${name} has no effect with WRITER_LOCK_DISABLED=true`);
     }
+  } else {
+    checkLeaseTiming(r, writerLock.ttlMs, redis);
   }
   const replay = {
     disabled: r.get("REPLAY_DISABLED", boolSchema, false),
@@ -713,6 +876,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, opts: LoadConfigOptions = {})
     datastreamUrl: datastream.url,
     datastreamUrlExplicit: datastream.explicit,
     apiTimeoutMs,
+    apiKeyCheckIntervalMs,
     cacheTtlMs,
     cacheCleanupIntervalMs,
     logLevel,
@@ -740,6 +904,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, opts: LoadConfigOptions = {})
     shutdownTimeoutMs,
     markerCheckIntervalMs,
     warnings,
+    secrets: secretsOf(r, apiKey, redis),
   };
   if (cacheVersion !== undefined) config.cacheVersion = cacheVersion;
   return config;
@@ -755,7 +920,7 @@ const HIDDEN = "(hidden)";
  * at warn level.
  */
 export function describeConfig(c: Config): Record<string, unknown> {
-  const { apiKey: _apiKey, warnings: _warnings, redis, ...rest } = c;
+  const { apiKey: _apiKey, warnings: _warnings, secrets: _secrets, redis, ...rest } = c;
   const { password, tls, topology, ...redisRest } = redis;
   const shownTopology =
     topology.kind === "sentinel" && topology.sentinelPassword !== undefined

@@ -51,6 +51,8 @@ export interface Config {
   datastreamUrl: string;
   datastreamUrlExplicit: boolean;
   apiTimeoutMs: number;
+  /** How often a standby checks that its API key is accepted; 0 = only at start-up. */
+  apiKeyCheckIntervalMs: number;
 
   /** 0 = no expiry. */
   cacheTtlMs: number;
@@ -105,4 +107,6 @@ export interface Config {
    * REDIS_MAX_REDIRECTS without Cluster), one sentence each, to log at warn level at start-up.
    */
   warnings: string[];
+  /** Values that must never appear in a log line: the API key, passwords (also from URLs), the TLS client key. */
+  secrets: string[];
 }

@@ -124,7 +124,7 @@ export class DatastreamClient {
       this.reconnects++;
       if (delay > 0) {
         this.log.warn(
-          { attempt: failures, delayMs: delay, error: outcome.error },
+          { attempt: failures, delayMs: delay, err: outcome.error },
           "datastream reconnecting after a delay",
         );
       }

@@ -11,8 +11,10 @@
  * - Without `rate` or `stamp`: every frame (stream id included) is built first, then all are pushed in one
  *   synchronous loop, 256 frames per socket write: as fast as the sockets take them, nothing waits for a slow
  *   reader (the bytes queue in the emulator). `push_started_ns` marks the start of that loop.
- * - With `rate` (changes per second): pushed on a 1 ms timer, each tick sending what is due, so the long-run rate
- *   is exact and the burst per tick is about rate/1000. The answer comes when the last change is pushed.
+ * - With `rate` (changes per second): pushed on a timer that wakes when the next change is due (at least 1 ms
+ *   later), each tick sending what is due, so the long-run rate is exact and the burst per tick is about
+ *   rate/1000 at high rates, one change at low ones; each change is serialised as it is pushed, so the first push
+ *   follows the request at once. The answer comes when the last change is pushed.
  * - `stamp: true`: `environment_id` is `"{tag}@{ns}"`, ns being `process.hrtime.bigint()` (CLOCK_MONOTONIC on
  *   Linux: comparable between processes of one host) taken just before that change is pushed.
  * Meant for benchmarks: the entities it updates should not be changed by other admin calls while it runs.
@@ -130,17 +132,14 @@ export async function runFeed(state: EmulatorState, hub: DatastreamHub, spec: Fe
       });
     }
   } else {
-    // Built as it goes (each change may carry the time it is pushed): the serialised entity is split around its
-    // environment_id value up front, so a push is two concatenations.
-    const parts = new Array<[Company | User, string, string]>(count);
-    for (let i = 0; i < count; i++) {
+    // Each change is serialised as it is pushed, so the first push follows the request at once however long the
+    // feed is (a freshly started replicator gets its first change right away). The entity is serialised around a
+    // mark first, so the stamp is taken just before the push, not before the serialisation.
+    const tag = jsonInner(spec.tag);
+    const push = (i: number): void => {
       const entity = entityAt(i);
       const json = JSON.stringify({ ...entity, environment_id: MARK });
       const at = json.indexOf(MARK);
-      parts[i] = [entity, json.slice(0, at), json.slice(at + MARK.length)];
-    }
-    const tag = jsonInner(spec.tag);
-    const push = (i: number): void => {
       let value = spec.tag;
       let inner = tag;
       if (spec.stamp) {
@@ -148,10 +147,8 @@ export async function runFeed(state: EmulatorState, hub: DatastreamHub, spec: Fe
         value = `${spec.tag}@${ns}`;
         inner = `${tag}@${ns}`;
       }
-      // The state holds exactly what is pushed: the entity as it was when the feed started, re-tagged.
-      const [entity, before, after] = parts[i]!;
       table.put({ ...entity, environment_id: value });
-      last = hub.publishJson(spec.kind, "full", entity.id, before + inner + after);
+      last = hub.publishJson(spec.kind, "full", entity.id, json.slice(0, at) + inner + json.slice(at + MARK.length));
     };
     prepareMs = performance.now() - t0;
     started = process.hrtime.bigint();
@@ -167,7 +164,11 @@ export async function runFeed(state: EmulatorState, hub: DatastreamHub, spec: Fe
         });
         if (sent >= count || hub.closed) resolve();
         else if (nsPerChange === 0) setImmediate(tick);
-        else setTimeout(tick, 1);
+        else {
+          // Sleep until the next change is due (at least the timer's 1 ms): a slow feed does not spin.
+          const untilNextMs = (sent * nsPerChange - Number(process.hrtime.bigint() - started)) / 1e6;
+          setTimeout(tick, Math.max(1, Math.floor(untilNextMs)));
+        }
       };
       tick();
     });

@@ -1,8 +1,13 @@
 /**
- * `--generate companies=N,users=N,flags=N,seed=S`: a synthetic data set, deterministic by seed, with records of
- * about 2 KB (companies: keys, plans, products, credit balance, five metrics, four traits, an entitlement, a
- * subscription, sometimes an override; users: keys and fourteen traits). Built straight into wire objects
- * (trait definitions are shared objects: treat entities as immutable), so 100k + 100k take a few seconds.
+ * `--generate companies=N,users=N,flags=N,seed=S[,rows=full|lean]`: a synthetic data set, deterministic by seed.
+ * - `rows=full` (the default): records of about 2 KB (companies: keys, plans, products, credit balance, five
+ *   metrics, four traits, an entitlement, a subscription, sometimes an override; users: two keys and fourteen
+ *   traits), about 7.4 KB each in the REST API's shapes.
+ * - `rows=lean`: the same kinds of fields, fewer of them (companies: two metrics, the two traits the flags test,
+ *   a product and a subscription on one in ten; users: one key, one trait), about 3.5 KB (companies) and
+ *   1.1 KB (users) in the REST shapes: the row sizes of a typical account, for load benchmarks at scale.
+ * Built straight into wire objects. Trait definitions and traits (definition, value) are shared objects, so a
+ * million users fit in a few hundred MB: treat entities as immutable (the emulator replaces, never mutates).
  */
 import type {
   Company,
@@ -17,28 +22,37 @@ import type {
 } from "../model/wire.js";
 import { prng } from "./faults.js";
 
+export type RowShape = "full" | "lean";
+
 export interface GenerateSpec {
   companies: number;
   users: number;
   flags: number;
   seed: number;
+  /** Default "full". */
+  rows?: RowShape;
 }
 
-export const DEFAULT_GENERATE: GenerateSpec = { companies: 1000, users: 1000, flags: 20, seed: 1 };
+export const DEFAULT_GENERATE: GenerateSpec = { companies: 1000, users: 1000, flags: 20, seed: 1, rows: "full" };
 
-/** Parses `companies=N,users=N,flags=N,seed=S` (any subset, any order); throws Error with the problem. */
+const SPEC_FORM = "companies=N,users=N,flags=N,seed=S,rows=full|lean";
+
+/** Parses `companies=N,users=N,flags=N,seed=S,rows=full|lean` (any subset, any order); throws Error with the problem. */
 export function parseGenerateSpec(spec: string): GenerateSpec {
   const out = { ...DEFAULT_GENERATE };
   for (const part of spec.split(",")) {
     if (part.trim() === "") continue;
-    const m = /^\s*(companies|users|flags|seed)\s*=\s*(\d+)\s*$/.exec(part);
-    if (!m) {
-      throw new Error(`--generate: bad item ${JSON.stringify(part)} (expected companies=N,users=N,flags=N,seed=S)`);
+    const rows = /^\s*rows\s*=\s*(full|lean)\s*$/.exec(part);
+    if (rows) {
+      out.rows = rows[1] as RowShape;
+      continue;
     }
+    const m = /^\s*(companies|users|flags|seed)\s*=\s*(\d+)\s*$/.exec(part);
+    if (!m) throw new Error(`--generate: bad item ${JSON.stringify(part)} (expected ${SPEC_FORM})`);
     const n = Number(m[2]);
     if (!Number.isSafeInteger(n) || (m[1] !== "seed" && n > 10_000_000))
       throw new Error(`--generate: ${m[1]} is too large`);
-    out[m[1] as keyof GenerateSpec] = n;
+    out[m[1] as "companies" | "users" | "flags" | "seed"] = n;
   }
   return out;
 }
@@ -229,9 +243,84 @@ function makeFlag(i: number, rand: () => number): Flag {
   return { id, account_id: ACCOUNT, environment_id: ENV, key, rules, default_value: false };
 }
 
-function makeCompany(i: number, width: number, rand: () => number, flags: Flag[]): Company {
+type Picker = <T>(xs: readonly T[]) => T;
+
+/** What varies between the row shapes; everything else is built the same way. */
+interface Shape {
+  /** The company metrics, as indexes into EVENTS (api_call first: the entitlement's usage is its value). */
+  events: readonly number[];
+  /** Products a company may have, each with probability `productChance`. */
+  products: readonly string[];
+  productChance: number;
+  /** Every company has a subscription, or only those with a product. */
+  subscriptionForAll: boolean;
+  companyTraits: readonly (keyof typeof COMPANY_TRAITS)[];
+  /** Users: both keys (email, user_id) or only the email. */
+  userKeys: "both" | "email";
+  /** Users: the first N of USER_TRAITS. */
+  userTraits: number;
+}
+
+const SHAPES: Record<RowShape, Shape> = {
+  full: {
+    events: [0, 1, 2, 3, 4],
+    products: PRODUCTS,
+    productChance: 0.4,
+    subscriptionForAll: true,
+    companyTraits: ["seats", "region", "industry", "beta"],
+    userKeys: "both",
+    userTraits: USER_TRAITS.length,
+  },
+  // The traits the synthetic flags test (region, beta), the metric their usage limits read (api_call), the credit
+  // and plan conditions' inputs; fewer of everything else.
+  lean: {
+    events: [0, 4],
+    products: ["bilp_ai_credits"],
+    productChance: 0.1,
+    subscriptionForAll: false,
+    companyTraits: ["region", "beta"],
+    userKeys: "email",
+    userTraits: 1,
+  },
+};
+
+const COMPANY_TRAIT_VALUE: Record<keyof typeof COMPANY_TRAITS, (rand: () => number, pick: Picker) => string> = {
+  seats: (rand) => String(1 + Math.floor(rand() * 500)),
+  region: (_, pick) => pick(REGIONS),
+  industry: (_, pick) => pick(INDUSTRIES),
+  beta: (rand) => (rand() < 0.2 ? "true" : "false"),
+};
+
+/** One shared Trait object per (definition, value): a million users then hold pointers, not copies. */
+type TraitOf = (definition: TraitDefinition, value: string) => Trait;
+
+function traitInterner(): TraitOf {
+  const byDefinition = new Map<TraitDefinition, Map<string, Trait>>();
+  return (trait_definition, value) => {
+    let byValue = byDefinition.get(trait_definition);
+    if (!byValue) {
+      byValue = new Map();
+      byDefinition.set(trait_definition, byValue);
+    }
+    let trait = byValue.get(value);
+    if (!trait) {
+      trait = { trait_definition, value };
+      byValue.set(value, trait);
+    }
+    return trait;
+  };
+}
+
+function makeCompany(
+  i: number,
+  width: number,
+  rand: () => number,
+  flags: Flag[],
+  shape: Shape,
+  traitOf: TraitOf,
+): Company {
   const id = `comp_${pad(i, width)}`;
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+  const pick: Picker = (xs) => xs[Math.floor(rand() * xs.length)]!;
   const base = pick(PLANS);
   const version = `${base}_v${1 + Math.floor(rand() * 2)}`;
   const planIds: string[] = [base];
@@ -241,25 +330,20 @@ function makeCompany(i: number, width: number, rand: () => number, flags: Flag[]
     planIds.push(addon);
     versions.push(`${addon}_v1`);
   }
-  const products = PRODUCTS.filter(() => rand() < 0.4);
+  const products = shape.products.filter(() => rand() < shape.productChance);
   const created = pick(CREATED);
-  const metrics: CompanyMetric[] = EVENTS.map(([event, period]) => ({
+  const metrics: CompanyMetric[] = shape.events.map((e) => ({
     account_id: ACCOUNT,
     environment_id: ENV,
     company_id: id,
-    event_subtype: event,
-    period,
+    event_subtype: EVENTS[e]![0],
+    period: EVENTS[e]![1],
     month_reset: "first_of_month",
     value: Math.floor(rand() * 2000),
     created_at: created,
     valid_until: null,
   }));
-  const traits: Trait[] = [
-    { trait_definition: COMPANY_TRAITS.seats, value: String(1 + Math.floor(rand() * 500)) },
-    { trait_definition: COMPANY_TRAITS.region, value: pick(REGIONS) },
-    { trait_definition: COMPANY_TRAITS.industry, value: pick(INDUSTRIES) },
-    { trait_definition: COMPANY_TRAITS.beta, value: rand() < 0.2 ? "true" : "false" },
-  ];
+  const traits = shape.companyTraits.map((t) => traitOf(COMPANY_TRAITS[t], COMPANY_TRAIT_VALUE[t](rand, pick)));
   const rules: Rule[] = [];
   if (flags.length > 0 && rand() < 0.1) {
     const flag = pick(flags);
@@ -304,16 +388,15 @@ function makeCompany(i: number, width: number, rand: () => number, flags: Flag[]
     plan_ids: planIds,
     plan_version_ids: versions,
     rules,
-    subscription: {
-      id: `bsub_${pad(i, width)}`,
-      period_start: "2026-07-01T00:00:00Z",
-      period_end: "2026-08-01T00:00:00Z",
-    },
+    subscription:
+      shape.subscriptionForAll || products.length > 0
+        ? { id: `bsub_${pad(i, width)}`, period_start: "2026-07-01T00:00:00Z", period_end: "2026-08-01T00:00:00Z" }
+        : null,
     traits,
   };
 }
 
-function makeUser(i: number, width: number, rand: () => number): User {
+function makeUser(i: number, width: number, rand: () => number, shape: Shape, traitOf: TraitOf): User {
   const id = `user_${pad(i, width)}`;
   const word = () => WORDS[Math.floor(rand() * WORDS.length)]!;
   const values = [
@@ -332,12 +415,13 @@ function makeUser(i: number, width: number, rand: () => number): User {
     rand() < 0.5 ? "dark" : "light",
     rand() < 0.7 ? "true" : "false",
   ];
+  const email = `user-${pad(i, width)}@example.com`;
   return {
     id,
     account_id: ACCOUNT,
     environment_id: ENV,
-    keys: { email: `user-${pad(i, width)}@example.com`, user_id: `u-${pad(i, width)}` },
-    traits: USER_TRAITS.map((trait_definition, t) => ({ trait_definition, value: values[t]! })),
+    keys: shape.userKeys === "both" ? { email, user_id: `u-${pad(i, width)}` } : { email },
+    traits: USER_TRAITS.slice(0, shape.userTraits).map((definition, t) => traitOf(definition, values[t]!)),
     rules: [],
   };
 }
@@ -349,9 +433,11 @@ export function generateFixture(spec: GenerateSpec): Fixture {
   for (let i = 1; i <= spec.flags; i++) flags.push(makeFlag(i, rand));
   const cw = Math.max(6, String(spec.companies).length);
   const uw = Math.max(6, String(spec.users).length);
+  const shape = SHAPES[spec.rows ?? "full"];
+  const traitOf = traitInterner();
   const companies: Company[] = new Array(spec.companies);
-  for (let i = 0; i < spec.companies; i++) companies[i] = makeCompany(i + 1, cw, rand, flags);
+  for (let i = 0; i < spec.companies; i++) companies[i] = makeCompany(i + 1, cw, rand, flags, shape, traitOf);
   const users: User[] = new Array(spec.users);
-  for (let i = 0; i < spec.users; i++) users[i] = makeUser(i + 1, uw, rand);
+  for (let i = 0; i < spec.users; i++) users[i] = makeUser(i + 1, uw, rand, shape, traitOf);
   return { flags, companies, users };
 }

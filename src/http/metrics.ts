@@ -23,6 +23,8 @@ export interface MetricsSource {
     | undefined;
   readonly datastream: { readonly connected: boolean } | undefined;
   readonly role: "writer" | "standby";
+  /** false while Schematic rejects the API key, true once it accepted it, undefined before any verdict. */
+  readonly apiKeyValid: boolean | undefined;
   readonly loaded: boolean;
   readonly loading: boolean;
   readonly redisBreaker: { readonly state: BreakerState };
@@ -39,7 +41,7 @@ export interface MetricsOptions {
   version: string;
   cacheVersion: string;
   /** The /ready formula and the Redis probe, evaluated at scrape time. */
-  status(): Promise<{ ready: boolean; redis: "connected" | "disconnected" }>;
+  status(): Promise<{ ready: boolean; redis: string }>;
 }
 
 /** Replication lag: from a few milliseconds to the replay of a ten-minute outage. */
@@ -113,7 +115,7 @@ export function createMetrics(r: MetricsSource, o: MetricsOptions): Registry {
     `${P}api_key_valid`,
     "1 when Schematic accepted the API key at its last answer, 0 when it rejected it; absent until asked.",
     registers,
-    () => (r.stats.apiKeyValid === undefined ? undefined : r.stats.apiKeyValid ? 1 : 0),
+    () => (r.apiKeyValid === undefined ? undefined : r.apiKeyValid ? 1 : 0),
   );
 
   const counter = (name: string, help: string, read: () => number) =>

@@ -1,6 +1,12 @@
 /**
- * The health server on HEALTH_PORT: `/health` (liveness: 200 while the process runs), `/ready` (200 only when
- * Redis holds a complete, current data set — DESIGN.md §6), `/debug` (counters) and `/metrics` (Prometheus).
+ * The health server on HEALTH_PORT:
+ * - `/health`: liveness and the container health check. 200 while the process is alive and doing its job, which
+ *   includes waiting for Redis (at start-up or after an outage; `components.redis` and `redis_error` say why); it
+ *   does not depend on how fresh the data is. 503 only when the instance cannot do its job however long it waits:
+ *   Schematic rejects its API key (a standby then stops contending for the writer lease). docs/design/probes.md
+ *   explains why.
+ * - `/ready`: the SDK-facing contract: 200 only when Redis holds a complete, current data set.
+ * - `/debug` (counters) and `/metrics` (Prometheus).
  * Bodies keep the Go original's fields; `cache_version` is in every answer, whatever the status, because SDKs
  * learn the key namespace from it.
  */
@@ -11,12 +17,22 @@ import type { Logger } from "../util/log.js";
 export interface HealthStatus {
   ready: boolean;
   connected: boolean;
-  redis: "connected" | "disconnected";
+  /** `connecting`: Redis has not answered yet since start-up. */
+  redis: "connected" | "disconnected" | "connecting";
   datastream: "ready" | "connected_loading" | "disconnected" | "standby";
   role: "writer" | "standby";
   staleSince?: string;
   /** Why /ready is 503, for humans. */
   reason?: string;
+  /** The last Redis connection error, while Redis does not answer. */
+  redisError?: string;
+  apiKey?: "valid" | "rejected" | "unchecked";
+  /** RFC 3339: when Schematic last gave a verdict on the API key. */
+  apiKeyCheckedAt?: string;
+  /** Who holds the writer lease (`hostname-pid`), null for nobody. */
+  leaseHolder?: string | null;
+  /** Why /health is 503; undefined while healthy. */
+  unhealthy?: string;
 }
 
 export interface HealthSource {
@@ -26,16 +42,33 @@ export interface HealthSource {
   registry: Registry;
 }
 
-export function healthBody(status: HealthStatus, cacheVersion: string): Record<string, unknown> {
+/**
+ * The body of /health and /ready. `status` is `healthy`, `not_ready` (alive, /ready 503) or, on /health only,
+ * `unhealthy` (/health 503, `unhealthy_reason` says why); `reason` always explains a false `ready`.
+ */
+export function healthBody(
+  status: HealthStatus,
+  cacheVersion: string,
+  endpoint: "health" | "ready" = "ready",
+): Record<string, unknown> {
+  const unhealthy = endpoint === "health" && status.unhealthy !== undefined;
   return {
-    status: status.ready ? "healthy" : "not_ready",
+    status: unhealthy ? "unhealthy" : status.ready ? "healthy" : "not_ready",
     ready: status.ready,
     connected: status.connected,
     role: status.role,
-    components: { redis: status.redis, datastream: status.datastream },
+    components: {
+      redis: status.redis,
+      datastream: status.datastream,
+      ...(status.apiKey ? { api_key: status.apiKey } : {}),
+    },
     cache_version: cacheVersion,
     stale_since: status.staleSince ?? null,
     ...(status.reason ? { reason: status.reason } : {}),
+    ...(unhealthy ? { unhealthy_reason: status.unhealthy } : {}),
+    ...(status.redisError ? { redis_error: status.redisError } : {}),
+    ...(status.apiKeyCheckedAt ? { api_key_checked_at: status.apiKeyCheckedAt } : {}),
+    ...(status.leaseHolder !== undefined ? { lease_holder: status.leaseHolder } : {}),
     timestamp: new Date().toISOString(),
   };
 }
@@ -52,7 +85,7 @@ export async function startHealthServer(
       switch (path) {
         case "/health": {
           const status = await source.status();
-          return json(res, 200, healthBody(status, source.cacheVersion));
+          return json(res, status.unhealthy ? 503 : 200, healthBody(status, source.cacheVersion, "health"));
         }
         case "/ready": {
           const status = await source.status();

@@ -408,7 +408,7 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     if (messageType === "error") {
       this.stats.countReceived("other", "error");
       const data = (msg.data ?? {}) as { error?: unknown };
-      this.o.log.warn({ entityType, error: data.error }, "the datastream reported an error");
+      this.o.log.warn({ entityType, err: data.error }, "the datastream reported an error");
       // The flags subscription was answered (with an error): the session's backlogs are all in.
       if (entityType === ENTITY_TYPES.flags) this.endSessionStart();
       return;

@@ -34,8 +34,6 @@ export class ReplicationStats {
   fullReloads = 0;
   /** Times the writer found that Redis had lost its data (the marker vanished) and rebuilt it. */
   dataLossEvents = 0;
-  /** Whether Schematic accepted the API key when it last answered (undefined: not asked yet). */
-  apiKeyValid: boolean | undefined;
   /** `${entity}:${type}` → count: datastream messages received; stream changes applied; REST rows and evictions. */
   readonly receivedBy = new Map<string, number>();
   readonly appliedBy = new Map<string, number>();
@@ -69,7 +67,6 @@ export class ReplicationStats {
   /** A failed REST request: `status` is the HTTP status when a response arrived. */
   countRestError(status: number | undefined): void {
     bump(this.restErrors, restErrorClass(status));
-    if (status === 401 || status === 403) this.apiKeyValid = false;
   }
 
   loadCompleted(pass: LoadPass, ms: number): void {

@@ -9,17 +9,20 @@ import type { Cluster, Redis } from "ioredis";
 import type { Config } from "../config/types.js";
 import { AuthRejectedError, DatastreamClient } from "../datastream/client.js";
 import { subscribeFrame, subscribeFrames } from "../datastream/protocol.js";
+import { ApiKeyMonitor, type ApiKeyState } from "../loader/api-key.js";
 import { loadEverything } from "../loader/loader.js";
 import { LoadCancelledError, RestClient } from "../loader/rest-client.js";
 import { ENTITY_TYPES } from "../model/wire.js";
 import { Pipeline } from "../replication/pipeline.js";
 import { type RetryContext, StoppedError, withRetry } from "../replication/retry.js";
 import { ReplicationStats } from "../replication/stats.js";
-import { isCluster, masters } from "../store/connect.js";
+import { ClusterCanaries } from "../store/canary.js";
+import { isCluster, masters, writerConnectionName } from "../store/connect.js";
 import { ServerChangedError, serverId, serverTime } from "../store/control-keys.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
 import { WriterLease } from "../store/lease.js";
+import { LeaseHolderWatch } from "../store/lease-holder.js";
 import { cleanupOtherVersions, refreshExpiry } from "../store/maintenance.js";
 import { type Marker, readMarker, readMarkerAndExpiry, saveMarker } from "../store/marker.js";
 import { LeaseLostError, StoreWriter, type WriterLeaseRef } from "../store/writer.js";
@@ -29,6 +32,16 @@ import { backoffDelay, nowIso, sleep } from "../util/time.js";
 import { MarkerSync } from "./marker-sync.js";
 
 export type Role = "writer" | "standby";
+
+/** Why a full load runs (logged with it). */
+export type LoadReason = "initial" | "data_loss" | "server_restart" | "server_reload" | "no_cursor";
+const LOAD_REASONS: Record<LoadReason, string> = {
+  initial: "initial load: Redis holds no data set for this cache version",
+  data_loss: "Redis lost its data",
+  server_restart: "Redis restarted during the load",
+  server_reload: "the server asked for a reload",
+  no_cursor: "no replay cursor to resume with",
+};
 
 /** How often the message counters are logged (when they changed), as the Go original does. */
 const MESSAGE_LOG_INTERVAL_MS = 30_000;
@@ -70,8 +83,15 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   loadProgress: Record<string, { loaded: number; total: number }> = {};
   /** Set by the metrics module to observe Redis round trips. */
   observeRedis: (operation: string, seconds: number) => void = () => undefined;
+  /** Whether Schematic accepts the API key (checked at start-up, then periodically while standing by). */
+  readonly apiKey: ApiKeyMonitor;
   private lease: WriterLease | undefined;
   private leaseRef: WriterLeaseRef | undefined;
+  private holderWatch: LeaseHolderWatch | undefined;
+  /** Why the next full load runs, once needFullLoad is set. */
+  private loadReason: LoadReason = "initial";
+  /** This process has seen a complete data set in Redis: a missing one later means Redis lost it. */
+  private sawDataSet = false;
   private writer: StoreWriter | undefined;
   /** Aborted when this writer tenure ends: its pending marker writes and retries stop. */
   private tenure: AbortController | undefined;
@@ -84,6 +104,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   /** The run_id of the Redis server this writer last checked; a new one means Redis restarted. */
   private serverId: string | undefined;
   private recovery: Promise<void> | undefined;
+  /** Cluster only: the per-master canaries of this tenure (marker loss covers a single node). */
+  private canaries: ClusterCanaries | undefined;
   private timers: NodeJS.Timeout[] = [];
   private loadAbort: AbortController | undefined;
   private sessionFlagsApplied = false;
@@ -101,6 +123,27 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.loaderBreaker = new CircuitBreaker("api", c.loader.circuitBreakerThreshold, c.loader.circuitBreakerTimeoutMs);
     this.redisBreaker.on("state", (to) => d.log.warn({ breaker: "redis", state: to }, "circuit breaker changed state"));
     this.loaderBreaker.on("state", (to) => d.log.warn({ breaker: "api", state: to }, "circuit breaker changed state"));
+    this.apiKey = new ApiKeyMonitor({
+      apiUrl: c.apiUrl,
+      apiKey: c.apiKey,
+      timeoutMs: c.apiTimeoutMs,
+      intervalMs: c.apiKeyCheckIntervalMs,
+      userAgent: `schematic-datastream-replicator/${d.clientVersion}`,
+      log: d.log,
+    });
+  }
+
+  /** false while Schematic rejects the API key, true once it accepted it, undefined before any verdict. */
+  get apiKeyValid(): boolean | undefined {
+    return this.apiKey.state === "unchecked" ? undefined : this.apiKey.state === "valid";
+  }
+  /** When Schematic last gave a verdict on the API key (ms since the epoch). */
+  get apiKeyCheckedAt(): number | undefined {
+    return this.apiKey.checkedAt;
+  }
+  /** Who holds the writer lease (`hostname-pid`), null for nobody, undefined when unknown or disabled. */
+  get leaseHolder(): string | null | undefined {
+    return this.holderWatch?.holder;
   }
 
   get config(): Config {
@@ -123,10 +166,17 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       return;
     }
     this.d.log.info({ key: c.writerLock.key }, "waiting for the writer lease");
-    this.startLease();
+    this.holderWatch = new LeaseHolderWatch(this.d.redis, c.writerLock.key, c.writerLock.ttlMs / 3, (from, to) =>
+      this.onHolderChange(from, to),
+    );
+    this.holderWatch.start();
+    // A standby checks its key while it waits, so that a rejected one shows before the failover that needs it.
+    this.apiKey.on("change", (state) => this.onApiKeyState(state));
+    this.apiKey.start(() => this.role === "standby");
+    if (this.apiKey.state !== "rejected") this.contendForLease();
   }
 
-  private startLease(): void {
+  private contendForLease(): void {
     const c = this.d.config;
     const lease = new WriterLease(this.d.redis, {
       key: c.writerLock.key,
@@ -137,6 +187,29 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     lease.on("acquired", () => this.serialise(() => this.becomeWriter()));
     lease.on("lost", () => this.serialise(() => this.becomeStandby("the writer lease was lost")));
     lease.start();
+  }
+
+  /** A standby whose key Schematic rejects must not become the writer: it would exit at once and leave none. */
+  private onApiKeyState(state: ApiKeyState): void {
+    if (this.stopping || this.role !== "standby") return;
+    if (state === "rejected" && this.lease) {
+      this.lease.stop();
+      this.lease = undefined;
+      this.d.log.warn("not contending for the writer lease while Schematic rejects the API key");
+    } else if (state === "valid" && !this.lease) {
+      this.contendForLease();
+    }
+  }
+
+  private onHolderChange(from: string | null | undefined, to: string | null): void {
+    if (this.role !== "standby" || to === this.writerId) return;
+    if (to === null) {
+      if (from) this.d.log.info({ previous: from }, "no replicator holds the writer lease");
+    } else if (from === undefined || from === null || from === this.writerId) {
+      this.d.log.info({ holder: to }, `standing by: ${to} holds the writer lease`);
+    } else {
+      this.d.log.info({ holder: to, previous: from }, `the writer lease passed from ${from} to ${to}`);
+    }
   }
 
   /** Role changes run one at a time, in the order they were asked for. */
@@ -173,7 +246,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const timer = setTimeout(() => {
       if (this.stopping) return;
       if (this.d.config.writerLock.disabled) this.serialise(() => this.becomeWriter());
-      else this.startLease();
+      else if (this.apiKey.state !== "rejected") this.contendForLease();
     }, this.d.config.writerLock.ttlMs);
     timer.unref();
   }
@@ -193,10 +266,16 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     };
     this.leaseRef = c.writerLock.disabled ? undefined : { key: c.writerLock.key, token };
     this.writer = timed(
-      new StoreWriter(this.d.redis, { ttlMs: c.cacheTtlMs, lease: this.leaseRef, log }),
+      new StoreWriter(this.d.redis, {
+        ttlMs: c.cacheTtlMs,
+        lease: this.leaseRef,
+        connectionName: writerConnectionName(this.writerId),
+        log,
+      }),
       (operation, seconds) => this.observeRedis(operation, seconds),
     );
     this.markerSync = new MarkerSync((m) => this.saveMarkerNow(m), this.retryContext(tenure.signal));
+    this.canaries = isCluster(this.d.redis) ? new ClusterCanaries(this.d.redis, this.keys, this.writerId) : undefined;
     // A read that fails is not an absent marker or cursor (that would mean a needless full reload): retry while the
     // lease is ours. The server's identity comes first, so a restart after it shows as a new one (checkMarker).
     this.serverId = await this.readWhileWriter("identifying the Redis server", () =>
@@ -213,6 +292,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.loaded = marker?.state === "loaded";
     this.dataLoss = marker?.state === "reloading";
     this.needFullLoad = !this.loaded;
+    this.sawDataSet ||= this.loaded;
+    this.loadReason = this.dataLoss || this.sawDataSet ? "data_loss" : "initial";
     this.flushedCursor = cursor ?? undefined;
     this.markerState = marker ?? undefined;
 
@@ -310,6 +391,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     this.loadAbort?.abort();
     await this.datastream?.stop();
     this.pipeline?.clear();
+    // On a Cluster the writer's own connections go at once: nothing this tenure queued may reach Redis later.
+    this.writer?.close();
     // Bounded: a Redis call that never returns must not keep the role machine (and so the next tenure) waiting.
     // A lane still in such a call is fenced (its tenure's token is gone) and stops at its next attempt.
     const stopped = await within(PIPELINE_STOP_LIMIT_MS, this.pipeline?.stop());
@@ -345,7 +428,6 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     if (!pipeline || !this.datastream) return;
     const c = this.d.config;
     pipeline.stats.connections++;
-    this.stats.apiKeyValid = true;
     this.sessionFlagsApplied = false;
     // Until the answers to the subscriptions are in (the flags snapshot comes last), a backlog may still bring
     // changes older than those already applied: the cursor stays put meanwhile.
@@ -360,7 +442,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     }
     this.staleSince = undefined;
     void this.updateMarker({ stale_since: undefined }).catch(noop);
-    if (fullLoad) this.startFullLoad(this.needFullLoad ? "initial load" : "reconnected without a replay cursor");
+    if (fullLoad) this.startFullLoad(this.needFullLoad ? this.loadReason : "no_cursor");
   }
 
   private onDatastreamClose(): void {
@@ -379,11 +461,11 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       ).catch(noop);
     }
     this.flushedCursor = undefined;
-    this.startFullLoad("the server asked for a reload");
+    this.startFullLoad("server_reload");
   }
 
   /** Runs a full REST load (restarting one already running); marks the data loaded once it and the flags are in. */
-  private startFullLoad(reason: string): void {
+  private startFullLoad(reason: LoadReason, again = false): void {
     const pipeline = this.pipeline;
     const rest = this.rest;
     const writer = this.writer;
@@ -398,7 +480,10 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const mode = c.useAsyncLoading ? "stream-wins" : "hold";
     const generation = pipeline.beginLoad(mode);
     const started = Date.now();
-    this.d.log.info({ reason, mode: c.useAsyncLoading ? "async" : "sync" }, "starting a full load");
+    this.d.log.info(
+      { reason, retry: again, mode: c.useAsyncLoading ? "async" : "sync" },
+      `starting a full load (${LOAD_REASONS[reason]}${again ? "; again, after a failure" : ""})`,
+    );
     const run = async () => {
       // Marker writes are retried (a Redis hiccup must not restart the whole load).
       if (this.dataLoss) await this.updateMarker({ state: "reloading" });
@@ -429,12 +514,17 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       const retry = this.retryContext(abort.signal);
       if (c.cacheTtlMs > 0) await withRetry("refreshing expiries", retry, () => this.refreshTtl());
       else this.dataExpireAt = undefined;
-      // The marker first: the marker check (running once loaded) must never find it missing after a load.
+      // Canaries, then the marker: the marker check (running once loaded) must never find either missing after a
+      // load, and a marker saying `loaded` must never lack the canaries that vouch for it.
+      const canaries = this.canaries;
+      if (canaries) await withRetry("planting the canaries", retry, () => canaries.plant(writer));
+      if (abort.signal.aborted) return;
       await this.updateMarker({ state: "loaded", loaded_at: nowIso() });
       if (abort.signal.aborted) return;
       this.needFullLoad = false;
       this.dataLoss = false;
       this.loaded = true;
+      this.sawDataSet = true;
       this.loading = false;
       this.stats.loadCompleted("full", Date.now() - started);
       this.d.log.info(
@@ -454,7 +544,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       if (err instanceof AuthRejectedError) return this.emit("fatal", err);
       this.d.log.error({ err: (err as Error).message }, "the full load failed; it will be retried");
       setTimeout(() => {
-        if (this.loadAbort === abort && !this.stopping) this.startFullLoad("retrying a failed load");
+        if (this.loadAbort === abort && !this.stopping) this.startFullLoad(reason, true);
       }, 1000).unref();
     });
   }
@@ -463,14 +553,16 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
 
   private startTimers(): void {
     const c = this.d.config;
-    const every = (ms: number, task: () => Promise<unknown>, { now = false } = {}) => {
+    const every = (name: string, ms: number, task: () => Promise<unknown>, { now = false } = {}) => {
       if (ms <= 0) return;
       let running = false;
       const run = () => {
         if (running) return;
         running = true;
         task()
-          .catch((err) => this.d.log.warn({ err: (err as Error).message }, "background task failed"))
+          .catch((err) =>
+            this.d.log.warn({ task: name, err: (err as Error).message }, `background task failed: ${name}`),
+          )
           .finally(() => {
             running = false;
           });
@@ -480,17 +572,21 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       this.timers.push(timer);
       if (now) run();
     };
-    if (!c.replay.disabled) every(c.replay.flushIntervalMs, () => this.flushCursor());
-    every(c.markerCheckIntervalMs, () => this.checkMarker());
-    every(c.cacheCleanupIntervalMs, async () => {
+    if (!c.replay.disabled) every("persisting the replay cursor", c.replay.flushIntervalMs, () => this.flushCursor());
+    every("checking the readiness marker", c.markerCheckIntervalMs, () => this.checkMarker());
+    every("removing keys of other cache versions", c.cacheCleanupIntervalMs, async () => {
       const result = await cleanupOtherVersions(this.d.redis, this.keys, this.d.log);
       if (result.deleted > 0) this.d.log.info(result, "removed keys of other cache versions");
     });
     // At once too: until its first pass, this writer knows the data's expiry only from the marker it found.
-    if (c.cacheTtlMs > 0) every(Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl(), { now: true });
-    every(c.reconcileIntervalMs, () => this.reconcile());
+    if (c.cacheTtlMs > 0) {
+      every("refreshing expiries", Math.max(1000, Math.floor(c.cacheTtlMs / 3)), () => this.refreshTtl(), {
+        now: true,
+      });
+    }
+    every("anti-entropy pass", c.reconcileIntervalMs, () => this.reconcile());
     let logged = -1;
-    every(MESSAGE_LOG_INTERVAL_MS, async () => {
+    every("logging message counts", MESSAGE_LOG_INTERVAL_MS, async () => {
       if (this.stats.received === logged) return;
       logged = this.stats.received;
       this.d.log.info({ messages: this.messageCounts() }, "message metrics");
@@ -604,23 +700,27 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   /**
    * Watches for Redis losing data: a new server identity means it restarted (or failed over) and may have lost the
    * writes it acknowledged last; the marker vanishing means it lost everything (a flush, a restart without
-   * persistence, a failover to an empty replica, or the cache TTL ran out while no writer refreshed it).
+   * persistence, a failover to an empty replica, or the cache TTL ran out while no writer refreshed it); on a
+   * Cluster, so do the canaries of any master vanishing (docs/design/cluster-data-loss.md).
    */
   private async checkMarker(): Promise<void> {
     if (this.role !== "writer") return;
     const id = await serverId(this.d.redis, this.d.config.replay.cursorKey);
     if (id !== this.serverId) return await this.onServerChanged(id);
-    if (!this.loaded || this.loading) return;
+    const writer = this.writer;
+    if (!this.loaded || this.loading || !writer) return;
     const marker = await readMarker(this.d.redis, this.keys);
-    if (!marker) this.onDataLoss();
+    const lost = marker ? await this.canaries?.check(writer) : "the readiness marker is gone";
+    if (lost) this.onDataLoss(lost);
   }
 
-  private onDataLoss(): void {
-    this.d.log.warn("the readiness marker is gone: Redis lost its data; rebuilding the whole keyspace");
+  private onDataLoss(why: string): void {
+    this.d.log.warn(`${why}: Redis lost its data; rebuilding the whole keyspace`);
     this.stats.dataLossEvents++;
     this.loaded = false;
     this.dataLoss = true;
     this.needFullLoad = true;
+    this.loadReason = "data_loss";
     this.pipeline?.cursor.reset();
     this.flushedCursor = undefined;
     void this.updateMarker({ state: "reloading" }).catch(noop);
@@ -649,9 +749,9 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const kept = c.replay.disabled ? null : await loadCursor(this.d.redis, c.replay.cursorKey);
     this.serverId = id;
     this.d.log.warn({ server: id, cursor: kept }, "Redis restarted or failed over: it may have lost its latest writes");
-    if (this.loading) return this.startFullLoad("Redis restarted during the load");
+    if (this.loading) return this.startFullLoad("server_restart");
     if (!this.loaded) return;
-    if (!marker) return this.onDataLoss();
+    if (!marker) return this.onDataLoss("the readiness marker is gone");
     // No progress until the new session's backlog is in: a change the old session still delivers must not move the
     // cursor past the ones Redis lost. Without a kept cursor the new session loads everything.
     pipeline.cursor.reset(kept ?? undefined);
@@ -735,6 +835,8 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const c = this.d.config;
     const deadline = Date.now() + c.shutdownTimeoutMs;
     await this.transition;
+    this.apiKey.stop();
+    this.holderWatch?.stop();
     for (const t of this.timers) clearInterval(t);
     const loadCutShort = this.loading;
     this.loadAbort?.abort();
@@ -756,6 +858,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
       if (!saved) log.warn("could not flush the cursor at shutdown: Redis did not answer in time");
       this.tenure?.abort();
       last.catch(noop);
+      this.writer?.close();
     }
     await this.lease?.release().catch(() => undefined);
     this.lease?.stop();

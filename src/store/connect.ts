@@ -1,12 +1,12 @@
 /**
- * Redis connections for every topology operators run (DESIGN.md §3.9): a single node, Cluster (all masters,
+ * Redis connections for every topology operators run: a single node, Cluster (all masters,
  * single-key commands only) and Sentinel, each optionally over TLS with a CA file and an ACL user name.
  *
  * Settings map onto ioredis as follows:
  * - `dialTimeoutMs` → `connectTimeout`; `max(readTimeoutMs, writeTimeoutMs)` → `commandTimeout` (ioredis has one
  *   timeout per command, not separate read and write deadlines);
  * - `maxRetries` → `maxRetriesPerRequest` (reconnect attempts a queued command waits through before it fails), and
- *   the number of extra start-up attempts in {@link waitForRedis};
+ *   the start-up attempts before a failure that waiting cannot heal is fatal ({@link waitForRedis});
  * - `maxRedirects` → Cluster `maxRedirections` (for commands the cluster client routes; the batch writer sends
  *   redirected ops through it, see writer.ts);
  * - `routeByLatency` has no ioredis equivalent (go-redis sends read-only commands to the closest node); reads go
@@ -18,7 +18,9 @@ import { connect as netConnect, type Socket } from "node:net";
 import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
 import type { RedisConfig, RedisTlsConfig } from "../config/types.js";
+import { backoffDelay, sleep } from "../util/time.js";
 import { errorMessage, type StoreLog } from "./log.js";
+import { type ServerVersion, serverVersions, versionProblem } from "./server-version.js";
 
 export type RedisClient = Redis | Cluster;
 
@@ -99,18 +101,60 @@ export function createRedis(cfg: RedisConfig, options: CreateRedisOptions = {}):
     });
   }
 
-  // Without a listener ioredis prints every connection error to the console.
+  logErrors(client, describeRedis(cfg), log);
+  return client;
+}
+
+/**
+ * Without a listener ioredis prints every connection error to the console. Until Redis first answers, waitForRedis
+ * reports the failures (with a diagnosis); afterwards each distinct error is logged at most every 30 s, and the
+ * first answer after errors is logged too.
+ */
+function logErrors(client: RedisClient, where: string, log: StoreLog | undefined): void {
   let last = { message: "", at: 0 };
+  let everReady = false;
+  let failingSince: number | undefined;
   const onError = (err: unknown) => {
     const message = errorMessage(err);
     const now = Date.now();
-    if (message === last.message && now - last.at < 30_000) return;
+    failingSince ??= now;
+    connectionProblems.set(client, { message, since: failingSince });
+    log?.debug({ err: message, redis: where }, "Redis connection error");
+    if (!everReady || (message === last.message && now - last.at < 30_000)) return;
     last = { message, at: now };
-    log?.warn({ err: message, redis: describeRedis(cfg) }, "Redis connection error");
+    log?.warn({ err: message, redis: where }, "Redis connection error");
   };
   client.on("error", onError);
   if (client instanceof Cluster) client.on("node error", onError);
-  return client;
+  client.on("ready", () => {
+    if (everReady && failingSince !== undefined) {
+      log?.info(
+        { redis: where, downMs: Date.now() - failingSince, lastErr: last.message || undefined },
+        "Redis answers again",
+      );
+    }
+    everReady = true;
+    failingSince = undefined;
+    last = { message: "", at: 0 };
+    connectionProblems.delete(client);
+  });
+}
+
+/**
+ * A second client of the same cluster, with the same settings but connections named `connectionName` (the batch
+ * writer's own, see writer.ts). Connects on first use; disconnect() it when done.
+ */
+export function namedDuplicate(cluster: Cluster, connectionName: string, log?: StoreLog): Cluster {
+  const copy = cluster.duplicate([], { redisOptions: { ...cluster.options.redisOptions, connectionName } });
+  logErrors(copy, `cluster (connections named ${connectionName})`, log);
+  return copy;
+}
+
+const connectionProblems = new WeakMap<RedisClient, { message: string; since: number }>();
+
+/** The last connection error of a client made by {@link createRedis}, while it has not answered since. */
+export function connectionProblem(client: RedisClient): { message: string; since: number } | undefined {
+  return connectionProblems.get(client);
 }
 
 function tlsOptions(tls: RedisTlsConfig | undefined): ConnectionOptions | undefined {
@@ -129,6 +173,14 @@ function tlsOptions(tls: RedisTlsConfig | undefined): ConnectionOptions | undefi
  */
 export function redisConnectionName(id: string): string {
   return `schematic-replicator:${id}`.replace(/[^!-~]/g, "_");
+}
+
+/** Names of the connections a writer writes through on a Cluster start with this (see writer.ts). */
+export const WRITER_CONNECTION_PREFIX = "schematic-replicator-writer:";
+
+/** The name of a writer's own write connections on a Cluster: {@link WRITER_CONNECTION_PREFIX} + `id`, as above. */
+export function writerConnectionName(id: string): string {
+  return `${WRITER_CONNECTION_PREFIX}${id}`.replace(/[^!-~]/g, "_");
 }
 
 /** `127.0.0.1:6379`, `cluster 10.0.0.1:7000,10.0.0.2:7000`, `Sentinel master "mymaster" (sentinels a:26379)`. */
@@ -414,14 +466,40 @@ async function probe(
   });
 }
 
+/** How often waiting for Redis at start-up logs that it is still waiting. */
+const WAIT_LOG_INTERVAL_MS = 30_000;
+/** Cap of the backoff between start-up attempts. */
+const WAIT_MAX_DELAY_MS = 5_000;
+
+export interface WaitForRedisOptions {
+  log?: StoreLog;
+  /**
+   * Wait for an unreachable Redis indefinitely (the service: a replicator started before its Redis must come up
+   * when Redis does, not crash-loop). Otherwise (the command-line tools) it fails after `maxRetries` attempts.
+   */
+  untilReachable?: boolean;
+  /** Stops waiting: waitForRedis then resolves false. */
+  signal?: AbortSignal;
+  /** Told about each failed attempt (what /health reports while it waits). */
+  onFailure?: (failure: { attempt: number; message: string }) => void;
+}
+
 /**
- * At start-up: PING until Redis answers, at most `maxRetries + 1` times with backoff. Throws a
- * {@link RedisStartupError} with one clear line: unreachable (with the attempt count), credentials rejected or
- * TLS handshake failed (these two are not retried: they cannot heal by waiting).
- * The client is left as it is on failure; the caller disconnects it (or exits).
+ * At start-up: PING until Redis answers, with capped backoff, then check that every master runs a version we support
+ * (server-version.ts). Failures that waiting can heal (unreachable, a cluster or sentinel still forming) are retried —
+ * indefinitely with `untilReachable`; ones that it cannot (the password or ACL refused, a failed TLS handshake, a bad
+ * database index) fail after `maxRetries` attempts, which leaves room for a password being rotated at the same
+ * moment; a server too old fails at once. Failures are logged at once, then at most every 30 s. Throws a
+ * {@link RedisStartupError} with one clear line; resolves true once Redis answers, false if `signal` stopped the
+ * wait. The client is left as it is on failure; the caller disconnects it (or exits).
  */
-export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: StoreLog): Promise<void> {
-  const attempts = Math.max(1, cfg.maxRetries + 1);
+export async function waitForRedis(
+  client: RedisClient,
+  cfg: RedisConfig,
+  opts: WaitForRedisOptions = {},
+): Promise<boolean> {
+  const { log, signal } = opts;
+  const attempts = Math.max(1, cfg.maxRetries);
   const perAttemptMs = Math.max(cfg.dialTimeoutMs, 0) + Math.max(cfg.readTimeoutMs, cfg.writeTimeoutMs, 0) + 1000;
   let eventError: unknown;
   // A Cluster keeps a PING queued while it cannot load the slot map; its "error" event ends the attempt early.
@@ -433,10 +511,14 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
     eventError = err;
     failAttempt?.(err);
   };
+  const onAbort = () => failAttempt?.(new Error("stopped"));
   client.on("error", isCluster(client) ? onClusterError : onError);
   if (isCluster(client)) client.on("node error", onError);
+  signal?.addEventListener("abort", onAbort);
+  let lastLog = { message: "", at: Number.NEGATIVE_INFINITY };
   try {
     for (let attempt = 1; ; attempt++) {
+      if (signal?.aborted) return false;
       eventError = undefined;
       let commandError: unknown;
       try {
@@ -445,11 +527,14 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
         });
         failed.catch(() => {});
         await withTimeout(Promise.race([client.ping(), failed]), perAttemptMs);
+        await withTimeout(requireSupportedVersion(client, log), perAttemptMs);
         if (attempt > 1) log?.info({ redis: describeRedis(cfg), attempt }, "Redis answers");
-        return;
+        return true;
       } catch (err) {
+        if (err instanceof RedisStartupError) throw err;
         commandError = err;
       }
+      if (signal?.aborted) return false;
       let cause = pickCause(commandError, eventError);
       if (
         isGeneric(cause) ||
@@ -459,17 +544,43 @@ export async function waitForRedis(client: RedisClient, cfg: RedisConfig, log?: 
         cause = (await diagnose(cfg)) ?? cause;
       }
       const c = classify(cause, cfg, attempt);
-      if (c.permanent || attempt >= attempts) throw new RedisStartupError(c.message, c.kind, cause);
-      const delay = Math.min(200 * 2 ** (attempt - 1), 3000);
-      log?.warn(
-        { redis: describeRedis(cfg), attempt, of: attempts, err: errorMessage(cause) },
-        "Redis not reachable yet",
-      );
-      await new Promise((r) => setTimeout(r, delay));
+      opts.onFailure?.({ attempt, message: c.message });
+      if (attempt >= attempts && (c.permanent || !opts.untilReachable)) {
+        const message = c.permanent && attempt > 1 ? `${c.message} (after ${attempt} attempts)` : c.message;
+        throw new RedisStartupError(message, c.kind, cause);
+      }
+      const reason = errorMessage(cause);
+      const now = Date.now();
+      if (reason !== lastLog.message || now - lastLog.at >= WAIT_LOG_INTERVAL_MS) {
+        lastLog = { message: reason, at: now };
+        log?.warn({ redis: describeRedis(cfg), attempt, err: reason }, "Redis not reachable yet; retrying");
+      }
+      await sleep(backoffDelay(attempt, 200, WAIT_MAX_DELAY_MS), signal);
     }
   } finally {
     client.off("error", isCluster(client) ? onClusterError : onError);
     if (isCluster(client)) client.off("node error", onError);
+    signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * Refuses (RedisStartupError) a master older than server-version.ts's minimum. A user whose ACL denies INFO, or a
+ * server that reports no version, is let through with a warning: the version cannot be known.
+ */
+async function requireSupportedVersion(client: RedisClient, log: StoreLog | undefined): Promise<void> {
+  let versions: ServerVersion[];
+  try {
+    versions = await serverVersions(masters(client));
+  } catch (err) {
+    if (!/^NOPERM\b/.test(errorMessage(err))) throw err;
+    log?.warn({ err: errorMessage(err) }, "cannot read the Redis version (INFO is not allowed): not checked");
+    return;
+  }
+  const problem = versionProblem(versions);
+  if (problem) throw new RedisStartupError(problem, "rejected");
+  for (const v of versions) {
+    if (!v.version) log?.warn({ redis: v.server }, "Redis reports no redis_version: cannot check that it is recent");
   }
 }
 

@@ -7,6 +7,7 @@
  *   {prefix}user:{ver}:{id}
  *   {prefix}user:{ver}:{lower(name)}:{lower(value)}
  *   {prefix}datastream:state:{ver}                  (our readiness marker, DESIGN.md §6)
+ *   {prefix}datastream:canary:{ver}:{tag}           (Cluster only: a few per master, see canary.ts)
  *
  * Lower-casing: the TypeScript SDK uses JavaScript `toLowerCase` (full Unicode mapping), the Go SDK and the Go
  * replicator use Go `strings.ToLower` (per-code-point simple mapping). Lookup keys are written in the JavaScript
@@ -106,6 +107,14 @@ export class KeyScheme {
   /** The readiness marker `{prefix}datastream:state:{ver}` (no expiry). */
   marker(): string {
     return `${this.prefix}datastream:state:${this.version}`;
+  }
+
+  /**
+   * A Cluster canary `{prefix}datastream:canary:{ver}:{tag}` (no expiry): `{tag}` is a hash tag, so the tag alone
+   * picks the slot, and so the master (canary.ts).
+   */
+  canary(tag: string): string {
+    return `${this.prefix}datastream:canary:${this.version}:{${tag}}`;
   }
 
   /**

@@ -29,20 +29,30 @@
  * fence: each chunk is still atomic for readers.
  *
  * Cluster: the keys live in many slots, so neither a script nor a transaction can cover them. One pipeline of
- * single-key commands (SET / DEL / a one-key EVALSHA for delIfEquals) per master, sent on that master's own
- * connection, all masters in parallel. Ops a master redirects (MOVED after a failover or a resharding, ASK during a
- * slot migration) or fails are sent again one by one through the cluster client, which follows redirects (at most
- * REDIS_MAX_REDIRECTS), in their original order per key. The lease is timing-based only: the batch is refused when
- * the lease's token() says it is not held, but nothing is checked on the server.
+ * single-key commands (SET / DEL / a one-key EVAL for delIfEquals) per master, sent on that master's connection, all
+ * masters in parallel. Ops a master redirects (MOVED after a failover or a resharding, ASK during a slot migration) or
+ * fails are sent again the same way, in their original order per key, to the master the refreshed slot map (or the
+ * ASK) names, at most REDIS_MAX_REDIRECTS rounds. No server-side check can cover such a batch, so a deposed writer is
+ * kept from writing by three things (docs/design/cluster-fencing.md): the lease's token() is checked right before
+ * every pipeline is sent, redirected ones included, and only on a connection that is ready (nothing waits in a queue
+ * to be sent later); the replicator writes over connections of its own (`connectionName`), closed when its tenure
+ * ends; and a new writer closes the other writers' connections on each master before its first write there, so that
+ * what a deposed writer sent into a network partition is refused when the partition heals.
  *
  * Sentinel and Cluster: a batch also waits for a replica's acknowledgement (see acks.ts; ROLE first in the
  * pipeline, WAIT last), so a failover cannot lose a write the caller was told succeeded.
  */
 import type { ChainableCommander, Cluster, Redis } from "ioredis";
 import { ACK_GRACE_MS, type AckOptions, type AckPlan, NotReplicatedError, ReplicaAcks } from "./acks.js";
-import { groupByMaster } from "./cluster.js";
-import { followSentinelMaster, isCluster, type RedisClient } from "./connect.js";
-import type { StoreLog } from "./log.js";
+import { groupByMaster, nodeKey } from "./cluster.js";
+import {
+  followSentinelMaster,
+  isCluster,
+  namedDuplicate,
+  type RedisClient,
+  WRITER_CONNECTION_PREFIX,
+} from "./connect.js";
+import { errorMessage, type StoreLog } from "./log.js";
 import { LuaScript } from "./script.js";
 
 export { ACK_GRACE_MS, NotReplicatedError };
@@ -73,6 +83,12 @@ export interface StoreWriterOptions {
    * single node; `false`: off.
    */
   acks?: Partial<AckOptions> | false;
+  /**
+   * Cluster only: write over connections of this writer's own, with this name (connect.ts's writerConnectionName),
+   * and close the other writers' connections on each master before the first write there (fenceOtherWriters).
+   * Call close() when done.
+   */
+  connectionName?: string;
   log?: StoreLog;
 }
 
@@ -143,6 +159,13 @@ export class StoreWriter {
   private readonly maxBytes: number;
   /** Replica acknowledgements, or undefined (single node, or turned off). */
   readonly acks: ReplicaAcks | undefined;
+  /** What the writes go through: `client`, or on a Cluster with a connection name, a client of this writer's own. */
+  private readonly conn: RedisClient;
+  private readonly connectionName: string | undefined;
+  /** Masters (`host:port`) whose other writers' connections this writer has closed. */
+  private readonly fenced = new Set<string>();
+  private readonly log: StoreLog | undefined;
+  private closed = false;
 
   constructor(
     readonly client: RedisClient,
@@ -152,7 +175,13 @@ export class StoreWriter {
     this.lease = opts.lease;
     this.maxOps = Math.max(1, opts.maxOpsPerCall ?? 1000);
     this.maxBytes = Math.max(1, opts.maxBytesPerCall ?? 8 * 1024 * 1024);
-    this.acks = opts.acks === false ? undefined : replicaAcks(client, opts.acks, opts.log);
+    this.log = opts.log;
+    this.connectionName = isCluster(client) ? opts.connectionName : undefined;
+    this.conn =
+      isCluster(client) && this.connectionName !== undefined
+        ? namedDuplicate(client, this.connectionName, opts.log)
+        : client;
+    this.acks = opts.acks === false ? undefined : replicaAcks(this.conn, opts.acks, opts.log);
   }
 
   /** GET of every key in one round trip (MGET chunks on a single node, per-master GET pipelines on a cluster). */
@@ -172,17 +201,18 @@ export class StoreWriter {
    */
   async apply(ops: WriteOp[]): Promise<void> {
     if (ops.length === 0) return;
+    if (this.closed) throw new LeaseLostError("the writer was closed: batch not applied");
     const client = this.client;
     let token: string | undefined;
     if (this.lease) {
       token = this.lease.token();
       if (token === undefined) throw new LeaseLostError("writer lease not held: batch not applied");
     }
-    if (isCluster(client)) {
-      await this.applyCluster(client, ops);
+    if (isCluster(this.conn)) {
+      await this.applyCluster(this.conn, ops);
       return;
     }
-    await this.applyTransactions(client, ops, token);
+    await this.applyTransactions(client as Redis, ops, token);
   }
 
   /**
@@ -285,68 +315,101 @@ export class StoreWriter {
     flush();
   }
 
+  /**
+   * Cluster: a pipeline per master, all in parallel, then the ops that failed or were redirected again (ASK: to the
+   * importing master, after ASKING; MOVED or a failure: to the slot's master after a slot map refresh), at most
+   * REDIS_MAX_REDIRECTS rounds. Every round goes through {@link applyOnNode}, which re-checks the lease just before it
+   * sends; nothing is ever left to the cluster client's own routing, whose queues and retries could send an op later.
+   */
   private async applyCluster(cluster: Cluster, ops: WriteOp[]): Promise<void> {
-    const groups = groupByMaster(cluster, ops, (op) => op.key);
-    const redo: WriteOp[] = [];
-    const settled = await Promise.allSettled(
-      groups.map(async ({ node, items }) => {
-        if (!node) {
-          redo.push(...items);
-          return;
-        }
-        redo.push(...(await this.applyOnNode(node, items)));
-      }),
-    );
+    if (cluster.status === "wait") await cluster.connect();
+    const rounds = 1 + Math.max(0, cluster.options.maxRedirections ?? 16);
+    let pending: Routed[] = ops.map((op) => ({ op }));
+    /** Why the last op failed (reported when the rounds run out). */
+    let lastError: unknown;
+    /** A master's pipeline failed as a whole (its replicas fell short): reported once the rest is done. */
     let failure: unknown;
-    for (const s of settled) if (s.status === "rejected") failure ??= s.reason;
-    if (redo.length > 0) {
-      cluster.refreshSlotsCache();
-      await this.applyRedirected(cluster, redo);
-      // Those ops went to whichever master now serves them: confirm every master's replica has what we sent it.
-      const acks = this.acks;
-      if (acks) {
-        const ready = cluster.nodes("master").filter((node) => node.status === "ready");
-        await Promise.all(ready.map((node) => acks.confirm(node)));
+    for (let round = 0; pending.length > 0; round++) {
+      if (round === rounds) throw lastError ?? new Error(`${pending.length} writes not applied after ${rounds} rounds`);
+      if (round > 0) await refreshSlots(cluster);
+      const redo: Routed[] = [];
+      let redirectsOnly = true;
+      const settled = await Promise.allSettled(
+        routeOps(cluster, pending).map(async ({ node, items, asking }) => {
+          const result = node
+            ? await this.applyOnNode(node, items, asking)
+            : { redo: items, error: new Error("no Redis master is known for the slot of some keys") };
+          redo.push(...result.redo);
+          if (result.error === undefined) return;
+          lastError = result.error;
+          if (!/^(MOVED|ASK) /.test(errorMessage(result.error))) redirectsOnly = false;
+        }),
+      );
+      for (const s of settled) {
+        if (s.status !== "rejected") continue;
+        // The lease is not held any more: stop at once.
+        if (s.reason instanceof LeaseLostError) throw s.reason;
+        failure ??= s.reason;
       }
+      if (redo.length > 0 && !redirectsOnly) await new Promise((r) => setTimeout(r, RETRY_AFTER_FAILURE_MS));
+      pending = redo;
     }
     if (failure !== undefined) throw failure;
   }
 
   /**
-   * One pipeline on one master's connection. Returns the ops to send again through the cluster client: every op
-   * that failed (MOVED, ASK, a closed connection, …) and, to keep the order per key, the later ops on its key.
+   * One pipeline on one master's connection, sent only while the lease is held, checked just before sending (see
+   * the module comment). With `asking`, each op is preceded by ASKING (the master is importing their slots). Returns
+   * the ops to send again: every op that failed (MOVED, ASK, a closed connection, …) and, to keep the order per key,
+   * the later ops on its key; with the last error. Throws LeaseLostError (nothing sent), or the replicas' shortfall.
    */
-  private async applyOnNode(node: Redis, ops: WriteOp[]): Promise<WriteOp[]> {
+  private async applyOnNode(
+    node: Redis,
+    items: Routed[],
+    asking: boolean,
+  ): Promise<{ redo: Routed[]; error?: unknown }> {
+    try {
+      // A connection that is not ready would queue the writes and send them whenever it connects: make it ready first.
+      if (node.status !== "ready") await node.ping();
+      if (node.status !== "ready") throw new Error(`Redis ${nodeKey(node)} is not connected`);
+      await this.fenceOtherWriters(node);
+    } catch (err) {
+      return { redo: items, error: err };
+    }
+    if (this.lease && this.lease.token() === undefined)
+      throw new LeaseLostError("writer lease not held: batch not applied");
     const plan = this.acks?.plan(node) ?? NO_ACKS;
     const pipe = node.pipeline();
     this.acks?.begin(pipe, plan);
-    for (const op of ops) {
+    const replyAt: number[] = [];
+    for (const { op } of items) {
+      if (asking) pipe.call("ASKING");
+      replyAt.push(pipe.length);
       if (op.op === "set") {
         if (op.ttl !== false && this.ttlMs > 0) pipe.set(op.key, op.value, "PX", this.ttlMs);
         else pipe.set(op.key, op.value);
       } else if (op.op === "del") {
         pipe.del(op.key);
       } else {
-        pipe.evalsha(DEL_IF_EQUALS_SCRIPT.sha, 1, op.key, op.value);
+        pipe.eval(DEL_IF_EQUALS_SCRIPT.source, 1, op.key, op.value);
       }
     }
     this.acks?.end(pipe, plan);
     let results: PipelineResult;
     try {
       results = await pipe.exec();
-    } catch {
-      return ops;
+    } catch (err) {
+      return { redo: items, error: err };
     }
-    if (!results) return ops;
-    const offset = plan.role ? 1 : 0;
-    const failedKeys = new Set<string>();
-    const redo: WriteOp[] = [];
-    ops.forEach((op, i) => {
-      const [err] = results[i + offset] ?? [new Error("no reply")];
-      if (err || failedKeys.has(op.key)) {
-        failedKeys.add(op.key);
-        redo.push(op);
-      }
+    if (!results) return { redo: items, error: new Error("Redis pipeline was discarded") };
+    const failed = new Map<string, string | undefined>();
+    const redo: Routed[] = [];
+    let error: unknown;
+    items.forEach(({ op }, i) => {
+      const [err] = results[replyAt[i]!] ?? [new Error("no reply")];
+      if (err && !failed.has(op.key)) failed.set(op.key, /^ASK \d+ (\S+)/.exec(err.message)?.[1]);
+      if (err) error = err;
+      if (failed.has(op.key)) redo.push({ op, ask: failed.get(op.key) });
     });
     await this.acks?.settle(
       node,
@@ -354,33 +417,96 @@ export class StoreWriter {
       plan.role ? reply(results[0]) : undefined,
       plan.want > 0 ? reply(results.at(-1)) : undefined,
     );
-    return redo;
+    return { redo, error };
   }
 
-  /** Sends ops one by one through the cluster client (it follows MOVED/ASK), in order per key, keys in parallel. */
-  private async applyRedirected(cluster: Cluster, ops: WriteOp[]): Promise<void> {
-    const byKey = new Map<string, WriteOp[]>();
-    for (const op of ops) {
-      const list = byKey.get(op.key);
-      if (list) list.push(op);
-      else byKey.set(op.key, [op]);
+  /**
+   * With {@link StoreWriterOptions.connectionName}: before the first write to a master, closes every connection of
+   * another writer there (named by connect.ts's writerConnectionName), once per master and writer. Whatever a deposed
+   * writer still had in flight on them (commands sent into a network partition that arrive when it heals) is then
+   * refused by the server. An ACL that forbids CLIENT LIST or CLIENT KILL disables this (logged once).
+   */
+  private async fenceOtherWriters(node: Redis): Promise<void> {
+    const name = this.connectionName;
+    const address = nodeKey(node);
+    if (name === undefined || this.fenced.has(address)) return;
+    try {
+      const others = otherWriterConnections(String(await node.call("CLIENT", "LIST", "TYPE", "normal")), name);
+      if (others.length > 0) {
+        const pipe = node.pipeline();
+        for (const c of others) pipe.call("CLIENT", "KILL", "ID", c.id);
+        // A connection gone meanwhile ("No such client") is fine; a refusal is not.
+        const refused = (await pipe.exec())?.find(([err]) => err && /^NOPERM\b/.test(err.message));
+        if (refused) throw refused[0];
+        this.log?.info(
+          { redis: address, writers: [...new Set(others.map((c) => c.name))] },
+          "closed another writer's connections before writing",
+        );
+      }
+    } catch (err) {
+      if (!/^NOPERM\b/.test(errorMessage(err))) throw err;
+      if (this.fenced.size === 0) {
+        this.log?.warn(
+          { err: errorMessage(err) },
+          "cannot close a deposed writer's connections (CLIENT LIST/KILL not allowed): its late writes are not fenced",
+        );
+      }
     }
-    const settled = await Promise.allSettled(
-      [...byKey.values()].map(async (list) => {
-        for (const op of list) {
-          if (op.op === "set") {
-            if (op.ttl !== false && this.ttlMs > 0) await cluster.set(op.key, op.value, "PX", this.ttlMs);
-            else await cluster.set(op.key, op.value);
-          } else if (op.op === "del") {
-            await cluster.del(op.key);
-          } else {
-            await DEL_IF_EQUALS_SCRIPT.run(cluster, [op.key], [op.value]);
-          }
-        }
-      }),
-    );
-    for (const s of settled) if (s.status === "rejected") throw s.reason;
+    this.fenced.add(address);
   }
+
+  /** Closes this writer's own connections (see {@link StoreWriterOptions.connectionName}); anything in flight fails. */
+  close(): void {
+    this.closed = true;
+    if (this.conn !== this.client) this.conn.disconnect();
+  }
+}
+
+/** An op to send (again), with the master to send it to after ASKING when a slot migration redirected it. */
+interface Routed {
+  op: WriteOp;
+  ask?: string;
+}
+
+/** After a failure other than a redirect (a closed connection, a failover under way): a pause before the next round. */
+const RETRY_AFTER_FAILURE_MS = 100;
+
+/** Groups ops by the master to send them to: an ASK target, or the slot's master (undefined: none known). */
+function routeOps(cluster: Cluster, items: Routed[]): { node: Redis | undefined; items: Routed[]; asking: boolean }[] {
+  const asked = new Map<string, Routed[]>();
+  const direct: Routed[] = [];
+  for (const item of items) {
+    if (item.ask) {
+      const list = asked.get(item.ask) ?? [];
+      list.push(item);
+      asked.set(item.ask, list);
+    } else direct.push(item);
+  }
+  const groups = groupByMaster(cluster, direct, (item) => item.op.key).map((g) => ({ ...g, asking: false }));
+  const byAddress = new Map(cluster.nodes("master").map((node) => [nodeKey(node), node]));
+  for (const [address, list] of asked) {
+    const node = byAddress.get(address);
+    // An importing master we do not know yet: route by slot after the next refresh.
+    if (node) groups.push({ node, items: list, asking: true });
+    else groups.push({ node: undefined, items: list.map(({ op }) => ({ op })), asking: false });
+  }
+  return groups;
+}
+
+/** Reloads the slot map (errors leave the old one: the next round fails over again). */
+async function refreshSlots(cluster: Cluster): Promise<void> {
+  await new Promise<void>((resolve) => cluster.refreshSlotsCache(() => resolve()));
+}
+
+/** Connections in a CLIENT LIST reply named as another writer's (connect.ts's writerConnectionName), not `own`. */
+export function otherWriterConnections(clientList: string, own: string): { id: string; name: string }[] {
+  const out: { id: string; name: string }[] = [];
+  for (const line of clientList.split("\n")) {
+    const id = /(?:^|\s)id=(\d+)/.exec(line)?.[1];
+    const name = /(?:^|\s)name=(\S+)/.exec(line)?.[1];
+    if (id && name && name !== own && name.startsWith(WRITER_CONNECTION_PREFIX)) out.push({ id, name });
+  }
+  return out;
 }
 
 const NO_ACKS: AckPlan = { role: false, want: 0, timeoutMs: 0 };

@@ -1,7 +1,9 @@
 /**
- * Structured logging: JSON lines (pino) by default, human-readable on a terminal. Secrets (the API key, Redis
- * passwords) are removed twice: known fields are redacted by path, and any occurrence of a secret's value in a
- * finished line is masked, so an error message that happens to quote one cannot leak it.
+ * Structured logging: JSON lines (pino) by default, human-readable on a terminal. Errors go in the `err` field
+ * (pino's convention), as a message string. Secrets (the API key, every Redis and Sentinel password, the TLS
+ * client key: Config.secrets) are removed twice: known fields are redacted by path, and any occurrence of a
+ * secret's value in a finished line is masked — as written and as JSON escapes it (a PEM key's line breaks
+ * become `\n`) — so an error message that happens to quote one cannot leak it.
  */
 import { Writable } from "node:stream";
 import { type Logger, pino } from "pino";
@@ -14,7 +16,7 @@ export interface LoggerOptions {
   format: "json" | "pretty";
   /** Values that must never appear in a log line. */
   secrets?: (string | undefined)[];
-  /** Where lines go (default stderr... stdout for json as is conventional for containers). */
+  /** Where lines go (default stdout, as is conventional for containers). */
   destination?: NodeJS.WritableStream;
   name?: string;
 }
@@ -26,12 +28,18 @@ const REDACT_PATHS = [
   "*.apiKey",
   "*.password",
   "*.sentinelPassword",
+  "tls.key",
+  "*.tls.key",
   'headers["x-schematic-api-key"]',
   '*.headers["x-schematic-api-key"]',
 ];
 
 export function createLogger(options: LoggerOptions): Logger {
-  const secrets = (options.secrets ?? []).filter((s): s is string => typeof s === "string" && s.length >= 4);
+  const given = (options.secrets ?? []).filter((s): s is string => typeof s === "string" && s.length >= 4);
+  // Longest first, so that a secret containing another is masked whole.
+  const secrets = [...new Set(given.flatMap((s) => [s, JSON.stringify(s).slice(1, -1)]))].sort(
+    (a, b) => b.length - a.length,
+  );
   const sink = options.destination ?? process.stdout;
   const masked = secrets.length === 0 ? sink : maskingStream(sink, secrets);
   const stream = options.format === "pretty" ? pretty({ destination: masked, sync: true, colorize: true }) : masked;

@@ -13,6 +13,7 @@ import { promisify } from "node:util";
 import { Cluster, type RedisOptions } from "ioredis";
 import { command, parseInfo, running, spawnTracked, stopProcess, waitForServer } from "./procs.js";
 import { freePort, redisServerArgs, waitFor } from "./redis.js";
+import { type FreezableProxy, startFreezableProxy } from "./topology.js";
 
 const run = promisify(execFile);
 
@@ -34,10 +35,13 @@ function portIsFree(port: number): Promise<boolean> {
 }
 
 export interface ClusterNodeProcess {
+  /** The port the node listens on. */
   port: number;
-  /** `127.0.0.1:PORT` */
+  /** The address clients are told to use (`127.0.0.1:PORT`): the node's own, or its proxy's. */
   addr: string;
   process: ChildProcess;
+  /** With `proxied`: the proxy every client connection to this node goes through. */
+  proxy?: FreezableProxy;
 }
 
 export interface ClusterTopologyNode {
@@ -66,6 +70,19 @@ export interface RedisClusterServer {
   waitHealthy(opts?: { replicas?: boolean; timeoutMs?: number }): Promise<void>;
   /** SIGKILLs a master and waits until its replica has taken over its slots (returns the new master's address). */
   killMaster(addr: string): Promise<string>;
+  /**
+   * SIGKILLs a master and starts it again at once on its port: empty (no persistence), with the same node id and
+   * slots (its nodes.conf). Its replica is told not to take over meanwhile, and resynchronises from the empty
+   * master. Resolves once the cluster is healthy again.
+   */
+  restartEmpty(addr: string): Promise<void>;
+  /** Migrates one slot, with its keys, from the master serving it to the master at `toAddr` (as redis-cli does). */
+  migrateSlot(slot: number, toAddr: string): Promise<void>;
+  /**
+   * Starts a node that was killed again on its port, empty but with its cluster configuration file: it rejoins the
+   * cluster (a failed-over master comes back as a replica of its successor). Resolves once it answers.
+   */
+  restartNode(addr: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -75,6 +92,12 @@ export interface StartClusterOptions {
   password?: string;
   /** `cluster-node-timeout` in ms (default 1500). */
   nodeTimeoutMs?: number;
+  /**
+   * Put a freezable TCP proxy (topology.ts) in front of every node, and make the node announce the proxy's port, so
+   * that every client connection (and replication) goes through it: a test can then cut one client off from
+   * chosen nodes. The cluster bus stays direct.
+   */
+  proxied?: boolean;
   args?: string[];
 }
 
@@ -89,10 +112,11 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
   const stop = async () => {
     for (const c of clients) c.disconnect();
     await Promise.all(nodes.map((n) => stopProcess(n.process, "SIGKILL")));
+    await Promise.all(nodes.map((n) => n.proxy?.close()));
     rmSync(dir, { recursive: true, force: true });
   };
 
-  const spawnNode = (port: number) =>
+  const spawnNode = (port: number, proxy?: FreezableProxy) =>
     spawnTracked("redis-server", [
       ...redisServerArgs(port, dir),
       "--cluster-enabled",
@@ -102,6 +126,9 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       "--cluster-node-timeout",
       String(opts.nodeTimeoutMs ?? 1500),
       ...authArgs,
+      ...(proxy
+        ? ["--cluster-announce-port", String(proxy.port), "--cluster-announce-bus-port", String(port + 10_000)]
+        : []),
       ...(opts.args ?? []),
     ]);
 
@@ -111,7 +138,8 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       // not bind it exits at once, and is started again on other ports.
       for (let attempt = 1; ; attempt++) {
         const port = await clusterPort();
-        const child = spawnNode(port);
+        const proxy = opts.proxied ? await startFreezableProxy(port) : undefined;
+        const child = spawnNode(port, proxy);
         const exited = new Promise<"exited">((resolve) => child.once("exit", () => resolve("exited")));
         const up = waitForServer(port, auth).then(
           () => "up" as const,
@@ -120,9 +148,10 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
         const started = await Promise.race([up, exited]);
         if (started instanceof Error) throw started;
         if (started === "up") {
-          nodes.push({ port, addr: `127.0.0.1:${port}`, process: child });
+          nodes.push({ port, addr: `127.0.0.1:${proxy?.port ?? port}`, process: child, proxy });
           break;
         }
+        await proxy?.close();
         if (attempt === 5) throw new Error(`redis-server (cluster node) exited at start-up ${attempt} times`);
       }
     }
@@ -133,7 +162,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
         ...(opts.password ? ["-a", opts.password, "--no-auth-warning"] : []),
         "--cluster",
         "create",
-        ...nodes.map((n) => n.addr),
+        ...nodes.map((n) => `127.0.0.1:${n.port}`),
         "--cluster-replicas",
         "1",
         "--cluster-yes",
@@ -221,6 +250,60 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
       );
       await server.waitHealthy({ replicas: false });
       return replica.addr;
+    },
+    async restartEmpty(addr) {
+      const before = await topology();
+      const victim = before.find((n) => n.addr === addr && n.role === "master");
+      if (!victim) throw new Error(`${addr} is not a master`);
+      const replica = before.find((n) => n.masterId === victim.id && !n.failed);
+      const proc = nodes.find((n) => n.addr === addr);
+      if (!proc) throw new Error(`${addr} is not one of this cluster's processes`);
+      const noFailover = (on: boolean) =>
+        replica ? command(replica.port, ["CONFIG", "SET", "cluster-replica-no-failover", on ? "yes" : "no"], auth) : 0;
+      await noFailover(true);
+      try {
+        await stopProcess(proc.process, "SIGKILL");
+        proc.process = spawnNode(proc.port, proc.proxy);
+        await waitForServer(proc.port, auth);
+        await waitFor(
+          async () => {
+            const again = (await topology()).find((n) => n.id === victim.id);
+            return again?.role === "master" && again.slots === victim.slots && !again.failed;
+          },
+          { timeoutMs: 30_000, intervalMs: 100, what: `${addr} to serve its slots again` },
+        );
+        await server.waitHealthy();
+      } finally {
+        await noFailover(false);
+      }
+    },
+    async migrateSlot(slot, toAddr) {
+      const masters = await server.masters();
+      const to = masters.find((m) => m.addr === toAddr);
+      if (!to) throw new Error(`${toAddr} is not a master`);
+      const ranges = (await command(to.port, ["CLUSTER", "SLOTS"], auth)) as [number, number, [string, number]][];
+      const range = ranges.find(([start, end]) => slot >= start && slot <= end);
+      const from = masters.find((m) => range && m.port === Number(range[2][1]));
+      if (!from) throw new Error(`no master serves slot ${slot}`);
+      if (from.id === to.id) return;
+      await command(to.port, ["CLUSTER", "SETSLOT", slot, "IMPORTING", from.id], auth);
+      await command(from.port, ["CLUSTER", "SETSLOT", slot, "MIGRATING", to.id], auth);
+      for (;;) {
+        const keys = (await command(from.port, ["CLUSTER", "GETKEYSINSLOT", slot, 100], auth)) as string[];
+        if (keys.length === 0) break;
+        const authArgs = opts.password ? ["AUTH", opts.password] : [];
+        await command(from.port, ["MIGRATE", "127.0.0.1", to.port, "", 0, 5000, ...authArgs, "KEYS", ...keys], auth);
+      }
+      for (const m of [to, from, ...masters.filter((x) => x.id !== to.id && x.id !== from.id)]) {
+        await command(m.port, ["CLUSTER", "SETSLOT", slot, "NODE", to.id], auth);
+      }
+    },
+    async restartNode(addr) {
+      const node = nodes.find((n) => n.addr === addr);
+      if (!node) throw new Error(`${addr} is not one of this cluster's processes`);
+      if (running(node.process)) throw new Error(`${addr} is still running`);
+      node.process = spawnNode(node.port, node.proxy);
+      await waitForServer(node.port, auth);
     },
     stop,
   };

@@ -38,6 +38,11 @@ export interface SentinelGroup {
   killMaster(): Promise<number>;
   /** Waits until the master has `replicas` replicas with their link up and every sentinel knows them all. */
   waitHealthy(replicas?: number): Promise<void>;
+  /**
+   * Starts a killed data node again on its port (empty): as a replica of the current master, or as a master if the
+   * sentinels still name it (killed and restarted before they noticed).
+   */
+  restartServer(port: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -130,13 +135,19 @@ export async function startSentinelGroup(opts: StartSentinelOptions = {}): Promi
       { timeoutMs: 30_000, intervalMs: 100, what: `a new master to replace port ${old}` },
     );
 
+  const authArgs = opts.password ? ["--requirepass", opts.password, "--masterauth", opts.password] : [];
+  const spawnServer = (port: number, replicaOf?: number) =>
+    spawnTracked("redis-server", [
+      ...redisServerArgs(port, dir),
+      ...authArgs,
+      ...(replicaOf === undefined ? [] : ["--replicaof", "127.0.0.1", String(replicaOf)]),
+    ]);
+
   try {
-    const authArgs = opts.password ? ["--requirepass", opts.password, "--masterauth", opts.password] : [];
     const count = opts.servers ?? 2;
     for (let i = 0; i < count; i++) {
       const port = await freePort();
-      const replicaOf = i === 0 ? [] : ["--replicaof", "127.0.0.1", String(servers[0]!.port)];
-      const child = spawnTracked("redis-server", [...redisServerArgs(port, dir), ...authArgs, ...replicaOf]);
+      const child = spawnServer(port, i === 0 ? undefined : servers[0]!.port);
       servers.push({ port, addr: `127.0.0.1:${port}`, process: child });
     }
     await Promise.all(servers.map((s) => waitForServer(s.port, dataAuth)));
@@ -197,6 +208,14 @@ export async function startSentinelGroup(opts: StartSentinelOptions = {}): Promi
       return await awaitNewMaster(old);
     },
     waitHealthy,
+    async restartServer(port) {
+      const node = servers.find((s) => s.port === port);
+      if (!node) throw new Error(`port ${port} is not one of this group's servers`);
+      if (running(node.process)) throw new Error(`the server on port ${port} is still running`);
+      const master = await masterPort();
+      node.process = spawnServer(port, master === port ? undefined : master);
+      await waitForServer(port, dataAuth);
+    },
     stop,
   };
 }

@@ -7,12 +7,10 @@
  * - "Redis equals the emulator" on any ioredis client (Cluster included);
  * - a replicator run that must fail at start-up, with its exit code and stderr;
  * - a MONITOR recorder that attributes every data write Redis executes to the replicator connection that sent it;
- * - a TCP proxy that freezes one replicator's connection to Redis (a partition of that instance only).
+ * - a TCP proxy that freezes chosen clients' connections to Redis (a partition of one instance only).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
-import { fileURLToPath } from "node:url";
 import sdk from "@schematichq/schematic-typescript-node";
 import { type Cluster, Redis, type RedisOptions } from "ioredis";
 import type { Fixture } from "../../src/model/wire.js";
@@ -31,9 +29,8 @@ import {
 } from "./e2e.js";
 import type { BulkChange } from "./faults.js";
 import { waitFor } from "./redis.js";
+import { parseCommand } from "./resp.js";
 import { allChecks, CONDITION_TYPES, conditionTypes, RULE_TYPES, rulesById } from "./sdk-table.js";
-
-const ENTRY = fileURLToPath(new URL("../../src/cli/replicator.ts", import.meta.url));
 
 // ---- the SDK on any node-redis client ---------------------------------------------------------------------------
 
@@ -185,35 +182,6 @@ export async function burst(emulatorUrl: string, changes: BulkChange[], chunk = 
   return last;
 }
 
-// ---- a replicator that must fail at start-up ---------------------------------------------------------------------
-
-export interface FailedStart {
-  code: number | null;
-  /** Non-empty stderr lines. */
-  stderr: string[];
-  stdout: string;
-}
-
-/** Runs the replicator with `env` (no defaults added) until it exits (killed after `timeoutMs`). */
-export async function runUntilExit(env: Record<string, string>, timeoutMs = 60_000): Promise<FailedStart> {
-  const child = spawn(process.execPath, ["--import", "tsx", ENTRY], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_FORMAT: "json", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (c: Buffer) => {
-    stdout += c.toString();
-  });
-  child.stderr.on("data", (c: Buffer) => {
-    stderr += c.toString();
-  });
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
-  clearTimeout(timer);
-  return { code, stdout, stderr: stderr.split("\n").filter((l) => l.trim() !== "") };
-}
-
 // ---- who writes: MONITOR ------------------------------------------------------------------------------------------
 
 export interface WriteEvent {
@@ -303,48 +271,124 @@ export function writerRuns(writes: WriteEvent[]): string[] {
   return runs;
 }
 
-// ---- a TCP proxy that can freeze one replicator's connection -------------------------------------------------------
+// ---- a TCP proxy that can freeze one replicator's connections --------------------------------------------------
 
 export interface FreezableProxy {
   port: number;
-  /** Stops forwarding in both directions (connections stay open: a network partition, not a reset). */
-  freeze(): void;
+  /**
+   * Stops forwarding, in both directions, on every connection whose client name (its CLIENT SETNAME, read from the
+   * first commands it sends) `match` accepts, and on those opened later (default: every connection). Connections stay
+   * open: a network partition, not a reset. What the clients send meanwhile is held, and delivered on thaw().
+   * With `when`, such a connection keeps forwarding until it sends bytes that `when` accepts: those are held (a
+   * partition that starts just as that client sends them).
+   */
+  freeze(match?: (name: string | undefined) => boolean, when?: (sent: string) => boolean): void;
   thaw(): void;
+  /** The bytes held so far from frozen clients (what they sent into the partition), as text. */
+  held(): string;
   close(): Promise<void>;
 }
 
-/** A loopback TCP proxy to `targetPort`, for cutting one client off from Redis without touching the others. */
-export async function startFreezableProxy(targetPort: number): Promise<FreezableProxy> {
-  const sockets = new Set<Socket>();
-  let frozen = false;
-  const server: Server = createServer((downstream) => {
-    const upstream = connect(targetPort, "127.0.0.1");
-    for (const s of [downstream, upstream]) {
-      sockets.add(s);
-      s.on("error", () => s.destroy());
-      s.on("close", () => sockets.delete(s));
-      if (frozen) s.pause();
+interface ProxiedConnection {
+  downstream: Socket;
+  upstream: Socket;
+  /** undefined until the client's first commands were read; "" for a client that sets no name. */
+  name: string | undefined;
+  frozen: boolean;
+  /** What is still to be delivered each way, in order: bytes, or null for the end of the stream. */
+  toServer: (Buffer | null)[];
+  toClient: (Buffer | null)[];
+}
+
+/**
+ * A loopback TCP proxy to `targetPort` (listening on `port`, or a free port), for cutting chosen clients off from a
+ * Redis server without touching the others. A frozen connection delivers nothing either way, not even the end of a
+ * stream (a client's close, or the server's after CLIENT KILL): everything waits, in order, for thaw(), as in a
+ * network that heals. The server then gets what the client sent before anything else.
+ */
+export async function startFreezableProxy(targetPort: number, port = 0): Promise<FreezableProxy> {
+  const connections = new Set<ProxiedConnection>();
+  let match: ((name: string | undefined) => boolean) | undefined;
+  let when: ((sent: string) => boolean) | undefined;
+  const sent = (c: ProxiedConnection) => Buffer.concat(c.toServer.filter((b): b is Buffer => b !== null));
+  const deliver = (c: ProxiedConnection) => {
+    if (c.name === undefined) c.name = clientName(sent(c));
+    if (!c.frozen && c.name !== undefined && match?.(c.name || undefined)) {
+      c.frozen = !when || when(sent(c).toString("utf8"));
     }
-    downstream.pipe(upstream);
-    upstream.pipe(downstream);
-    downstream.on("close", () => upstream.destroy());
-    upstream.on("close", () => downstream.destroy());
+    if (c.frozen || c.name === undefined) return;
+    for (const item of c.toServer.splice(0)) item ? c.upstream.write(item) : c.upstream.end();
+    for (const item of c.toClient.splice(0)) item ? c.downstream.write(item) : c.downstream.end();
+  };
+  const server: Server = createServer({ allowHalfOpen: true }, (downstream) => {
+    const upstream = connect({ port: targetPort, host: "127.0.0.1", allowHalfOpen: true });
+    const c: ProxiedConnection = { downstream, upstream, name: undefined, frozen: false, toServer: [], toClient: [] };
+    connections.add(c);
+    const relay = (from: Socket, queue: (Buffer | null)[]) => {
+      from.on("data", (chunk: Buffer) => {
+        queue.push(chunk);
+        deliver(c);
+      });
+      const end = () => {
+        if (queue.at(-1) !== null) queue.push(null);
+        deliver(c);
+      };
+      from.on("end", end);
+      from.on("error", end);
+      from.on("close", () => {
+        end();
+        if (downstream.destroyed && upstream.destroyed) connections.delete(c);
+      });
+    };
+    relay(downstream, c.toServer);
+    relay(upstream, c.toClient);
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   return {
-    port,
-    freeze() {
-      frozen = true;
-      for (const s of sockets) s.pause();
+    port: (server.address() as AddressInfo).port,
+    freeze(accept = () => true, trigger = undefined) {
+      match = accept;
+      when = trigger;
+      for (const c of connections) deliver(c);
     },
     thaw() {
-      frozen = false;
-      for (const s of sockets) s.resume();
+      match = undefined;
+      when = undefined;
+      for (const c of connections) {
+        c.frozen = false;
+        deliver(c);
+      }
+    },
+    held() {
+      return [...connections]
+        .filter((c) => c.frozen)
+        .map((c) => sent(c).toString("utf8"))
+        .join("");
     },
     async close() {
-      for (const s of sockets) s.destroy();
+      for (const c of connections) {
+        c.downstream.destroy();
+        c.upstream.destroy();
+      }
       await new Promise((resolve) => server.close(resolve));
     },
   };
+}
+
+/**
+ * The client name a connection sets first thing (ioredis sends `CLIENT SETNAME` before anything else but AUTH), ""
+ * when its first other command is something else, undefined while more bytes are needed to tell.
+ */
+function clientName(bytes: Buffer): string | undefined {
+  let rest = bytes;
+  for (;;) {
+    const command = parseCommand(rest);
+    if (!command) return rest.length > 64 * 1024 ? "" : undefined;
+    const [name = "", sub = "", value = ""] = command.args;
+    if (/^auth$/i.test(name)) {
+      rest = rest.subarray(command.length);
+      continue;
+    }
+    return /^client$/i.test(name) && /^setname$/i.test(sub) ? value : "";
+  }
 }
