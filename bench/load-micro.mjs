@@ -11,20 +11,21 @@ import { generateFixture } from "../dist/emulator/generate.js";
 import { parseEngineEntity } from "../dist/model/entities.js";
 import { companyToRest, restCompanyToEngine, restUserToEngine, userToRest } from "../dist/model/rest.js";
 import { arrayMemberSpans } from "../dist/util/json-bytes.js";
-import { leanRow } from "./lean-feed.mjs";
 
 const at = process.argv.indexOf("--iterations");
 const iterations = at > 0 ? Number(process.argv[at + 1]) : 30;
-/** Each kind of page, built only in the process that measures it. */
+/** Each kind of page (the emulator's rows, `--generate …,rows=SHAPE`), built only in the process that measures it. */
+const page = (rows, kind) => () => {
+  const f = generateFixture({ companies: 500, users: 500, flags: 5, seed: 1, rows });
+  return kind === "companies"
+    ? f.companies.map((c) => JSON.stringify(companyToRest(c)))
+    : f.users.map((u) => JSON.stringify(userToRest(u)));
+};
 const pages = {
-  "lean companies": () => Array.from({ length: 500 }, (_, i) => leanRow("companies", i)),
-  "lean users": () => Array.from({ length: 500 }, (_, i) => leanRow("users", i)),
-  "full companies": () =>
-    generateFixture({ companies: 500, users: 0, flags: 5, seed: 1 }).companies.map((c) =>
-      JSON.stringify(companyToRest(c)),
-    ),
-  "full users": () =>
-    generateFixture({ companies: 1, users: 500, flags: 5, seed: 1 }).users.map((u) => JSON.stringify(userToRest(u))),
+  "lean companies": page("lean", "companies"),
+  "lean users": page("lean", "users"),
+  "full companies": page("full", "companies"),
+  "full users": page("full", "users"),
 };
 
 const only = process.env.LOAD_MICRO_PAGE;

@@ -17,6 +17,7 @@ import { createLogger } from "../src/util/log.js";
 import { startCluster } from "./helpers/cluster.js";
 import { company, templates, user } from "./helpers/faults.js";
 import { keys, log, type PipelineRig, withPipelineRig } from "./helpers/pipeline.js";
+import { startRedis } from "./helpers/redis.js";
 
 /** Companies c000 … and users u000 … (several pages of the rig's 10 rows each). */
 function source(companies: number, users: number): { fixture: Fixture } {
@@ -201,6 +202,28 @@ describe("the ids a load saw, in Redis", () => {
       await seen.clear();
       assert.deepEqual(await seenSets(rig), []);
     });
+  });
+});
+
+describe("the ids a load saw, on a Redis without SMISMEMBER (before 6.2)", () => {
+  test("are asked for one by one, with the same answers", async () => {
+    const redis = await startRedis({ args: ["--rename-command", "SMISMEMBER", ""] });
+    try {
+      const client = redis.client();
+      await assert.rejects(client.smismember("k", "a"), /unknown command/i);
+      const seen = new SeenIds(client, keys, "company", {
+        breaker: new CircuitBreaker("redis", 3, 100),
+        stats: new ReplicationStats(),
+        log,
+        signal: new AbortController().signal,
+      });
+      await seen.add(["c1", "c2", "c3"]);
+      assert.deepEqual(await seen.has(["c2", "c9", "", "c1"]), [true, false, false, true]);
+      assert.deepEqual(await seen.has(["c3", "c4"]), [true, false]);
+      assert.equal(await seen.intact(), true);
+    } finally {
+      await redis.stop();
+    }
   });
 });
 

@@ -32,6 +32,8 @@ export class SeenIds {
   private readonly keys: string[];
   /** Shards that were given ids (and must still exist at the end). */
   private readonly used = new Set<number>();
+  /** SMISMEMBER is unknown (Redis before 6.2): one SISMEMBER per id. */
+  private oneByOne = false;
 
   constructor(
     private readonly client: RedisClient,
@@ -62,11 +64,24 @@ export class SeenIds {
     const out = new Array<boolean>(ids.length).fill(false);
     if (ids.length === 0) return out;
     const byShard = this.group(ids);
-    const replies = await withRetry("reading the ids a load saw", this.retry, () =>
-      this.run(byShard, (pipe, key, some) => pipe.smismember(key, ...some)),
-    );
+    const replies = await withRetry("reading the ids a load saw", this.retry, async () => {
+      if (!this.oneByOne) {
+        try {
+          const all = await this.run(byShard, (pipe, key, some) => pipe.smismember(key, ...some));
+          return new Map([...all].map(([shard, reply]) => [shard, reply[0] as number[]]));
+        } catch (err) {
+          if (!/unknown command/i.test((err as Error).message)) throw err;
+          this.oneByOne = true; // Redis before 6.2
+        }
+      }
+      const each = await this.run(byShard, (pipe, key, some) => {
+        for (const id of some) pipe.sismember(key, id);
+        return pipe;
+      });
+      return new Map([...each].map(([shard, reply]) => [shard, reply as number[]]));
+    });
     for (const [shard, { ids: asked, at }] of byShard) {
-      const flags = replies.get(shard)![0] as number[];
+      const flags = replies.get(shard)!;
       for (let i = 0; i < at.length; i++) if (flags[i] === 1 && asked[i] !== MARK) out[at[i]!] = true;
     }
     return out;
