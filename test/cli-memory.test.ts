@@ -13,6 +13,7 @@ import { describe, test } from "node:test";
 import { getHeapStatistics } from "node:v8";
 import { engineVersionKey } from "../src/model/engine-version.js";
 import { startHeapCompaction } from "../src/util/heap-compaction.js";
+import { boundHeapGrowth } from "../src/util/heap-growth.js";
 
 const require = createRequire(import.meta.url);
 const SDK = "@schematichq/schematic-typescript-node";
@@ -125,5 +126,22 @@ describe("heap compaction", () => {
     await new Promise((r) => setTimeout(r, 1500));
     assert.equal(rec.entries.length, count, "nothing runs after stop()");
     assert.ok(keep.length > 0);
+  });
+});
+
+describe("the heap's growth during loads", () => {
+  test("is bounded while a load runs; the last load to end gives it back to V8 (loads may overlap)", () => {
+    const calls: string[] = [];
+    const set = (flags: string) => calls.push(flags);
+    const first = boundHeapGrowth(set);
+    const second = boundHeapGrowth(set);
+    assert.deepEqual(calls, ["--heap-growing-percent=150"]);
+    first();
+    first();
+    assert.deepEqual(calls, ["--heap-growing-percent=150"], "the other load still runs; a second release is a no-op");
+    second();
+    assert.deepEqual(calls, ["--heap-growing-percent=150", "--heap-growing-percent=0"]);
+    // The real V8 flag is accepted at run time.
+    boundHeapGrowth()();
   });
 });

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { generateFixture } from "../src/emulator/generate.js";
 import { expectedCompany, expectedUser, firstDifference, sameEntity } from "../src/model/equivalence.js";
 import {
   companyToRest,
   fromUnixSeconds,
   restCompanyToEngine,
+  restToEngine,
   restUserToEngine,
   unixSeconds,
   userToRest,
@@ -523,6 +525,50 @@ describe("restCompanyToEngine (lenient REST input)", () => {
     assert.deepEqual(c.rules[0]?.conditions, []);
     assert.equal(c.entitlements?.[0]?.allocation, null);
     assert.equal(c.entitlements?.[0]?.feature_id, "1");
+  });
+});
+
+describe("restToEngine (REST rows as the lanes store them)", () => {
+  const oddCompany = {
+    id: "c3",
+    keys: [{ key: "__proto__", value: "x" }, { key: "", value: 5 }, null, "k"],
+    environment_id: 5,
+    metrics: [{ period: "current_week", value: 2.9, created_at: "2026-01-01T00:00:00.100+02:00" }, "m", null],
+    rules: [
+      null,
+      { rule_type: "company_override", priority: "high", conditions: "x", value: "yes" },
+      {
+        rule_type: "company_override_usage_exceeded",
+        conditions: [{ condition_type: "plan_version", operator: "weird", resource_ids: [1, null, "r"] }],
+        condition_groups: [{ conditions: [{ trait_definition: { id: 3, comparable_type: "integer" } }] }, 7],
+      },
+      { rule_type: "standard", value: true },
+    ],
+    entitlements: [{ feature_id: 1, allocation: "3", value_type: "numeric" }],
+    entity_traits: [{ value: 1, definition: { id: "t", trait_type: "currency" } }, { value: "no definition" }],
+    billing_subscriptions: [{ products: [{ id: "p1" }, { id: "" }, {}] }, "s"],
+    billing_subscription: { id: 9, period_start: "x", period_end: 1_700_000_000, products: [{ id: "p2" }] },
+    billing_credit_balances: { a: 1.5, b: "2" },
+    plan: { id: "pl", plan_version_id: "" },
+    add_ons: [{ plan_version_id: "v" }, null],
+    plans: [{ id: "pl" }, { id: 1 }],
+  };
+
+  it("is the lenient mapping itself when the rules engine takes it as it is", () => {
+    const generated = generateFixture({ companies: 40, users: 40, flags: 5, seed: 11 });
+    for (const row of [...generated.companies.map(companyToRest), oddCompany, { id: "c1", keys: [] }]) {
+      assert.deepEqual(restToEngine("company", row), restCompanyToEngine(row));
+    }
+    const odd = { id: "u1", keys: [{ key: "e", value: "v" }], entity_traits: [{ value: true, definition: { id: 2 } }] };
+    for (const row of [...generated.users.map(userToRest), odd]) {
+      assert.deepEqual(restToEngine("user", row), restUserToEngine(row));
+    }
+  });
+
+  it("refuses what the rules engine would refuse, naming it (the loader skips such a row)", () => {
+    const row = { ...oddCompany, entitlements: [{ feature_id: "f", value_type: "nope" }] };
+    assert.throws(() => restToEngine("company", row), /entitlements\[0\]\.value_type: unknown value "nope"/);
+    assert.throws(() => restToEngine("user", { id: "u" }), /"keys" is missing/);
   });
 });
 

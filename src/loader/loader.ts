@@ -4,17 +4,20 @@
  * complete only when a walk through the pages proved that it missed no row and the rows seen agree with the count
  * (docs/design/loading.md); entities missing upstream are evicted after a walk that read every page.
  */
-import { restCompanyToEngine, restUserToEngine } from "../model/rest.js";
+import { restToEngine } from "../model/rest.js";
 import type { Company, User } from "../model/wire.js";
 import { storedKeys } from "../replication/fold.js";
-import type { EntityKind } from "../replication/jobs.js";
+import type { EntityJob, EntityKind } from "../replication/jobs.js";
 import type { LoadRequest, Pipeline } from "../replication/pipeline.js";
 import { type RetryContext, withRetry } from "../replication/retry.js";
 import type { KeyScheme } from "../store/keys.js";
 import type { StoreWriter, WriteOp } from "../store/writer.js";
+import { boundHeapGrowth } from "../util/heap-growth.js";
 import type { Logger } from "../util/log.js";
 import { backoffDelay, sleep } from "../util/time.js";
-import { LoadCancelledError, pageRows, type RestClient, type RestKind } from "./rest-client.js";
+import { MalformedPageError, type PageBody, PageBudget, type PageRows, pageRows } from "./page-rows.js";
+import { LoadCancelledError, type RestClient, type RestKind } from "./rest-client.js";
+import { SeenIds } from "./seen-ids.js";
 
 export interface LoaderOptions {
   rest: RestClient;
@@ -47,13 +50,16 @@ export async function loadEverything(o: LoaderOptions, generation: number, signa
   const failed = new AbortController();
   const either = AbortSignal.any([signal, failed.signal]);
   let failure: { err: unknown } | undefined;
+  // Fetched ahead: up to the client's concurrency in all; one page per kind when loading synchronously.
+  const pages = new PageBudget(o.concurrent ? o.rest.maxConcurrent : 2);
   const load = (kind: EntityKind) =>
-    loadKind(o, kind, generation, either).catch((err: unknown) => {
+    loadKind(o, kind, generation, pages, either).catch((err: unknown) => {
       failure ??= { err };
       failed.abort();
       throw err;
     });
-  const [companies, users] = await Promise.allSettled([load("company"), load("user")]);
+  const unbound = boundHeapGrowth();
+  const [companies, users] = await Promise.allSettled([load("company"), load("user")]).finally(unbound);
   if (companies.status === "rejected" || users.status === "rejected") throw failure!.err;
   return {
     companies: companies.value.seen,
@@ -67,56 +73,103 @@ async function loadKind(
   o: LoaderOptions,
   kind: EntityKind,
   generation: number,
+  pages: PageBudget,
   signal: AbortSignal,
 ): Promise<{ seen: number; complete: boolean; evicted: number }> {
   const restKind = REST_KIND[kind];
   const maxPasses = o.maxPasses ?? 3;
-  const seen = new Set<string>();
-  for (let pass = 1; pass <= maxPasses; pass++) {
-    const fullsBefore = o.pipeline.fullsSeen(kind);
-    const expected = await o.rest.count(restKind, signal);
-    const progress = new Progress(o.log, restKind, expected, o.onProgress);
-    const passSeen = new Set<string>();
-    const proven = await walkPages(o, restKind, expected, signal, async (rows, order) => {
-      const ids: string[] = [];
-      let fresh = 0;
-      for (const row of rows) {
-        const entity = toEngine(o, kind, row);
-        if (!entity) continue;
-        ids.push(entity.id);
-        // A row already queued by this pass (pages overlap, or were read again) is not written twice: any change
-        // since its first copy comes on the stream.
-        if (passSeen.has(entity.id)) continue;
-        seen.add(entity.id);
-        passSeen.add(entity.id);
-        fresh++;
-        await enqueue(o, generation, kind, "full", entity.id, entity, order);
+  // The eviction at the end removes what Redis held before the load and the load did not see. When it held nothing
+  // of this kind, there is nothing to evict and nothing to remember; else the ids seen are kept in Redis. Changes
+  // queued before the load began are written first: what they write counts as held before.
+  await o.pipeline.flushed();
+  const retry = o.pipeline.redisRetry(signal);
+  const seen = (await holdsAny(o, kind, retry)) ? new SeenIds(o.writer.client, o.keys, kind, retry) : undefined;
+  try {
+    let distinct = 0;
+    for (let pass = 1; ; pass++) {
+      const fullsBefore = o.pipeline.fullsSeen(kind);
+      const expected = await o.rest.count(restKind, signal);
+      const progress = new Progress(o.log, restKind, expected, o.onProgress);
+      // A row already queued by this pass is not queued again: pages overlap, and rows read again after a page that
+      // did not count are on the pages read just before it. (One seen further back is queued twice: harmless.)
+      const recent = new RecentIds(RECENT_PAGES);
+      distinct = 0;
+      const proven = await walkPages(o, restKind, expected, pages, signal, async (rows, order) => {
+        recent.nextPage();
+        const ids: string[] = [];
+        const fresh: string[] = [];
+        for (let i = 0; i < rows.count; i++) {
+          const entity = rowEntity(o, kind, rows.text(i));
+          if (!entity) continue;
+          ids.push(entity.id);
+          if (!recent.add(entity.id)) continue;
+          fresh.push(entity.id);
+          const full = enqueue(o, generation, kind, "full", entity.id, entity, order);
+          if (full) await full;
+        }
+        await seen?.add(fresh);
+        distinct += fresh.length;
+        progress.add(fresh.length);
+        return ids;
+      });
+      // The walk saw every row that existed throughout it. The count, read again, checks the listing itself: fewer
+      // rows than it says (beyond those created meanwhile, each announced by a stream `full`) means a page ended
+      // early.
+      const count = await o.rest.count(restKind, signal);
+      const created = o.pipeline.fullsSeen(kind) - fullsBefore;
+      if (proven && distinct + created >= count) break;
+      const why = proven ? "rows seen fall short of the count" : "rows kept moving between pages";
+      const context = { kind: restKind, seen: distinct, count, pass };
+      if (pass < maxPasses) {
+        o.log.warn(context, `${why}; paging again`);
+        continue;
       }
-      progress.add(fresh);
-      return ids;
-    });
-    // The walk saw every row that existed throughout it. The count, read again, checks the listing itself: fewer rows
-    // than it says (beyond those created meanwhile, each announced by a stream `full`) means a page ended early.
-    const count = await o.rest.count(restKind, signal);
-    const created = o.pipeline.fullsSeen(kind) - fullsBefore;
-    if (proven && passSeen.size + created >= count) break;
-    const why = proven ? "rows seen fall short of the count" : "rows kept moving between pages";
-    const context = { kind: restKind, seen: passSeen.size, count, pass };
-    if (pass < maxPasses) {
-      o.log.warn(context, `${why}; paging again`);
-      continue;
+      if (!proven) {
+        o.log.warn(context, `the load did not converge (${why}): evicting nothing`);
+        return { seen: distinct, complete: false, evicted: 0 };
+      }
+      // Evictions are confirmed by id against the API, so a walk that read every page may evict although the count
+      // disagrees: an entity it missed that still exists is loaded, not deleted.
+      o.log.warn(context, `the load did not converge (${why}): evicting only what the API confirms is gone`);
+      const evicted = seen ? await evictMissing(o, kind, seen, generation, signal) : 0;
+      return { seen: distinct, complete: false, evicted };
     }
-    if (!proven) {
-      o.log.warn(context, `the load did not converge (${why}): evicting nothing`);
-      return { seen: seen.size, complete: false, evicted: 0 };
-    }
-    // Evictions are confirmed by id against the API, so a walk that read every page may evict although the count
-    // disagrees: an entity it missed that still exists is loaded, not deleted.
-    o.log.warn(context, `the load did not converge (${why}): evicting only what the API confirms is gone`);
-    return { seen: seen.size, complete: false, evicted: await evictMissing(o, kind, seen, generation, signal) };
+    const evicted = seen ? await evictMissing(o, kind, seen, generation, signal) : 0;
+    return { seen: distinct, complete: true, evicted };
+  } finally {
+    await seen?.clear();
   }
-  const evicted = await evictMissing(o, kind, seen, generation, signal);
-  return { seen: seen.size, complete: true, evicted };
+}
+
+/** Whether Redis holds any key of this kind (an entity or a lookup key). */
+async function holdsAny(o: LoaderOptions, kind: EntityKind, retry: RetryContext): Promise<boolean> {
+  for await (const batch of scanRetrying(o, o.keys.scanPattern(kind), retry)) if (batch.length > 0) return true;
+  return false;
+}
+
+/** Pages whose ids a pass remembers, to queue a row read again on a later page only once. */
+const RECENT_PAGES = 4;
+
+/** The ids of the last few pages taken (bounded: a pass does not remember every id it queued). */
+class RecentIds {
+  private readonly ids = new Set<string>();
+  /** The ids each page added, oldest first. */
+  private readonly pages: string[][] = [];
+  constructor(private readonly depth: number) {}
+
+  /** The next rows are another page's. */
+  nextPage(): void {
+    if (this.pages.length >= this.depth) for (const id of this.pages.shift()!) this.ids.delete(id);
+    this.pages.push([]);
+  }
+
+  /** Adds an id of the current page; false when one of the recent pages already had it. */
+  add(id: string): boolean {
+    if (this.ids.has(id)) return false;
+    this.ids.add(id);
+    this.pages.at(-1)!.push(id);
+    return true;
+  }
 }
 
 /** Rows two successive pages share: fewer deletions than this between reading them need no second look. */
@@ -131,16 +184,18 @@ const PAGE_OVERLAP = 2;
  * given order, see Pipeline.loadRequest) and returns their ids. Resolves false when the rows kept moving for longer
  * than the walk may take (it then stopped).
  *
- * Pages up to the one expected to be short are fetched ahead (up to the client's concurrency; one at a time when
- * loading synchronously) as text, and parsed and queued one at a time, in order: parsing is CPU work on this one
- * thread either way, and a page parsed early would only sit in memory (its object graph is ~10 times its text).
+ * Pages up to the one expected to be short are fetched ahead (within the load's page budget, shared with the other
+ * kind's walk; one at a time when loading synchronously) as bytes, and taken one at a time, in order, one row at a
+ * time: parsing is CPU work on this one thread either way, and a page parsed early would only sit in memory (its
+ * object graph is ~10 times its text).
  */
 async function walkPages(
   o: LoaderOptions,
   kind: RestKind,
   expected: number,
+  pages: PageBudget,
   signal: AbortSignal,
-  take: (rows: unknown[], order: number) => Promise<string[]>,
+  take: (rows: PageRows, order: number) => Promise<string[]>,
 ): Promise<boolean> {
   const size = o.pageSize;
   const step = size - Math.min(PAGE_OVERLAP, size - 1);
@@ -152,9 +207,10 @@ async function walkPages(
   let planned = 0;
   const fetch = (offset: number): Page => {
     const request = o.pipeline.loadRequest();
-    const text = o.rest.pageText(kind, size, offset, signal);
-    text.catch(() => {}); // awaited in order below; a later page's failure must not go unhandled meanwhile
-    return { text, request };
+    const into = pages.body();
+    const body = o.rest.pageBody(kind, size, offset, signal, into);
+    body.catch(() => {}); // awaited in order below; a later page's failure must not go unhandled meanwhile
+    return { body, into, request };
   };
   let at = 0;
   let anchors: Set<string> | undefined;
@@ -162,19 +218,31 @@ async function walkPages(
   try {
     for (let fetched = 1; fetched <= budget; fetched++) {
       const page = ahead.get(at) ?? fetch(at);
-      ahead.delete(at);
+      if (ahead.delete(at)) pages.releaseAhead();
       for (planned = Math.max(planned, at + step); ahead.size < maxAhead && planned <= lastOffset; ) {
+        if (!pages.reserveAhead()) break;
         ahead.set(planned, fetch(planned));
         planned += step;
       }
-      let rows: unknown[];
+      let rows: PageRows;
       let ids: string[];
       try {
-        rows = await parsePage(o, kind, await page.text, at, signal);
-        ids = await take(rows, page.request.order);
+        try {
+          rows = pageRows(`GET /${kind}`, await page.body);
+          ids = await take(rows, page.request.order);
+        } catch (err) {
+          if (!(err instanceof MalformedPageError)) throw err;
+          // Fetched again the ordinary way (with retries until every row parses); rows already queued are not
+          // queued twice (the page is among the recent ones).
+          o.log.warn({ kind, offset: at, err: err.message }, "malformed REST page; fetching it again");
+          const texts = await o.rest.page(kind, size, at, signal);
+          rows = { count: texts.length, text: (i) => texts[i]! };
+          ids = await take(rows, page.request.order);
+        }
       } finally {
         page.request.done();
       }
+      pages.give(page.into);
       if (anchors && !ids.some((id) => anchors!.has(id))) {
         if (moved++ === 0) {
           o.log.info({ kind, offset: at }, "rows moved between pages (created or deleted upstream); reading back");
@@ -183,35 +251,24 @@ async function walkPages(
         if (at === 0) anchors = undefined;
         continue;
       }
-      if (rows.length < size) return true;
+      if (rows.count < size) return true;
       anchors = new Set(ids);
       at += step;
     }
     return false;
   } finally {
-    for (const page of ahead.values()) page.request.done();
+    for (const page of ahead.values()) {
+      page.request.done();
+      pages.releaseAhead();
+    }
   }
 }
 
 interface Page {
-  text: Promise<string>;
+  body: Promise<PageBody>;
+  /** Where the body is received (returned to the pool once the page is taken). */
+  into: PageBody;
   request: LoadRequest;
-}
-
-/** The rows of a prefetched page; a malformed one is fetched again the ordinary way (with retries). */
-async function parsePage(
-  o: LoaderOptions,
-  kind: RestKind,
-  text: string,
-  offset: number,
-  signal: AbortSignal,
-): Promise<unknown[]> {
-  try {
-    return pageRows(kind, text);
-  } catch (err) {
-    o.log.warn({ kind, offset, err: (err as Error).message }, "malformed REST page; fetching it again");
-    return await o.rest.page(kind, o.pageSize, offset, signal);
-  }
 }
 
 /** Ids confirmed per REST call before eviction (the list endpoint's `ids` filter). */
@@ -227,14 +284,17 @@ const CONFIRM_CHUNK = 100;
 async function evictMissing(
   o: LoaderOptions,
   kind: EntityKind,
-  seen: Set<string>,
+  seen: SeenIds,
   generation: number,
   signal: AbortSignal,
 ): Promise<number> {
   const idPrefix = kind === "company" ? o.keys.companyId("") : o.keys.userId("");
   const restKind = REST_KIND[kind];
-  const unchanged = (id: string) => !seen.has(id) && !o.pipeline.changedByStream(kind, id);
   const retry = o.pipeline.redisRetry(signal);
+  if (!(await seen.intact())) {
+    o.log.warn({ kind: restKind }, "Redis lost the ids the load saw; nothing will be evicted this time");
+    return 0;
+  }
   let evicted = 0;
   let recovered = 0;
   // Everything queued before the scan (this load's rows, stream changes received earlier) must be in Redis first:
@@ -242,17 +302,22 @@ async function evictMissing(
   await o.pipeline.flushed();
   for await (const batch of scanRetrying(o, o.keys.scanPattern(kind), retry)) {
     if (signal.aborted) break;
-    const missing: string[] = [];
+    const changed = (id: string) => o.pipeline.changedByStream(kind, id);
+    const ids: string[] = [];
     const strayLookups: string[] = [];
     for (const key of batch) {
       const rest = key.slice(idPrefix.length);
-      if (!unchanged(rest)) continue;
       if (rest.includes(":")) strayLookups.push(key);
-      else missing.push(rest);
+      else if (!changed(rest)) ids.push(rest);
     }
-    if (missing.length === 0 && strayLookups.length === 0) continue;
     const values = await withRetry("reading lookup keys to evict", retry, () => o.writer.readMany(strayLookups));
     const targets = values.map(lookupTarget);
+    // The entities here and those the lookup keys name: which did the load see?
+    const named = [...new Set([...ids, ...targets.filter((t): t is string => t !== undefined)])];
+    const flags = await seen.has(named);
+    const saw = new Set(named.filter((_, i) => flags[i]));
+    const unchanged = (id: string) => !saw.has(id) && !changed(id);
+    const missing = ids.filter(unchanged);
     const ask = new Set(missing);
     for (const t of targets) if (t !== undefined && unchanged(t)) ask.add(t);
     const upstream = new Set<string>();
@@ -261,10 +326,9 @@ async function evictMissing(
       const request = o.pipeline.loadRequest();
       try {
         for (const row of await o.rest.existing(restKind, asked.slice(i, i + CONFIRM_CHUNK), signal)) {
-          const entity = toEngine(o, kind, row);
+          const entity = rowEntity(o, kind, row);
           if (!entity || !ask.has(entity.id) || upstream.has(entity.id)) continue;
           upstream.add(entity.id);
-          seen.add(entity.id);
           recovered++;
           await enqueue(o, generation, kind, "full", entity.id, entity, request.order);
         }
@@ -272,10 +336,12 @@ async function evictMissing(
         request.done();
       }
     }
+    // Loaded now: later batches' lookup keys naming them stay.
+    await seen.add([...upstream]);
     const evicting = o.pipeline.loadRequest();
     try {
       for (const id of missing) {
-        if (upstream.has(id) || !unchanged(id)) continue;
+        if (upstream.has(id) || changed(id)) continue;
         evicted++;
         await enqueue(o, generation, kind, "delete", id, { id }, evicting.order);
       }
@@ -357,45 +423,54 @@ async function* scanRetrying(o: LoaderOptions, pattern: string, retry: RetryCont
   }
 }
 
-/** A REST row as a rules-engine entity, or undefined (logged) when it cannot be one. */
-function toEngine(o: LoaderOptions, kind: EntityKind, row: unknown): Company | User | undefined {
+/**
+ * A REST row (its JSON text) as a rules-engine entity, or undefined (logged) when it cannot be one. Throws
+ * MalformedPageError when the text is not JSON (the page is read again).
+ */
+function rowEntity(o: LoaderOptions, kind: EntityKind, text: string): Company | User | undefined {
+  let row: unknown;
   try {
-    return kind === "company" ? restCompanyToEngine(row) : restUserToEngine(row);
+    row = JSON.parse(text);
+  } catch (err) {
+    throw new MalformedPageError(`a row is not JSON: ${(err as Error).message}`);
+  }
+  try {
+    return restToEngine(kind, row);
   } catch (err) {
     o.log.warn({ kind, reason: (err as Error).message }, "skipping an invalid REST row");
     return undefined;
   }
 }
 
-/** Queues a REST row (`full`) or an eviction (`delete`) of this load behind the entity's other changes. */
+/**
+ * Queues a REST row (`full`) or an eviction (`delete`) of this load behind the entity's other changes; returns a
+ * promise only when it must wait for room (see Pipeline.enqueueLoad).
+ */
 function enqueue(
   o: LoaderOptions,
   generation: number,
   kind: EntityKind,
   op: "full" | "delete",
   id: string,
-  data: unknown,
+  data: Company | User | { id: string },
   order: number,
-): Promise<void> {
-  return o.pipeline.enqueueLoad({
-    kind,
-    id,
-    op,
-    data,
-    tracked: [],
-    source: "load",
-    generation,
-    reconcile: o.reconcile,
-    order,
-  });
+): Promise<void> | undefined {
+  const job: EntityJob = { kind, id, op, data, tracked: [], source: "load", generation, reconcile: o.reconcile, order };
+  if (op === "full") {
+    // Queued as its text and keys, not its object graph (see fold.ts); an anti-entropy row keeps the entity, to
+    // compare it with what Redis holds.
+    job.text = JSON.stringify(data);
+    if (!o.reconcile) job.data = { keys: (data as Company | User).keys };
+  }
+  return o.pipeline.enqueueLoad(job);
 }
 
-/** The entity id a lookup key's value names, or undefined when it is not a JSON string. */
+/** The entity id a lookup key's value names, or undefined when it is not a JSON string naming one. */
 function lookupTarget(raw: string | null): string | undefined {
   if (raw == null) return undefined;
   try {
     const target: unknown = JSON.parse(raw);
-    return typeof target === "string" ? target : undefined;
+    return typeof target === "string" && target !== "" ? target : undefined;
   } catch {
     return undefined;
   }

@@ -7,6 +7,7 @@ import { AuthRejectedError } from "../datastream/client.js";
 import type { CircuitBreaker } from "../util/breaker.js";
 import type { Logger } from "../util/log.js";
 import { backoffDelay, sleep } from "../util/time.js";
+import { MalformedPageError, PageBody, pageRows } from "./page-rows.js";
 
 export type RestKind = "companies" | "users";
 
@@ -49,28 +50,44 @@ export class RestClient {
     return count;
   }
 
-  /** One page of rows (a malformed page is retried like a failed request). */
-  async page(kind: RestKind, limit: number, offset: number, signal: AbortSignal): Promise<unknown[]> {
-    return await this.rows(kind, pagePath(kind, limit, offset), signal);
+  /** One page's rows as JSON texts, each checked to parse (a malformed page is retried like a failed request). */
+  async page(kind: RestKind, limit: number, offset: number, signal: AbortSignal): Promise<string[]> {
+    return await this.rows(pagePath(kind, limit, offset), signal);
   }
 
   /**
-   * One page's body, unparsed: lets the loader fetch pages concurrently but parse them one at a time, so only one
-   * page's object graph is alive at once. Parse it with {@link pageRows}; on a malformed body, fall back to
-   * {@link page}.
+   * One page's body as received, unparsed: lets the loader fetch pages concurrently but parse them one row at a
+   * time (see page-rows.ts). On a malformed body, fall back to {@link page}.
    */
-  async pageText(kind: RestKind, limit: number, offset: number, signal: AbortSignal): Promise<string> {
-    return await this.request(pagePath(kind, limit, offset), signal, (res) => res.text());
+  async pageBody(
+    kind: RestKind,
+    limit: number,
+    offset: number,
+    signal: AbortSignal,
+    into: PageBody,
+  ): Promise<PageBody> {
+    return await this.request(pagePath(kind, limit, offset), signal, (res) => readBody(res, into));
   }
 
-  /** The rows of those of `ids` that exist upstream (the list endpoint's `ids` filter; at most 100 per call). */
-  async existing(kind: RestKind, ids: string[], signal: AbortSignal): Promise<unknown[]> {
+  /** The rows (JSON texts) of those of `ids` that exist upstream (the list endpoint's `ids` filter; ≤ 100 a call). */
+  async existing(kind: RestKind, ids: string[], signal: AbortSignal): Promise<string[]> {
     const query = ids.map((id) => `ids=${encodeURIComponent(id)}`).join("&");
-    return await this.rows(kind, `/${kind}?${query}&limit=${ids.length}&offset=0`, signal);
+    return await this.rows(`/${kind}?${query}&limit=${ids.length}&offset=0`, signal);
   }
 
-  private rows(kind: RestKind, path: string, signal: AbortSignal): Promise<unknown[]> {
-    return this.request(path, signal, async (res) => pageRows(kind, await res.text()));
+  private rows(path: string, signal: AbortSignal): Promise<string[]> {
+    return this.request(path, signal, async (res) => {
+      const rows = pageRows(`GET ${path}`, await readBody(res, new PageBody()));
+      const texts = Array.from({ length: rows.count }, (_, i) => rows.text(i));
+      for (const text of texts) {
+        try {
+          JSON.parse(text);
+        } catch (err) {
+          throw new MalformedPageError(`GET ${path} returned a row that is not JSON: ${(err as Error).message}`);
+        }
+      }
+      return texts;
+    });
   }
 
   private get(path: string, signal: AbortSignal): Promise<unknown> {
@@ -153,11 +170,11 @@ function pagePath(kind: RestKind, limit: number, offset: number): string {
   return `/${kind}?limit=${limit}&offset=${offset}`;
 }
 
-/** The rows of a page body; throws when it is not JSON with a `data` array. */
-export function pageRows(kind: RestKind, text: string): unknown[] {
-  const body = JSON.parse(text) as { data?: unknown } | null;
-  if (!Array.isArray(body?.data)) throw new Error(`GET /${kind} returned no data array`);
-  return body.data;
+/** Receives a response's body into `into` (see page-rows.ts). */
+async function readBody(res: Response, into: PageBody): Promise<PageBody> {
+  into.reset();
+  if (res.body) for await (const chunk of res.body) into.append(chunk);
+  return into;
 }
 
 export function parseRetryAfter(value: string | null): number | undefined {

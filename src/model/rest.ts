@@ -13,6 +13,7 @@
  *   entitlements are copied field for field (all fields the REST FeatureEntitlement carries). Input is parsed
  *   leniently (a wrong type gives the zero value), except that a missing `id` or `keys` throws.
  */
+import { parseEngineEntity } from "./entities.js";
 import {
   type DecodeMode,
   decodeEntitlements,
@@ -881,4 +882,13 @@ export function restUserToEngine(r: unknown): User {
     traits: engineTraits(u.entity_traits, "user"),
     rules: [],
   });
+}
+
+/**
+ * A REST row as the rules-engine entity the lanes store: mapped, then checked as every stored entity is (throws
+ * EntityError when the engine would refuse it, e.g. an unknown enum value the lenient mapping passed through).
+ */
+export function restToEngine(kind: "company" | "user", row: unknown): Company | User {
+  const mapped = kind === "company" ? restCompanyToEngine(row) : restUserToEngine(row);
+  return parseEngineEntity(kind, mapped).entity;
 }

@@ -118,14 +118,24 @@ export function checkFull(kind: EntityKind, data: unknown, text: string | Buffer
 
 export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: EntityJob[]): FoldResult {
   const result: FoldResult = { next: previous, touched: false, deletedKeys: [], invalid: [], orphanPartials: 0 };
+  // `next` holds only the keys of a REST row (see below) until a partial needs the whole entity.
+  let keysOnly = false;
   for (const job of jobs) {
     try {
-      if (job.op === "full") {
+      if (job.op === "full" && job.source === "load") {
+        // A REST row, mapped, checked and serialised by the loader (model/rest.ts restToEngine): stored as it is.
+        // Its data is the entity (an anti-entropy row, compared with Redis) or only its keys (a load's queued rows
+        // hold their text, not their object graph).
+        result.next = job.data as Entity;
+        result.body = job.text;
+        keysOnly = !job.reconcile && job.text !== undefined;
+      } else if (job.op === "full") {
         const full = job.checked ?? checkFull(kind, job.data, job.text);
         if ("invalid" in full) throw new Error(full.invalid);
-        // Stored as received: `next` holds only the keys (see FoldResult.next).
+        // Stored as received when validation changed nothing: `next` then holds only the keys.
         result.next = full.entity ?? ({ keys: full.keys } as Entity);
         result.body = full.entity ? undefined : job.text;
+        keysOnly = full.entity === undefined;
       } else if (job.op === "delete") {
         const keys = (job.data as { keys?: unknown } | null)?.keys;
         if (keys && typeof keys === "object") result.deletedKeys.push(keys as Record<string, string>);
@@ -139,8 +149,9 @@ export function foldEntity(kind: EntityKind, previous: Entity | null, jobs: Enti
           result.orphanPartials++;
           continue;
         }
-        // A full's text, validated when it arrived and exact, is that entity.
-        if (result.body !== undefined) result.next = JSON.parse(result.body.toString()) as Entity;
+        // A full stored as received is its text: the partial needs the whole entity.
+        if (keysOnly) result.next = JSON.parse(result.body!.toString()) as Entity;
+        keysOnly = false;
         result.next =
           kind === "company"
             ? mergeCompany(result.next as Company, job.data as Record<string, unknown>)

@@ -13,7 +13,8 @@ export interface EntityJob {
   data: unknown;
   /**
    * A stream `full`'s data as received (a slice of the frame: of its bytes when it is ASCII, so that the decoded
-   * frame need not be kept): stored as it is when validation changes nothing.
+   * frame need not be kept): stored as it is when validation changes nothing. A REST row's serialisation by the
+   * loader, whose `data` is then only the entity's keys (see fold.ts).
    */
   text?: string | Buffer;
   /**

@@ -329,10 +329,24 @@ export class Pipeline extends EventEmitter<PipelineEvents> {
     return { ...this.retry, signal: AbortSignal.any([signal, this.abort.signal]) };
   }
 
-  /** Queues a REST row or eviction; waits while the lane is full (backpressure on the loader). */
-  async enqueueLoad(job: EntityJob): Promise<void> {
+  /**
+   * Queues a REST row or eviction. While its lane is full, returns a promise that resolves once it is queued
+   * (backpressure on the loader); else queues it at once and returns undefined (a load queues a row a few µs, so it
+   * does not wait a turn of the microtask queue for each).
+   */
+  enqueueLoad(job: EntityJob): Promise<void> | undefined {
     const lane = this.laneFor(job.kind, job.id);
+    if (lane.full && !this.abort.signal.aborted) return this.enqueueLoadWhenRoom(job, lane);
+    this.pushLoad(job, lane);
+    return undefined;
+  }
+
+  private async enqueueLoadWhenRoom(job: EntityJob, lane: EntityLane): Promise<void> {
     while (lane.full && !this.abort.signal.aborted) await this.nextProgress();
+    this.pushLoad(job, lane);
+  }
+
+  private pushLoad(job: EntityJob, lane: EntityLane): void {
     this.loadOutstanding++;
     this.loadRowsAdded(job.order);
     lane.push(job);

@@ -123,6 +123,14 @@ export class KeyScheme {
   }
 
   /**
+   * `{prefix}datastream:load-seen:{ver}:{kind}:{{set}}`: a set of the ids a load saw (src/loader/seen-ids.ts). The
+   * set's name is the key's hash tag, so that a load's sets spread over a cluster's slots.
+   */
+  loadSeen(kind: EntityKind, set: string): string {
+    return `${this.prefix}datastream:load-seen:${this.version}:${kind}:{${set}}`;
+  }
+
+  /**
    * SCAN MATCH pattern for the cache keys of one kind: `{prefix}{kind}:{version}:*`, with glob characters in
    * the prefix and the version escaped. `version = null` matches every version (`{prefix}{kind}:*`), as cleanup
    * needs.
