@@ -1,9 +1,9 @@
 /**
- * Anti-entropy (RECONCILE_INTERVAL, DESIGN.md §6 "Repair"; issue 4): keys that vanished, gained an expiry (as the
- * SDK's track() does with its 24 h SETEX), or hold a wrong value are repaired by the periodic pass, which writes only
- * what differs: an entity whose stored JSON is byte-different but equal for the SDK is left alone, the count of
- * repaired keys matches the damage, no full reload happens, /ready stays 200, and stream changes made during the
- * passes are never overwritten by the pass's REST rows.
+ * Anti-entropy (RECONCILE_INTERVAL, docs/design/decisions.md "Repair"; issue 4): keys that vanished, gained an expiry
+ * (as the SDK's track() does with its 24 h SETEX), or hold a wrong value are repaired by the periodic pass, which
+ * writes only what differs: an entity whose stored JSON is byte-different but equal for the SDK is left alone, the
+ * count of repaired keys matches the damage, no full reload happens, /ready stays 200, and stream changes made during
+ * the passes are never overwritten by the pass's REST rows.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";

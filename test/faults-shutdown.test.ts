@@ -1,10 +1,10 @@
 /**
- * SIGTERM during a burst (issue 4, DESIGN.md §3.7): intake stops, every change received before the signal is
- * written to Redis, the cursor is flushed, the process exits 0; the next replicator resumes by replay (no full
- * reload) and ends with zero differences and the SDK reading the new values. Also with Redis stuck: the drain is
- * bounded by SHUTDOWN_TIMEOUT, the exit is still 0, and the changes that could not be written are replayed later.
- * And during a synchronous load, whose held changes can only be applied after it: the process stops at once instead
- * of waiting out SHUTDOWN_TIMEOUT (Kubernetes' grace period at the defaults) for them.
+ * SIGTERM during a burst (issue 4, docs/design/decisions.md "Clean lifecycle"): intake stops, every change received
+ * before the signal is written to Redis, the cursor is flushed, the process exits 0; the next replicator resumes by
+ * replay (no full reload) and ends with zero differences and the SDK reading the new values. Also with Redis stuck: the
+ * drain is bounded by SHUTDOWN_TIMEOUT, the exit is still 0, and the changes that could not be written are replayed
+ * later. And during a synchronous load, whose held changes can only be applied after it: the process stops at once
+ * instead of waiting out SHUTDOWN_TIMEOUT (Kubernetes' grace period at the defaults) for them.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";

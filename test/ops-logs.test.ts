@@ -1,6 +1,6 @@
 /**
- * What the replicator's logs may never contain (DESIGN.md §3.8). Every byte a replicator process writes (stdout
- * and stderr) is searched:
+ * What the replicator's logs may never contain (docs/design/decisions.md "Logs"). Every byte a replicator process
+ * writes (stdout and stderr) is searched:
  *
  * - secrets: the API key (from SCHEMATIC_API_KEY or SCHEMATIC_API_KEY_FILE) and the Redis password (from
  *   REDIS_PASSWORD or inside REDIS_URL), at LOG_LEVEL=debug, through start-up, a full load, live changes, a

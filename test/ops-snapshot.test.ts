@@ -1,5 +1,5 @@
 /**
- * `schematic-replicator snapshot export|import` as real processes (DESIGN.md §6 "verify and snapshots"):
+ * `schematic-replicator snapshot export|import` as real processes (docs/design/decisions.md "verify and snapshots"):
  *
  * - export from a replicated Redis writes a fixture that a fresh `schematic-emulator --fixture` loads and that
  *   describes the same data as examples/fixture.json;

@@ -1,5 +1,5 @@
 /**
- * `schematic-replicator verify` as a real process (DESIGN.md §6 "verify and snapshots", "Exit codes"): after a
+ * `schematic-replicator verify` as a real process (docs/design/decisions.md "verify and snapshots"): after a
  * replicator has loaded examples/fixture.json from the emulator, Redis is in sync with each kind of source (the
  * emulator's dump URL, the fixture file, the API itself: REST + a datastream session); a planted drift (a missing,
  * a stale and an extra key) is reported line by line with exit 1 by every source; and every way of not being able

@@ -1,6 +1,6 @@
 /**
- * Bulk load of companies and users over REST into the pipeline (DESIGN.md §6 "Loading modes"). Rows go through
- * the same per-entity lanes as stream changes, so one entity is never written by two paths at once. A load is
+ * Bulk load of companies and users over REST into the pipeline (docs/design/decisions.md "Loading modes"). Rows go
+ * through the same per-entity lanes as stream changes, so one entity is never written by two paths at once. A load is
  * complete only when a walk through the pages proved that it missed no row and the rows seen agree with the count
  * (docs/design/loading.md); entities missing upstream are evicted after a walk that read every page.
  */

@@ -1,6 +1,7 @@
 /**
  * The default cache version: the version key of the rules engine bundled with the pinned official TypeScript SDK
- * (DESIGN.md §6), read from that engine at start-up so that a package upgrade moves the key namespace with it.
+ * (docs/design/decisions.md "Cache version"), read from that engine at start-up so that a package upgrade moves the key
+ * namespace with it.
  *
  * The engine is asked in a short-lived child process: importing the SDK and initialising its WASM engine costs
  * ~55–60 MB of RSS that a process never gives back (and a worker thread keeps ~12 MB of it), while the child's

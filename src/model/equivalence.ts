@@ -1,6 +1,6 @@
 /**
- * "Redis equals the source" (DESIGN.md §6 "Equivalence"): each entity is compared as the REST load would produce
- * it (wire → REST → rules-engine mapping), ignoring `account_id` (the REST API lacks it).
+ * "Redis equals the source" (docs/design/decisions.md "Equivalence"): each entity is compared as the REST load would
+ * produce it (wire → REST → rules-engine mapping), ignoring `account_id` (the REST API lacks it).
  *
  * - `expectedCompany` / `expectedUser`: that projection of a wire entity. It is idempotent, so applying it to a value
  *   read back from Redis (written by the bulk load or by the stream) gives comparable forms on both sides.

@@ -8,10 +8,10 @@
  *   below gets it back (see equivalence.ts).
  * - `restCompanyToEngine` / `restUserToEngine`: the REST → rules-engine mapping of the replicator's bulk load
  *   (schematic-replicator `convertToRulesEngineCompany` / `convertToRulesEngineUser`, protocol.md §5.3), with
- *   DESIGN.md §6's decisions: `plan_version` conditions and `current_week` metrics are kept, `account_id` is `""`,
- *   only `company_override` / `company_override_usage_exceeded` company rules are kept, users get `rules: []`, and
- *   entitlements are copied field for field (all fields the REST FeatureEntitlement carries). Input is parsed
- *   leniently (a wrong type gives the zero value), except that a missing `id` or `keys` throws.
+ *   docs/design/decisions.md "REST mapping": `plan_version` conditions and `current_week` metrics are kept,
+ *   `account_id` is `""`, only `company_override` / `company_override_usage_exceeded` company rules are kept, users get
+ *   `rules: []`, and entitlements are copied field for field (all fields the REST FeatureEntitlement carries). Input is
+ *   parsed leniently (a wrong type gives the zero value), except that a missing `id` or `keys` throws.
  */
 import { parseEngineEntity } from "./entities.js";
 import {
@@ -672,7 +672,7 @@ const CONDITION_TYPES = new Set<string>([
   "credit",
   "metric",
   "plan",
-  "plan_version", // kept (DESIGN.md §6); the Go replicator maps it to ""
+  "plan_version", // kept (docs/design/decisions.md "REST mapping"); the Go replicator maps it to ""
   "trait",
   "user",
 ]);
@@ -702,7 +702,10 @@ function monthReset(v: unknown): MonthReset {
   return v === "billing_cycle" ? "billing_cycle" : "first_of_month";
 }
 
-/** Metrics: unknown periods fall to all_time; `current_week` is kept (DESIGN.md §6; Go maps it to all_time). */
+/**
+ * Metrics: unknown periods fall to all_time; `current_week` is kept (docs/design/decisions.md "REST mapping"; Go maps
+ * it to all_time).
+ */
 function metricPeriod(v: unknown): MetricPeriod {
   return conditionPeriod(v);
 }
@@ -817,7 +820,10 @@ function subscriptionOf(v: unknown): Subscription | null {
   };
 }
 
-/** REST CompanyDetailResponseData → rules-engine Company (protocol.md §5.3 with DESIGN.md §6's changes). */
+/**
+ * REST CompanyDetailResponseData → rules-engine Company (protocol.md §5.3 with docs/design/decisions.md "REST
+ * mapping").
+ */
 export function restCompanyToEngine(r: unknown): Company {
   const c = requireEntity(r, "company");
 

@@ -237,8 +237,8 @@ export function entityOps(
 }
 
 /**
- * Whether two stored forms are the same entity for the SDKs (DESIGN.md §6 "Equivalence": compared as the REST load
- * produces them, ignoring `account_id`), so a body the stream wrote is not rewritten by an equal REST row.
+ * Whether two stored forms are the same entity for the SDKs (docs/design/decisions.md "Equivalence": compared as the
+ * REST load produces them, ignoring `account_id`), so a body the stream wrote is not rewritten by an equal REST row.
  */
 export function sameStoredEntity(kind: EntityKind, a: Entity, b: Entity): boolean {
   return kind === "company"

@@ -1,8 +1,8 @@
 /**
  * Routes datastream frames and REST rows into the lanes: companies and users sharded by id over NUM_WORKERS lanes
- * each, flags through one ordered lane. It owns the two loading disciplines of DESIGN.md §6 — holding stream
- * changes while a synchronous load runs, and letting stream changes win over REST rows during an asynchronous one —
- * and the backpressure that pauses the socket when queues are full instead of dropping anything.
+ * each, flags through one ordered lane. It owns the two loading disciplines of docs/design/decisions.md "Loading modes"
+ * — holding stream changes while a synchronous load runs, and letting stream changes win over REST rows during an
+ * asynchronous one — and the backpressure that pauses the socket when queues are full instead of dropping anything.
  */
 import { EventEmitter } from "node:events";
 import { type FrameError, parseFrame, streamIdTime } from "../datastream/protocol.js";

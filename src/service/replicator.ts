@@ -629,10 +629,10 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   }
 
   /**
-   * One anti-entropy pass (DESIGN.md §6 "Repair"): restores expiries, asks for a fresh flags snapshot, pages
-   * through REST and rewrites only the keys that differ from it — never an entity the stream changed since the pass
-   * began — then, if the pass was complete, evicts entities missing upstream. It is not a reload: the marker, the
-   * cursor and /ready are untouched, and stream changes keep flowing in either loading mode. A full load started
+   * One anti-entropy pass (docs/design/decisions.md "Repair"): restores expiries, asks for a fresh flags snapshot,
+   * pages through REST and rewrites only the keys that differ from it — never an entity the stream changed since
+   * the pass began — then, if the pass was complete, evicts entities missing upstream. It is not a reload: the marker,
+   * the cursor and /ready are untouched, and stream changes keep flowing in either loading mode. A full load started
    * meanwhile cancels it.
    */
   private async reconcile(): Promise<void> {

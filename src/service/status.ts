@@ -1,7 +1,7 @@
 /**
- * What /health, /ready and /debug report. Every instance, writer or standby, applies one formula (DESIGN.md §6):
- * ready iff the marker says `loaded`, a live writer holds the lease (or the lease is disabled), Redis answers, and
- * the data is not staler than READY_GRACE_PERIOD.
+ * What /health, /ready and /debug report. Every instance, writer or standby, applies one formula
+ * (docs/design/decisions.md "Readiness and the marker"): ready iff the marker says `loaded`, a live writer holds the
+ * lease (or the lease is disabled), Redis answers, and the data is not staler than READY_GRACE_PERIOD.
  */
 import type { HealthStatus } from "../http/server.js";
 import { WriterLease } from "../store/lease.js";

@@ -1,7 +1,7 @@
 /**
- * `snapshot export` (DESIGN.md §6 "verify and snapshots"): reads the current version's keyspace and turns it into
- * the fixture format (`{flags, companies, users}`, datastream wire shape) that `schematic-emulator --fixture` and
- * `snapshot import` load.
+ * `snapshot export` (docs/design/decisions.md "verify and snapshots"): reads the current version's keyspace and turns
+ * it into the fixture format (`{flags, companies, users}`, datastream wire shape) that `schematic-emulator --fixture`
+ * and `snapshot import` load.
  *
  * - Flags come from the flag keys (a flag written under two spellings is taken once).
  * - Companies and users come from their id keys. Lookup keys are recognised by their value (a JSON string: the id)

@@ -1,5 +1,5 @@
 /**
- * `snapshot import` (DESIGN.md §6 "verify and snapshots"): bootstraps a Redis from a fixture file when the
+ * `snapshot import` (docs/design/decisions.md "verify and snapshots"): bootstraps a Redis from a fixture file when the
  * Schematic API cannot be reached. It writes exactly what a replicator that had just loaded that data would hold:
  *
  * 1. take the writer lease (waiting a bounded time; a live replicator renews it forever, so then it gives up);

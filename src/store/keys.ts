@@ -6,7 +6,7 @@
  *   {prefix}company:{ver}:{lower(name)}:{lower(value)}
  *   {prefix}user:{ver}:{id}
  *   {prefix}user:{ver}:{lower(name)}:{lower(value)}
- *   {prefix}datastream:state:{ver}                  (our readiness marker, DESIGN.md §6)
+ *   {prefix}datastream:state:{ver}                  (our readiness marker, docs/design/marker.md)
  *   {prefix}datastream:canary:{ver}:{tag}           (Cluster only: a few per master, see canary.ts)
  *
  * Lower-casing: the TypeScript SDK uses JavaScript `toLowerCase` (full Unicode mapping), the Go SDK and the Go

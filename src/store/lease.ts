@@ -1,5 +1,5 @@
 /**
- * The writer lease (DESIGN.md §6 "Writer lease"; redis-contract.md §5, checklist item 20 as amended): one key,
+ * The writer lease (docs/design/decisions.md "Writer lease"): one key,
  * `SET key token NX PX ttl`, renewed every ttl/3 with a compare-and-PEXPIRE script (a renewal that fails, as during
  * a failover, is tried again every ttl/15 until one succeeds or the tenure ends), released with a compare-and-DEL
  * script. An instance that cannot get it stands by and keeps trying forever.

@@ -4,8 +4,8 @@
  * - {@link cleanupOtherVersions} (redis-contract.md §4, checklist 19): deletes cache keys
  *   (`{prefix}flags|company|user:{ver}:…`) whose version segment is not ours. Current-version keys, the
  *   marker, the lease and the cursor (`{prefix}datastream:*`) and anything else are never touched.
- * - {@link refreshExpiry} (DESIGN.md §6 "CACHE_TTL", "Repair"): with a TTL, pushes every current-version cache
- *   key's expiry out again (PEXPIRE); without one, removes expiries that foreign writers added (PERSIST): the
+ * - {@link refreshExpiry} (docs/design/decisions.md "CACHE_TTL", "Repair"): with a TTL, pushes every current-version
+ *   cache key's expiry out again (PEXPIRE); without one, removes expiries that foreign writers added (PERSIST): the
  *   SDKs' track() rewrites company keys with a 24 h TTL.
  *
  * Deletes and expiry changes are pipelined single-key commands sent to the master the key was scanned on, so they

@@ -1,5 +1,5 @@
 /**
- * The readiness marker `{prefix}datastream:state:{ver}` (DESIGN.md §6 "Readiness and the marker"): JSON
+ * The readiness marker `{prefix}datastream:state:{ver}` (docs/design/decisions.md "Readiness and the marker"): JSON
  * `{ state, loaded_at, stream_id?, writer, stale_since? }`. Its absence means Redis lost its data. Without a cache
  * TTL it never expires; with one, it expires no later than any cache key, so it cannot vouch for data that has
  * expired (docs/design/marker.md). It is written as a control key (control-keys.ts), fenced by the lease.

@@ -1,48 +1,6 @@
 /**
- * The batch applier: every Redis write of the replicator goes through {@link StoreWriter.apply}, one round trip
- * per batch (DESIGN.md §6 "Writes").
- *
- * Single node and Sentinel: one pipeline on the client's connection, with one transaction per chunk (a batch larger
- * than maxOpsPerCall ops or maxBytesPerCall bytes is split into several):
- *
- *     WATCH lease · EVAL fence 1 lease token · MULTI · the ops · EXEC      (repeated per chunk)
- *
- * The ops are queued in order as MSET (a run of SETs without expiry), DEL (a run of deletes), `SET key value PX ttl`
- * and, for a compare-and-delete, a one-key EVAL. Bodies never pass through Lua, which copies every argument: with
- * ~2.7 KB bodies this costs Redis a quarter to a half of the CPU of the single script that used to apply a batch
- * (bench/writer-micro.mjs).
- *
- * Fencing (DESIGN.md §6 "Writer lease"): the fence script ({@link FENCE_SCRIPT}) returns 1 when the lease key holds
- * our token; otherwise it modifies the lease key without changing what it says (another holder's value rewritten
- * with KEEPTTL; an absent key created and deleted again) and returns 0. A write of the chunk lands only if its EXEC
- * commits, and Redis commits an EXEC only if no watched key was modified (or expired) since the WATCH, by any client,
- * this one included. So a chunk is written only if the lease key held our token when the fence ran and nobody
- * touched it until the EXEC, i.e. it still held our token when the writes were applied; the EXEC applies them
- * atomically. That is what the former single script guaranteed by checking the token and writing in one step: a
- * writer cut off and later reconnected cannot write after losing the lease, also when the lease expired or is
- * absent. An aborted EXEC (null) or a fence reply of 0 throws {@link LeaseLostError}; nothing of that chunk was
- * written (chunks before it, checked the same way, were). ioredis writes a pipeline's commands back to back, so
- * nothing else sent on the same connection (the lease renewal, which touches the key, shares it) can fall between a
- * WATCH and its EXEC; a touch from another connection, even by the holder, aborts the EXEC, which costs a retry but
- * never a wrong write. Scripts are sent with EVAL, not EVALSHA, so a flushed script cache cannot fail a command (the
- * fence above all: its NOSCRIPT would let the EXEC commit). Without a lease, the same transactions without WATCH and
- * fence: each chunk is still atomic for readers. The fence also checks what a batch assumed about the keys of the
- * bodies it replaces (WriteOp `ifStoredKeys`), so that replacing a body needs no read first
- * (docs/design/lookup-keys.md).
- *
- * Cluster: the keys live in many slots, so neither a script nor a transaction can cover them. One pipeline of
- * single-key commands (SET / DEL / a one-key EVAL for delIfEquals) per master, sent on that master's connection, all
- * masters in parallel. Ops a master redirects (MOVED after a failover or a resharding, ASK during a slot migration) or
- * fails are sent again the same way, in their original order per key, to the master the refreshed slot map (or the
- * ASK) names, at most REDIS_MAX_REDIRECTS rounds. No server-side check can cover such a batch, so a deposed writer is
- * kept from writing by three things (docs/design/cluster-fencing.md): the lease's token() is checked right before
- * every pipeline is sent, redirected ones included, and only on a connection that is ready (nothing waits in a queue
- * to be sent later); the replicator writes over connections of its own (`connectionName`), closed when its tenure
- * ends; and a new writer closes the other writers' connections on each master before its first write there, so that
- * what a deposed writer sent into a network partition is refused when the partition heals.
- *
- * Sentinel and Cluster: a batch also waits for a replica's acknowledgement (see acks.ts; ROLE first in the
- * pipeline, WAIT last), so a failover cannot lose a write the caller was told succeeded.
+ * The batch applier: every Redis write of the replicator goes through {@link StoreWriter.apply}, one round trip per
+ * batch, fenced by the writer lease. How and why: docs/design/writer.md.
  */
 import type { ChainableCommander, Cluster, Redis } from "ioredis";
 import { ACK_GRACE_MS, type AckOptions, type AckPlan, NotReplicatedError, ReplicaAcks } from "./acks.js";

@@ -1,6 +1,7 @@
 /**
- * The consistency checker behind `schematic-replicator verify` (DESIGN.md §6): compares the current version's
- * keyspace in Redis with what a source (fixture, emulator dump, or a REST + datastream snapshot) says it must be.
+ * The consistency checker behind `schematic-replicator verify` (docs/design/decisions.md "verify and snapshots"):
+ * compares the current version's keyspace in Redis with what a source (fixture, emulator dump, or a REST + datastream
+ * snapshot) says it must be.
  *
  * Expected keyspace, from the source:
  * - one flag key per flag with a non-empty key (every spelling `keys.flagKeys` gives), value = the flag;

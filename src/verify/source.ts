@@ -1,5 +1,6 @@
 /**
- * Where `schematic-replicator verify` gets the truth it compares Redis with (DESIGN.md §6 "verify and snapshots"):
+ * Where `schematic-replicator verify` gets the truth it compares Redis with (docs/design/decisions.md "verify and
+ * snapshots"):
  *
  * - `api`: the configured Schematic API, read the way the replicator reads it — companies and users over REST
  *   (count, then `limit`/`offset` pages, mapped to rules-engine entities as the bulk load maps them) and the flags
