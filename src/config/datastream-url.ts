@@ -1,5 +1,5 @@
 /**
- * Datastream WebSocket URL derivation (reference/protocol.md §1.1), as the Go and Node clients do it:
+ * Datastream WebSocket URL derivation (docs/reference/protocol.md §1.1), as the Go and Node clients do it:
  * - `http(s)://` URLs are converted: scheme `http` → `ws`, `https` → `wss`; a first host label of exactly `api`
  *   becomes `datastream` when the host has more than one label; the path is replaced by `/datastream`; the
  *   query is kept (a fragment is dropped: WebSocket URLs cannot carry one); the port is kept.

@@ -1,5 +1,5 @@
 /**
- * Schematic datastream protocol helpers (shared/reference/protocol.md): frames the replicator sends and the
+ * Schematic datastream protocol helpers (docs/reference/protocol.md): frames the replicator sends and the
  * envelope check for frames it receives. Pure functions; the socket lives in client.ts.
  */
 import { type DataStreamResp, ENTITY_TYPES } from "../model/wire.js";

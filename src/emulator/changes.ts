@@ -96,7 +96,7 @@ function applyEntity<T extends Company | User>(
       ) as Partial<T>;
       delete partial.id;
       if (Object.keys(partial).length === 0) throw new HttpError(400, "$: no fields to merge");
-      // The merge the clients apply to the pushed partial (redis-contract.md §8), so all sides agree.
+      // The merge the clients apply to the pushed partial (docs/reference/redis-contract.md §8), so all sides agree.
       const merged = parseFull(
         kind === "company"
           ? mergeCompany(base as Company, partial as Record<string, unknown>)

@@ -1,6 +1,6 @@
 /**
- * The REST side of the emulator: the listing endpoints the replicator bulk-loads from (protocol.md §5), in the
- * REST API's shapes, with API-key checks and injected faults; the flag checks of an SDK in its default mode
+ * The REST side of the emulator: the listing endpoints the replicator bulk-loads from (docs/reference/protocol.md §5),
+ * in the REST API's shapes, with API-key checks and injected faults; the flag checks of an SDK in its default mode
  * (./checks.ts) and event capture (./capture.ts), which faults leave alone.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";

@@ -2,12 +2,12 @@
  * Validation and normalisation of the datastream wire entities (Flag, Company, User), driven by one table of
  * fields per type and one walker, used at two strictness levels:
  *
- * - `"wire"`: as strict as the official TypeScript SDK parses the stream (shared/reference/protocol.md §4):
+ * - `"wire"`: as strict as the official TypeScript SDK parses the stream (docs/reference/protocol.md §4):
  *   every required field present and non-null, lists `[]` and maps `{}` never `null`, enum values known,
  *   ISO 8601 timestamps, at least one key per company and user, a non-empty id. Used for fixtures and the
  *   emulator's admin bodies.
  * - `"engine"`: what the replicator accepts before writing to Redis: only the fields the WASM rules engine
- *   requires must be present (shared/reference/sdk-replicator-mode.md), types valid, and the enums the engine is
+ *   requires must be present (docs/reference/sdk-replicator-mode.md), types valid, and the enums the engine is
  *   strict about known (rule_type, entitlement value_type, metric period). Absent lists become `[]`, absent maps
  *   `{}`, absent nullable fields `null`.
  *

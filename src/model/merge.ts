@@ -1,6 +1,6 @@
 /**
  * Partial merge of companies and users: a snake_case port of schematic-go v1.5.2 `datastream.PartialCompany` /
- * `PartialUser` (shared/reference/redis-contract.md §8), the rules the Go replicator applies to `partial` messages.
+ * `PartialUser` (docs/reference/redis-contract.md §8), the rules the Go replicator applies to `partial` messages.
  *
  * Also home of the small "decode like Go's encoding/json into a rulesengine struct" helpers (`decode*`), which the
  * REST mapping (rest.ts) and the equivalence checks (equivalence.ts) reuse in lenient mode:

@@ -1,5 +1,5 @@
 /**
- * The REST API shapes of companies and users (shared/reference/protocol.md §5), in both directions:
+ * The REST API shapes of companies and users (docs/reference/protocol.md §5), in both directions:
  *
  * - `companyToRest` / `userToRest`: a wire entity as the real API's `CompanyDetailResponseData` /
  *   `UserDetailResponseData` (what the emulator serves on GET /companies and /users). Fields the wire shape lacks
@@ -7,9 +7,9 @@
  *   the entity, so one entity always gives the same bytes. Every rules-engine field is carried so that the mapping
  *   below gets it back (see equivalence.ts).
  * - `restCompanyToEngine` / `restUserToEngine`: the REST → rules-engine mapping of the replicator's bulk load
- *   (schematic-replicator `convertToRulesEngineCompany` / `convertToRulesEngineUser`, protocol.md §5.3), with
- *   docs/design/decisions.md "REST mapping": `plan_version` conditions and `current_week` metrics are kept,
- *   `account_id` is `""`, only `company_override` / `company_override_usage_exceeded` company rules are kept, users get
+ *   (schematic-replicator `convertToRulesEngineCompany` / `convertToRulesEngineUser`,
+ *   docs/reference/protocol.md §5.3), with docs/design/decisions.md "REST mapping": `plan_version` conditions and
+ *   `current_week` metrics are kept, `account_id` is `""`, only `company_override` / `company_override_usage_exceeded` company rules are kept, users get
  *   `rules: []`, and entitlements are copied field for field (all fields the REST FeatureEntitlement carries). Input is
  *   parsed leniently (a wrong type gives the zero value), except that a missing `id` or `keys` throws.
  */
@@ -821,8 +821,8 @@ function subscriptionOf(v: unknown): Subscription | null {
 }
 
 /**
- * REST CompanyDetailResponseData → rules-engine Company (protocol.md §5.3 with docs/design/decisions.md "REST
- * mapping").
+ * REST CompanyDetailResponseData → rules-engine Company (docs/reference/protocol.md §5.3 with
+ * docs/design/decisions.md "REST mapping").
  */
 export function restCompanyToEngine(r: unknown): Company {
   const c = requireEntity(r, "company");

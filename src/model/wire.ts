@@ -1,7 +1,7 @@
 /**
  * The rules-engine data model as it travels on Schematic's datastream (snake_case JSON), and as the official
  * SDKs read it back from Redis. Field lists follow SchematicHQ/rulesengine models.go (see
- * shared/reference/protocol.md §4); the order of the `*_FIELDS` arrays is the Go struct order, which is the order
+ * docs/reference/protocol.md §4); the order of the `*_FIELDS` arrays is the Go struct order, which is the order
  * in which the replicator writes keys.
  */
 

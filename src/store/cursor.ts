@@ -1,5 +1,5 @@
 /**
- * Replay cursor persistence (redis-contract.md §6): a raw `<ms>-<seq>` string (not JSON) at
+ * Replay cursor persistence (docs/reference/redis-contract.md §6): a raw `<ms>-<seq>` string (not JSON) at
  * `{prefix}datastream:replay_cursor` unless REPLAY_CURSOR_KEY names another key. Saved as a control key (see
  * control-keys.ts): fenced by the lease, on the server the writer knows, never expiring after the cache keys.
  */

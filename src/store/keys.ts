@@ -1,5 +1,5 @@
 /**
- * The Redis key scheme the official SDKs read in replicator mode (shared/reference/redis-contract.md §1):
+ * The Redis key scheme the official SDKs read in replicator mode (docs/reference/redis-contract.md §1):
  *
  *   {prefix}flags:{ver}:{lower(flagKey)}
  *   {prefix}company:{ver}:{id}                      (id NOT lower-cased)

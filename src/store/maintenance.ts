@@ -1,7 +1,7 @@
 /**
  * Keyspace maintenance, streamed through SCAN (never KEYS) on every master, in constant memory:
  *
- * - {@link cleanupOtherVersions} (redis-contract.md §4, checklist 19): deletes cache keys
+ * - {@link cleanupOtherVersions} (docs/reference/redis-contract.md §4, checklist 19): deletes cache keys
  *   (`{prefix}flags|company|user:{ver}:…`) whose version segment is not ours. Current-version keys, the
  *   marker, the lease and the cursor (`{prefix}datastream:*`) and anything else are never touched.
  * - {@link refreshExpiry} (docs/design/decisions.md "CACHE_TTL", "Repair"): with a TTL, pushes every current-version

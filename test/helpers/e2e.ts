@@ -3,7 +3,7 @@
  * counts (and fails) every request an SDK sends to the Schematic API, the official TypeScript SDK in replicator
  * mode and in direct datastream mode, and "Redis equals the emulator" (diffRedis against `GET /_emulator/dump`).
  *
- * The SDK's silent failure modes (shared/reference/sdk-replicator-mode.md, "Surprises") are turned into test
+ * The SDK's silent failure modes (docs/reference/sdk-replicator-mode.md, "Surprises") are turned into test
  * failures here: a non-empty API key and `useDataStream: true` are always set; `basePath` points at the stub, so a
  * flag missing from Redis (or a cache-version mismatch) shows up as a counted API call; the replicator-mode client
  * is handed out only once it reports the replicator ready and knows the replicator's cache version; and
