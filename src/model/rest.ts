@@ -9,9 +9,10 @@
  * - `restCompanyToEngine` / `restUserToEngine`: the REST → rules-engine mapping of the replicator's bulk load
  *   (schematic-replicator `convertToRulesEngineCompany` / `convertToRulesEngineUser`,
  *   docs/reference/protocol.md §5.3), with docs/design/decisions.md "REST mapping": `plan_version` conditions and
- *   `current_week` metrics are kept, `account_id` is `""`, only `company_override` / `company_override_usage_exceeded` company rules are kept, users get
- *   `rules: []`, and entitlements are copied field for field (all fields the REST FeatureEntitlement carries). Input is
- *   parsed leniently (a wrong type gives the zero value), except that a missing `id` or `keys` throws.
+ *   `current_week` metrics are kept, `account_id` is `""`, only `company_override` /
+ *   `company_override_usage_exceeded` company rules are kept, users get `rules: []`, and entitlements are copied
+ *   field for field (all fields the REST FeatureEntitlement carries). Input is parsed leniently (a wrong type gives
+ *   the zero value), except that a missing `id` or `keys` throws.
  */
 import { parseEngineEntity } from "./entities.js";
 import {
