@@ -296,3 +296,70 @@ describe("StoreWriter on a Redis Cluster", { timeout: 120_000 }, () => {
     return total;
   };
 });
+
+describe("StoreWriter on a Redis Cluster that is down when a writer starts", { timeout: 120_000 }, () => {
+  let cluster: RedisClusterServer;
+
+  before(async () => {
+    cluster = await startCluster({ masters: 3 });
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  it("closing the other writers' connections fails within the dial timeout instead of waiting for ever; it works once the cluster is back", async () => {
+    const seeds = cluster.seeds.split(",").map((a) => ({ host: "127.0.0.1", port: Number(a.split(":")[1]) }));
+    const client = createRedis({
+      topology: { kind: "cluster", nodes: seeds },
+      maxRetries: 1,
+      dialTimeoutMs: 2000,
+      readTimeoutMs: 1000,
+      writeTimeoutMs: 1000,
+      maxRedirects: 5,
+      routeByLatency: false,
+      keyPrefix: "schematic:",
+    });
+    const writer = new StoreWriter(client, {
+      ttlMs: 0,
+      lease: { key: "schematic:datastream:writer_lock", token: () => "t" },
+      connectionName: writerConnectionName("late"),
+    });
+    // A master and its replica stop: no failover can serve its slots, so the cluster says cluster_state:fail and the
+    // cluster client's ready check fails (ioredis then reconnects, and its connect() promise never settles).
+    const topology = await cluster.topology();
+    const master = topology.find((n) => n.role === "master" && n.slots > 0)!;
+    const replica = topology.find((n) => n.masterId === master.id)!;
+    const stopped = cluster.nodes.filter((n) => n.port === master.port || n.port === replica.port);
+    assert.equal(stopped.length, 2);
+    for (const n of stopped) n.process.kill("SIGSTOP");
+    try {
+      const live = topology.find((n) => n.port !== master.port && n.port !== replica.port)!;
+      await waitFor(async () => /cluster_state:fail/.test(String(await command(live.port, ["CLUSTER", "INFO"]))), {
+        what: "the cluster to fail",
+      });
+      const outcome = await Promise.race([
+        writer.fenceOthers().then(
+          () => "resolved",
+          () => "rejected",
+        ),
+        new Promise((resolve) => setTimeout(() => resolve("still waiting"), 20_000)),
+      ]);
+      assert.equal(outcome, "rejected", "a call the caller can retry, not one that never returns");
+    } finally {
+      for (const n of stopped) n.process.kill("SIGCONT");
+    }
+    await cluster.waitHealthy({ replicas: false });
+    await waitFor(
+      async () =>
+        await writer.fenceOthers().then(
+          () => true,
+          () => false,
+        ),
+      { what: "the writer's cluster client to be ready again" },
+    );
+    await writer.apply([{ op: "set", key: "schematic:company:test:late", value: "1" }]);
+    assert.equal(await client.get("schematic:company:test:late"), "1");
+    writer.close();
+    client.disconnect();
+  });
+});

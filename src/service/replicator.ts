@@ -377,9 +377,12 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   }
 
   private async readWhileWriter<T>(what: string, read: () => Promise<T>): Promise<T> {
+    // An attempt that neither answers nor fails within a lease period counts as failed: a call that hangs (a client
+    // waiting on a connection that never comes back) must not keep a writer that holds the lease from writing.
+    const bound = this.d.config.writerLock.ttlMs;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await read();
+        return await settledWithin(bound, read(), what);
       } catch (err) {
         if (this.stopping || !this.holdsLease) throw err;
         if (attempt === 1) this.d.log.warn({ err: (err as Error).message }, `${what} failed; retrying`);
@@ -888,7 +891,11 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
     const log = this.d.log;
     const c = this.d.config;
     const deadline = Date.now() + c.shutdownTimeoutMs;
-    await this.transition;
+    // A role change under way ends first, within the bound: one stuck on Redis must not hold the exit for ever.
+    if (!(await within(deadline - Date.now(), this.transition))) {
+      log.warn("a role change did not end within SHUTDOWN_TIMEOUT; stopping anyway");
+      this.tenure?.abort();
+    }
     this.apiKey.stop();
     this.holderWatch?.stop();
     for (const t of this.timers) clearInterval(t);
@@ -950,6 +957,13 @@ async function within(ms: number, work: Promise<unknown> | undefined): Promise<b
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** `work`'s result, or a rejection naming `what` when it has not settled within `ms`. */
+async function settledWithin<T>(ms: number, work: Promise<T>, what: string): Promise<T> {
+  work.catch(noop); // a late rejection is not unhandled
+  if (!(await within(ms, work))) throw new Error(`${what}: no answer within ${ms} ms`);
+  return work;
 }
 
 function noop(): void {}

@@ -4,6 +4,7 @@
  * project carry no hash tags, so a batch spreads over every master.
  */
 import type { Cluster, Redis } from "ioredis";
+import { clusterReady } from "./connect.js";
 
 const CRC16_TABLE = (() => {
   const table = new Uint16Array(256);
@@ -91,7 +92,7 @@ export async function* scanEveryMaster(cluster: Cluster, pattern: string, count 
 
 /** A fresh slot map, as text (`start-end=host:port` ranges), and the masters that serve it; every slot must be served. */
 async function slotOwners(cluster: Cluster): Promise<{ map: string; masters: string[] }> {
-  if (cluster.status === "wait") await cluster.connect();
+  await clusterReady(cluster);
   await new Promise<void>((resolve, reject) => cluster.refreshSlotsCache((err) => (err ? reject(err) : resolve())));
   const ranges: string[] = [];
   const masters = new Set<string>();

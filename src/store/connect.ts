@@ -150,6 +150,33 @@ export function namedDuplicate(cluster: Cluster, connectionName: string, log?: S
   return copy;
 }
 
+/**
+ * Waits until a cluster client is ready, connecting it on first use, for at most `ms` (default: its dial timeout,
+ * else 10 s). ioredis's own Cluster.connect() promise is not awaited: when its ready check fails (a master down,
+ * a connection closed during CLUSTER INFO) it reconnects and that promise never settles, which left a new writer
+ * waiting for ever with the lease held.
+ */
+export async function clusterReady(cluster: Cluster, ms?: number): Promise<void> {
+  if (cluster.status === "ready") return;
+  if (cluster.status === "wait") cluster.connect().catch(() => {});
+  const limit = ms ?? cluster.options.redisOptions?.connectTimeout ?? 10_000;
+  await new Promise<void>((resolve, reject) => {
+    const settle = (err?: Error) => {
+      clearTimeout(timer);
+      cluster.off("ready", onReady);
+      cluster.off("end", onEnd);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onReady = () => settle();
+    const onEnd = () => settle(new Error("the Redis Cluster client was closed"));
+    const timer = setTimeout(() => settle(new Error(`the Redis Cluster was not ready within ${limit} ms`)), limit);
+    cluster.on("ready", onReady);
+    cluster.on("end", onEnd);
+    if (cluster.status === "ready") settle();
+  });
+}
+
 const connectionProblems = new WeakMap<RedisClient, { message: string; since: number }>();
 
 /** The last connection error of a client made by {@link createRedis}, while it has not answered since. */

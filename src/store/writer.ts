@@ -6,6 +6,7 @@ import type { ChainableCommander, Cluster, Redis } from "ioredis";
 import { ACK_GRACE_MS, type AckOptions, type AckPlan, NotReplicatedError, ReplicaAcks } from "./acks.js";
 import { groupByMaster, nodeKey } from "./cluster.js";
 import {
+  clusterReady,
   followSentinelMaster,
   isCluster,
   namedDuplicate,
@@ -385,7 +386,7 @@ export class StoreWriter {
    * sends; nothing is ever left to the cluster client's own routing, whose queues and retries could send an op later.
    */
   private async applyCluster(cluster: Cluster, ops: WriteOp[]): Promise<void> {
-    if (cluster.status === "wait") await cluster.connect();
+    await clusterReady(cluster);
     const rounds = 1 + Math.max(0, cluster.options.maxRedirections ?? 16);
     let pending: Routed[] = ops.map((op) => ({ op }));
     /** Why the last op failed (reported when the rounds run out). */
@@ -532,7 +533,7 @@ export class StoreWriter {
   async fenceOthers(): Promise<void> {
     const cluster = this.conn;
     if (!isCluster(cluster) || this.connectionName === undefined) return;
-    if (cluster.status === "wait") await cluster.connect();
+    await clusterReady(cluster);
     for (const node of cluster.nodes("master")) {
       if (node.status !== "ready") await node.ping();
       await this.fenceOtherWriters(node);
