@@ -133,6 +133,15 @@ const WRITE_COMMANDS = new Set([
 
 const REPLICATION = "(replication link)";
 
+/**
+ * Whether a write to `key` is judged by the one-writer check: every key but the lease itself and a load's private
+ * scratch sets (`datastream:load-seen:…`, named by a random token per load: no other process reads them, so a
+ * deposed writer deleting its own, as it does when its load stops, changes nothing anyone sees).
+ */
+export function judgedWrite(key: string, leaseKey: string): boolean {
+  return key !== leaseKey && !/(^|:)datastream:load-seen:/.test(key);
+}
+
 /** One MONITOR connection per data node; names of connections from CLIENT LIST and CLIENT SETNAME. */
 export class WriteRecorder {
   readonly writes: WriteEvent[] = [];
@@ -169,7 +178,7 @@ export class WriteRecorder {
             this.names.set(`${port} ${source}`, args[2]);
           }
         }
-        if (!WRITE_COMMANDS.has(cmd) || args[1] === this.leaseKey) return;
+        if (!WRITE_COMMANDS.has(cmd) || !judgedWrite(args[1] ?? "", this.leaseKey)) return;
         this.pending.push({
           time: Number(time) * 1000,
           port,

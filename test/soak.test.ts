@@ -19,11 +19,12 @@ import { FAULT_KINDS, faultWeights, Planner, type SoakOptions, type Topology } f
 import { Rand } from "../soak/random.js";
 import type { SoakResult } from "../soak/report.js";
 import { checkSdkSample, type RulesEngine, startRulesEngine } from "../soak/sdk-check.js";
-import { replicatorPid } from "../soak/watch.js";
+import { judgedWrite, replicatorPid } from "../soak/watch.js";
 import { CHANGE_KINDS } from "../soak/workload.js";
 import { loadFixtureFile, startEmulator } from "../src/emulator/index.js";
 import type { Fixture } from "../src/model/wire.js";
 import { redisConnectionName, writerConnectionName } from "../src/store/connect.js";
+import { KeyScheme } from "../src/store/keys.js";
 import { scanKeys } from "./helpers/e2e.js";
 import { FIXTURE_PATH, KEYS, type Stack, startStack } from "./helpers/faults.js";
 import { buildInto, ROOT, runNode } from "./ops-helpers.js";
@@ -160,6 +161,16 @@ describe("soak: the invariant checkers", () => {
     assert.equal(replicatorPid("schematic-soak"), undefined);
     assert.equal(replicatorPid(`ioredis-cluster(refresher):${writerConnectionName("host-8")}`), undefined);
     assert.equal(replicatorPid(undefined), undefined);
+  });
+
+  test("one writer: data and control keys are judged; the lease and a load's private scratch sets are not", () => {
+    const lease = "schematic:datastream:writer_lock";
+    const scheme = new KeyScheme("schematic:", "4b54a537");
+    assert.equal(judgedWrite(scheme.companyId("c1"), lease), true);
+    assert.equal(judgedWrite("schematic:datastream:replay_cursor", lease), true);
+    assert.equal(judgedWrite(scheme.marker(), lease), true);
+    assert.equal(judgedWrite(lease, lease), false);
+    assert.equal(judgedWrite(scheme.loadSeen("company", "0b9c-0"), lease), false);
   });
 
   test("clean exits: an exit nobody asked for, or a SIGTERM answered badly or late, is a violation", () => {
