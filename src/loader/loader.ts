@@ -86,6 +86,7 @@ async function loadKind(
   const seen = (await holdsAny(o, kind, retry)) ? new SeenIds(o.writer.client, o.keys, kind, retry) : undefined;
   try {
     let distinct = 0;
+    let complete = true;
     for (let pass = 1; ; pass++) {
       const fullsBefore = o.pipeline.fullsSeen(kind);
       const expected = await o.rest.count(restKind, signal);
@@ -131,11 +132,11 @@ async function loadKind(
       // Evictions are confirmed by id against the API, so a walk that read every page may evict although the count
       // disagrees: an entity it missed that still exists is loaded, not deleted.
       o.log.warn(context, `the load did not converge (${why}): evicting only what the API confirms is gone`);
-      const evicted = seen ? await evictMissing(o, kind, seen, generation, signal) : 0;
-      return { seen: distinct, complete: false, evicted };
+      complete = false;
+      break;
     }
     const evicted = seen ? await evictMissing(o, kind, seen, generation, signal) : 0;
-    return { seen: distinct, complete: true, evicted };
+    return { seen: distinct, complete, evicted };
   } finally {
     await seen?.clear();
   }
