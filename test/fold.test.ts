@@ -4,27 +4,9 @@ import { assumedKeys, entityOps, foldEntity, keysTexts, storedKeys } from "../sr
 import type { EntityJob } from "../src/replication/jobs.js";
 import { KeyScheme } from "../src/store/keys.js";
 import { phases } from "../src/store/writer.js";
+import { company } from "./helpers/emulator.js";
 
 const keys = new KeyScheme("schematic:", "v1");
-
-function company(id: string, k: Record<string, string>, extra: Record<string, unknown> = {}) {
-  return {
-    id,
-    account_id: "acc",
-    environment_id: "env",
-    base_plan_id: null,
-    billing_product_ids: [],
-    credit_balances: {},
-    keys: k,
-    metrics: [],
-    plan_ids: [],
-    plan_version_ids: [],
-    rules: [],
-    subscription: null,
-    traits: [],
-    ...extra,
-  };
-}
 
 const job = (op: EntityJob["op"], data: unknown): EntityJob => ({
   kind: "company",

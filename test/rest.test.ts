@@ -29,6 +29,7 @@ import {
   USER_FIELDS,
   type User,
 } from "../src/model/wire.js";
+import { company } from "./helpers/emulator.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Builders: entities already in the form the REST load produces (Go times, override rules only, trait definitions
@@ -160,21 +161,7 @@ function fullCompany(): Company {
 }
 
 function minimalCompany(): Company {
-  return {
-    id: "comp_min",
-    account_id: "acc_1",
-    environment_id: "env_1",
-    base_plan_id: null,
-    billing_product_ids: [],
-    credit_balances: {},
-    keys: { id: "min" },
-    metrics: [],
-    plan_ids: [],
-    plan_version_ids: [],
-    rules: [],
-    subscription: null,
-    traits: [],
-  };
+  return company("comp_min", { id: "min" });
 }
 
 function variants(): [string, Company][] {
