@@ -18,7 +18,7 @@ import { type RetryContext, StoppedError, withRetry } from "../replication/retry
 import { ReplicationStats } from "../replication/stats.js";
 import { ClusterCanaries } from "../store/canary.js";
 import { scanEveryMaster } from "../store/cluster.js";
-import { isCluster, masters, writerConnectionName } from "../store/connect.js";
+import { isCluster, masters, scanNode, writerConnectionName } from "../store/connect.js";
 import { ServerChangedError, serverId, serverTime } from "../store/control-keys.js";
 import { deleteCursor, loadCursor, saveCursor } from "../store/cursor.js";
 import { KeyScheme } from "../store/keys.js";
@@ -863,14 +863,7 @@ export class Replicator extends EventEmitter<ReplicatorEvents> {
   async *scanKeys(pattern: string): AsyncIterable<string[]> {
     // On Cluster, a failover during the scan makes it fail (and be started over) rather than miss a master's keys.
     if (isCluster(this.d.redis)) return yield* scanEveryMaster(this.d.redis, pattern);
-    for (const node of masters(this.d.redis)) {
-      let cursor = "0";
-      do {
-        const [next, batch] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-        cursor = next;
-        if (batch.length) yield batch;
-      } while (cursor !== "0");
-    }
+    for (const node of masters(this.d.redis)) yield* scanNode(node, pattern);
   }
 
   private async listKeys(pattern: string): Promise<string[]> {

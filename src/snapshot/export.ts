@@ -15,7 +15,7 @@
 import { parseFixture } from "../emulator/fixture.js";
 import { EntityError, parseCompany, parseFlag, parseUser } from "../model/entities.js";
 import type { Company, Fixture, Flag, User } from "../model/wire.js";
-import { masters, type RedisClient } from "../store/connect.js";
+import { connectedMasters, type RedisClient, scanNode } from "../store/connect.js";
 import type { KeyScheme } from "../store/keys.js";
 import { StoreWriter } from "../store/writer.js";
 
@@ -130,8 +130,7 @@ async function eachValue(
   pattern: string,
   each: (key: string, raw: string) => void,
 ): Promise<void> {
-  for (const node of await allMasters(client)) {
-    let cursor = "0";
+  for (const node of await connectedMasters(client)) {
     let pending: string[] = [];
     const flush = async () => {
       if (pending.length === 0) return;
@@ -143,23 +142,12 @@ async function eachValue(
         if (typeof raw === "string") each(key, raw);
       });
     };
-    do {
-      const [next, page] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-      cursor = next;
+    for await (const page of scanNode(node, pattern)) {
       pending.push(...page);
       if (pending.length >= READ_BATCH) await flush();
-    } while (cursor !== "0");
+    }
     await flush();
   }
-}
-
-async function allMasters(client: RedisClient) {
-  let nodes = masters(client);
-  if (nodes.length === 0) {
-    await client.ping(); // a cluster client learns its masters on the first command
-    nodes = masters(client);
-  }
-  return nodes;
 }
 
 function compare(a: string, b: string): number {

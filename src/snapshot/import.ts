@@ -16,7 +16,7 @@
 import { hostname } from "node:os";
 import { parseCompany, parseFlag, parseUser } from "../model/entities.js";
 import type { Fixture } from "../model/wire.js";
-import { masters, type RedisClient } from "../store/connect.js";
+import { connectedMasters, type RedisClient, scanNode } from "../store/connect.js";
 import { serverTime } from "../store/control-keys.js";
 import type { KeyScheme } from "../store/keys.js";
 import { WriterLease } from "../store/lease.js";
@@ -148,18 +148,15 @@ async function writeAll(
   o.info?.(`wrote ${written} keys (${flags} flags, ${counts.company} companies, ${counts.user} users)`);
 
   let removed = 0;
-  for (const node of await allMasters(client)) {
+  for (const node of await connectedMasters(client)) {
     for (const kind of ["flags", "company", "user"] as const) {
-      let cursor = "0";
-      do {
-        const [next, page] = await node.scan(cursor, "MATCH", keys.scanPattern(kind), "COUNT", 1000);
-        cursor = next;
+      for await (const page of scanNode(node, keys.scanPattern(kind))) {
         const stale = page.filter((key) => !wanted.has(key) && keys.versionOf(key) === keys.version);
         if (stale.length > 0) {
           await writer.apply(stale.map((key) => ({ op: "del", key })));
           removed += stale.length;
         }
-      } while (cursor !== "0");
+      }
     }
   }
   if (removed > 0) o.info?.(`removed ${removed} keys the snapshot does not have`);
@@ -171,13 +168,4 @@ async function writeAll(
     { lease: o.leaseRef, expireAt },
   );
   return { flags, companies: counts.company, users: counts.user, written, removed };
-}
-
-async function allMasters(client: RedisClient) {
-  let nodes = masters(client);
-  if (nodes.length === 0) {
-    await client.ping();
-    nodes = masters(client);
-  }
-  return nodes;
 }

@@ -4,7 +4,7 @@
  * project carry no hash tags, so a batch spreads over every master.
  */
 import type { Cluster, Redis } from "ioredis";
-import { clusterReady } from "./connect.js";
+import { clusterReady, scanNode } from "./connect.js";
 
 const CRC16_TABLE = (() => {
   const table = new Uint16Array(256);
@@ -79,12 +79,7 @@ export async function* scanEveryMaster(cluster: Cluster, pattern: string, count 
     if (!node) throw new Error(`Redis master ${address} is not connected`);
     const role = (await node.call("ROLE")) as unknown[];
     if (role?.[0] !== "master") throw new Error(`Redis ${address} is no longer a master: the slot map changed`);
-    let cursor = "0";
-    do {
-      const [next, batch] = await node.scan(cursor, "MATCH", pattern, "COUNT", count);
-      cursor = next;
-      if (batch.length) yield batch;
-    } while (cursor !== "0");
+    yield* scanNode(node, pattern, count);
   }
   if ((await slotOwners(cluster)).map !== before.map)
     throw new Error("the Redis Cluster's slot map changed during a scan");

@@ -228,6 +228,30 @@ export function masters(client: RedisClient): Redis[] {
   return isCluster(client) ? client.nodes("master") : [client];
 }
 
+/** {@link masters}, after a first command when a cluster client knows none yet (it learns them from its slot map). */
+export async function connectedMasters(client: RedisClient): Promise<Redis[]> {
+  const nodes = masters(client);
+  if (nodes.length > 0) return nodes;
+  await client.ping();
+  return masters(client);
+}
+
+/** The keys of one node matching `pattern`, a SCAN page at a time (empty pages skipped); stops when `signal` aborts. */
+export async function* scanNode(
+  node: Redis,
+  pattern: string,
+  count = 1000,
+  signal?: AbortSignal,
+): AsyncGenerator<string[]> {
+  let cursor = "0";
+  do {
+    if (signal?.aborted) return;
+    const [next, page] = await node.scan(cursor, "MATCH", pattern, "COUNT", count);
+    cursor = next;
+    if (page.length > 0) yield page;
+  } while (cursor !== "0");
+}
+
 const lastMasterCheck = new WeakMap<Redis, number>();
 
 /**

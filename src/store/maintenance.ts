@@ -14,7 +14,7 @@
  * far are returned).
  */
 import type { Redis } from "ioredis";
-import { isCluster, masters, type RedisClient } from "./connect.js";
+import { connectedMasters, type RedisClient, scanNode } from "./connect.js";
 import type { CacheKind, KeyScheme } from "./keys.js";
 import { errorMessage, type StoreLog } from "./log.js";
 
@@ -142,23 +142,12 @@ export async function refreshExpiry(
 }
 
 async function allMasters(client: RedisClient, each: (node: Redis) => Promise<void>): Promise<void> {
-  let nodes = masters(client);
-  if (isCluster(client) && nodes.length === 0) {
-    await client.ping(); // waits for the first slots refresh
-    nodes = masters(client);
-    if (nodes.length === 0) throw new Error("Redis Cluster reports no masters");
-  }
+  const nodes = await connectedMasters(client);
+  if (nodes.length === 0) throw new Error("Redis Cluster reports no masters");
   const settled = await Promise.allSettled(nodes.map(each));
   for (const s of settled) if (s.status === "rejected") throw s.reason;
 }
 
-async function* scan(node: Redis, pattern: string, opts: MaintenanceOptions): AsyncGenerator<string[]> {
-  const count = opts.scanCount ?? SCAN_COUNT;
-  let cursor = "0";
-  do {
-    if (opts.signal?.aborted) return;
-    const [next, page] = await node.scan(cursor, "MATCH", pattern, "COUNT", count);
-    cursor = next;
-    if (page.length > 0) yield page;
-  } while (cursor !== "0");
+function scan(node: Redis, pattern: string, opts: MaintenanceOptions): AsyncGenerator<string[]> {
+  return scanNode(node, pattern, opts.scanCount ?? SCAN_COUNT, opts.signal);
 }

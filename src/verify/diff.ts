@@ -17,6 +17,7 @@
 import type { Cluster, Redis } from "ioredis";
 import { canonicalFlag, expectedCompany, expectedUser, firstDifference } from "../model/equivalence.js";
 import type { Company, Fixture, Flag, User } from "../model/wire.js";
+import { scanNode } from "../store/connect.js";
 
 /** The part of src/store/keys.ts `KeyScheme` the checker uses. */
 export interface DiffKeyScheme {
@@ -179,12 +180,7 @@ async function scanAll(redis: RedisLike, patterns: string[], count: number): Pro
   await Promise.all(
     nodes.map(async (node) => {
       for (const pattern of patterns) {
-        let cursor = "0";
-        do {
-          const [next, batch] = await node.scan(cursor, "MATCH", pattern, "COUNT", count);
-          for (const k of batch) found.add(k);
-          cursor = next;
-        } while (cursor !== "0");
+        for await (const batch of scanNode(node, pattern, count)) for (const k of batch) found.add(k);
       }
     }),
   );
