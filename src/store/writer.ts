@@ -386,7 +386,9 @@ export class StoreWriter {
    * sends; nothing is ever left to the cluster client's own routing, whose queues and retries could send an op later.
    */
   private async applyCluster(cluster: Cluster, ops: WriteOp[]): Promise<void> {
-    await clusterReady(cluster);
+    // Only a client never connected waits to be: one whose connections were closed (by a successor fencing this
+    // writer) must fail now and read the lease (applyOnNode), not reconnect and write.
+    if (cluster.status === "wait") await clusterReady(cluster);
     const rounds = 1 + Math.max(0, cluster.options.maxRedirections ?? 16);
     let pending: Routed[] = ops.map((op) => ({ op }));
     /** Why the last op failed (reported when the rounds run out). */
