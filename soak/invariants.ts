@@ -131,9 +131,23 @@ export function tokenPid(token: string): number | undefined {
  * found no lease prove nobody held it: a write between them came from a writer without the lease. Writes near a
  * handover, between polls that saw different tokens, cannot be judged and are not counted either way. `polls` must
  * be in the order they were made (they never overlap).
+ *
+ * `lostKeyGraceMs` excuses one case of "nobody": a write by the last holder less than that long after its key was
+ * first seen gone. On a Cluster no server-side fence covers a batch, so when a fault (a FLUSHALL, a master restarting
+ * empty) removes the lease key early, its holder keeps writing until its next renewal finds the key gone
+ * (docs/design/cluster-fencing.md, "When the lease key itself is lost"). Its tenure, as the lease TTL defines it,
+ * has not ended: its last renewal came before the key was lost, so the key would have lived until at most a TTL
+ * after that. Such writes are returned as `excused`; nobody else writes meanwhile, which the first rule still judges.
+ * On a single node and through Sentinel the fence refuses them: pass 0.
  */
-export function writerViolations(writes: WriteEvent[], polls: LeasePoll[]): WriterViolation[] {
-  const out: WriterViolation[] = [];
+export function writerViolations(
+  writes: WriteEvent[],
+  polls: LeasePoll[],
+  lostKeyGraceMs = 0,
+): { violations: WriterViolation[]; excused: WriteEvent[] } {
+  const violations: WriterViolation[] = [];
+  const excused: WriteEvent[] = [];
+  const lastHeld = lastHeldIndices(polls);
   for (const write of writes) {
     // The last poll answered before the write and the first one sent after it.
     const before = lastIndex(polls, (p) => p.received < write.time - 1);
@@ -143,13 +157,30 @@ export function writerViolations(writes: WriteEvent[], polls: LeasePoll[]): Writ
     const b = polls[after]!;
     if (a.token !== b.token) continue;
     if (a.token === null) {
-      if (b.sent - a.received < NO_HOLDER_WINDOW_MS) out.push({ write, holderPid: undefined, polls: [a, b] });
+      if (b.sent - a.received >= NO_HOLDER_WINDOW_MS) continue;
+      const held = lastHeld[before]!;
+      // The holder's token, then its key seen gone by polls close enough that nobody else's tenure fits between.
+      const last = held >= 0 ? polls[held]! : undefined;
+      const lost = held >= 0 ? polls[held + 1]! : undefined;
+      const seenLost = last && lost && lost.sent - last.received < NO_HOLDER_WINDOW_MS;
+      if (seenLost && tokenPid(last.token!) === write.pid && write.time < lost.received + lostKeyGraceMs) {
+        excused.push(write);
+      } else violations.push({ write, holderPid: undefined, polls: [a, b] });
       continue;
     }
     const holderPid = tokenPid(a.token);
-    if (holderPid !== undefined && holderPid !== write.pid) out.push({ write, holderPid, polls: [a, b] });
+    if (holderPid !== undefined && holderPid !== write.pid) violations.push({ write, holderPid, polls: [a, b] });
   }
-  return out;
+  return { violations, excused };
+}
+
+/** For each poll, the index of the last poll up to it that saw a token (-1: none). */
+function lastHeldIndices(polls: LeasePoll[]): number[] {
+  let last = -1;
+  return polls.map((p, i) => {
+    if (p.token !== null) last = i;
+    return last;
+  });
 }
 
 /** The last index whose element satisfies `test`, for a test that holds for a prefix of `items` (-1: none). */

@@ -54,6 +54,8 @@ export interface InvariantSummary {
   readyViolations: number;
   writesJudged: number;
   writerViolations: number;
+  /** Writes by the last holder after a fault removed its lease key, within its TTL (Cluster only, not violations). */
+  lostKeyWrites: number;
   unattributedWrites: number;
   roleOverlapSamples: number;
   roleOverlapLongestMs: number;
@@ -114,6 +116,12 @@ export function formatSummary(r: SoakResult): string {
       `(limit ${(inv.readyLimitMs / 1000).toFixed(1)} s), violations ${inv.readyViolations}`,
     `  one writer: ${inv.writesJudged} writes attributed, ${inv.writerViolations} executed while another process (or nobody) held the lease ` +
       `(${inv.unattributedWrites} writes from unnamed connections not judged)`,
+    ...(inv.lostKeyWrites > 0
+      ? [
+          `  (info) ${inv.lostKeyWrites} writes by the last holder after a fault removed its lease key, within its lease TTL ` +
+            "(Cluster: docs/design/cluster-fencing.md)",
+        ]
+      : []),
     `  clean exits: ${inv.exitViolations} violations`,
     `  (info) two processes reporting role writer: ${inv.roleOverlapSamples} samples, longest ${(inv.roleOverlapLongestMs / 1000).toFixed(1)} s`,
     "",

@@ -19,12 +19,14 @@ import type { Loading, Topology } from "./plan.js";
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+export const LEASE_TTL_MS = 4000;
+
 /** Settings of the soak's replicators: timers shortened so that faults play out in seconds. */
 export const SOAK_SETTINGS = {
   SCHEMATIC_API_KEY: "soak-api-key",
   LOG_FORMAT: "json",
   LOG_LEVEL: "info",
-  WRITER_LOCK_TTL: "4s",
+  WRITER_LOCK_TTL: `${LEASE_TTL_MS / 1000}s`,
   // A lease renewal must fit in TTL/3 (a settings check): commands time out after 1 s.
   REDIS_READ_TIMEOUT: "1s",
   REDIS_WRITE_TIMEOUT: "1s",

@@ -112,7 +112,10 @@ export class LeasePoller extends Loop {
   forgetBefore(time: number): void {
     let i = 0;
     while (i + 1 < this.polls.length && this.polls[i + 1]!.received < time) i++;
-    this.polls.splice(0, i);
+    // A stretch without a lease is judged against the last poll that saw one (its holder): keep it.
+    let held = i;
+    while (held >= 0 && this.polls[held]!.token === null) held--;
+    this.polls.splice(0, held >= 0 ? held : i);
   }
 }
 

@@ -19,7 +19,7 @@ import { FAULT_KINDS, faultWeights, Planner, type SoakOptions, type Topology } f
 import { Rand } from "../soak/random.js";
 import type { SoakResult } from "../soak/report.js";
 import { checkSdkSample, type RulesEngine, startRulesEngine } from "../soak/sdk-check.js";
-import { judgedWrite, replicatorPid } from "../soak/watch.js";
+import { judgedWrite, LeasePoller, replicatorPid } from "../soak/watch.js";
 import { CHANGE_KINDS } from "../soak/workload.js";
 import { loadFixtureFile, startEmulator } from "../src/emulator/index.js";
 import type { Fixture } from "../src/model/wire.js";
@@ -138,10 +138,11 @@ describe("soak: the invariant checkers", () => {
       { sent: 5000, received: 5002, token: null },
     ];
     const write = (time: number, pid: number) => ({ time, pid, port: 6379, command: "SET k" });
-    const found = writerViolations(
+    const { violations: found, excused } = writerViolations(
       [1050, 1050, 1150, 1250, 1250, 1450, 3000, 6000].map((time, i) => write(time, [1, 2, 1, 1, 2, 2, 2, 1][i]!)),
       polls,
     );
+    assert.equal(excused.length, 0, "without a grace, nothing is excused");
     assert.deepEqual(
       found.map((v) => [v.write.time, v.write.pid, v.holderPid]),
       [
@@ -152,6 +153,63 @@ describe("soak: the invariant checkers", () => {
       "pid 2 wrote during pid 1's tenure, pid 1 during pid 2's, pid 2 while nobody held the lease; not judged: " +
         "between polls that saw different tokens (1150), between polls too far apart to prove nobody held the " +
         "lease (3000), after the last poll (6000)",
+    );
+  });
+
+  test("one writer on Cluster: the last holder writing soon after a fault removed its lease key is excused, nobody else is", () => {
+    const token = (pid: number) => `host-${pid}-${"cd".repeat(16)}`;
+    // pid 1 holds the lease; a FLUSHALL removes the key between the polls at 1100 and 1200; pid 2 takes it at 1800.
+    const polls = [
+      { sent: 1000, received: 1002, token: token(1) },
+      { sent: 1100, received: 1102, token: token(1) },
+      ...[1200, 1300, 1400, 1500, 1600, 1700].map((t) => ({ sent: t, received: t + 2, token: null })),
+      { sent: 1800, received: 1802, token: token(2) },
+      { sent: 1900, received: 1902, token: token(2) },
+    ];
+    const write = (time: number, pid: number) => ({ time, pid, port: 6379, command: "SET k" });
+    const writes = [write(1250, 1), write(1650, 1), write(1350, 2), write(1850, 1)];
+    const cluster = writerViolations(writes, polls, 4000);
+    assert.deepEqual(
+      cluster.excused.map((w) => [w.time, w.pid]),
+      [
+        [1250, 1],
+        [1650, 1],
+      ],
+      "the last holder, within its TTL of the key's loss",
+    );
+    assert.deepEqual(
+      cluster.violations.map((v) => [v.write.time, v.write.pid, v.holderPid]),
+      [
+        [1350, 2, undefined],
+        [1850, 1, 2],
+      ],
+      "another process without the lease, and the old holder once another holds it, are still violations",
+    );
+    assert.equal(writerViolations(writes, polls, 300).violations.length, 3, "a write later than the grace is one");
+    const single = writerViolations(writes, polls, 0);
+    assert.equal(single.excused.length, 0, "no grace where a server-side fence refuses such writes");
+    assert.equal(single.violations.length, 4);
+    // No answer for over a second between the holder's last token and the first empty poll: another tenure fits.
+    const blind = [{ sent: 0, received: 2, token: token(1) }, ...polls.filter((p) => p.sent >= 1200)];
+    const late = writerViolations([write(1250, 1)], blind, 4000);
+    assert.deepEqual([late.excused.length, late.violations.length], [0, 1], "a holder seen long before proves nothing");
+  });
+
+  test("one writer: forgetting judged polls keeps the last one that saw a lease, while none has been seen since", () => {
+    const poller = new LeasePoller(undefined as never, "lease");
+    const at = (t: number, token: string | null) => ({ sent: t, received: t + 2, token });
+    poller.polls.push(at(0, "a"), at(100, "host-1-x"), at(200, null), at(300, null), at(400, null));
+    poller.forgetBefore(350);
+    assert.deepEqual(
+      poller.polls.map((p) => p.sent),
+      [100, 200, 300, 400],
+      "the holder's last poll stays: a write after 350 by pid 1 is judged against it",
+    );
+    poller.polls.push(at(500, "host-2-y"), at(600, "host-2-y"));
+    poller.forgetBefore(650);
+    assert.deepEqual(
+      poller.polls.map((p) => p.sent),
+      [600],
     );
   });
 
