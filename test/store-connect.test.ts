@@ -5,6 +5,7 @@ import { type AddressInfo, createServer, type Server, type Socket } from "node:n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
+import type { Redis } from "ioredis";
 import type { RedisConfig, RedisTopology } from "../src/config/types.js";
 import {
   createRedis,
@@ -16,7 +17,7 @@ import {
   waitForRedis,
 } from "../src/store/connect.js";
 import { parseRedisVersion, serverVersions, supportedVersion, versionProblem } from "../src/store/server-version.js";
-import { freePort, type RedisServer, startRedis } from "./helpers/redis.js";
+import { failSocketTwice, freePort, type RedisServer, startRedis, waitFor } from "./helpers/redis.js";
 import { runToExit } from "./helpers/replicator.js";
 import { parseCommand } from "./helpers/resp.js";
 
@@ -79,6 +80,15 @@ describe("createRedis / waitForRedis: single node", () => {
     await check.select(3);
     assert.equal(await check.get("in-db-3"), "yes");
     assert.equal(describeRedis(cfg), `127.0.0.1:${server.port}`);
+  });
+
+  it("a second error on its socket (a TLS alert, then a reset) is caught, and the client connects again", async () => {
+    const cfg = config(single(server.port));
+    const c = open(cfg) as Redis;
+    await waitForRedis(c, cfg);
+    const before = c.stream;
+    failSocketTwice(c.stream);
+    await waitFor(async () => c.stream !== before && (await c.ping()) === "PONG", { what: "a new connection" });
   });
 
   it("names an unreachable server and the number of attempts", async () => {

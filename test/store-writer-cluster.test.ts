@@ -12,14 +12,21 @@ import type { RedisConfig } from "../src/config/types.js";
 import { entityOps, foldEntity, storedKeys } from "../src/replication/fold.js";
 import type { EntityJob } from "../src/replication/jobs.js";
 import { keySlot, scanEveryMaster } from "../src/store/cluster.js";
-import { createRedis, type RedisClient, redisConnectionName, writerConnectionName } from "../src/store/connect.js";
+import {
+  createRedis,
+  namedDuplicate,
+  type RedisClient,
+  redisConnectionName,
+  waitForRedis,
+  writerConnectionName,
+} from "../src/store/connect.js";
 import { saveCursor } from "../src/store/cursor.js";
 import { KeyScheme } from "../src/store/keys.js";
 import { LeaseLostError, otherWriterConnections, StoreWriter, type WriteOp } from "../src/store/writer.js";
 import { type RedisClusterServer, startCluster } from "./helpers/cluster.js";
 import { templates } from "./helpers/faults.js";
 import { command } from "./helpers/procs.js";
-import { waitFor } from "./helpers/redis.js";
+import { failSocketTwice, waitFor } from "./helpers/redis.js";
 
 /** Keys on every master: 60 keys spread over the slots. */
 const KEYS = Array.from({ length: 60 }, (_, i) => `schematic:company:test:wc-${i}`);
@@ -91,6 +98,24 @@ describe("StoreWriter on a Redis Cluster", { timeout: 120_000 }, () => {
     assert.deepEqual(otherWriterConnections(list, "schematic-replicator-writer:host-2"), [
       { id: "7", name: "schematic-replicator-writer:host-1" },
     ]);
+  });
+
+  it("a second error on a node connection's socket (a TLS alert, then a reset) is caught, also on a duplicate", async () => {
+    const shared = instance("host-sockets") as Cluster;
+    await waitForRedis(shared, config());
+    const own = namedDuplicate(shared, writerConnectionName("host-sockets"));
+    try {
+      for (const c of [shared, own]) {
+        await Promise.all(KEYS.map((key) => c.set(key, "before")));
+        const masters = c.nodes("master");
+        for (const node of masters) failSocketTwice(node.stream);
+        await waitFor(async () => (await Promise.all(KEYS.map((key) => c.set(key, "after")))).length === KEYS.length, {
+          what: "writes on new connections",
+        });
+      }
+    } finally {
+      own.disconnect();
+    }
   });
 
   it("a new writer closes the old writer's connections on every master before writing, and nobody else's", async () => {

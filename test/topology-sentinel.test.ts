@@ -25,7 +25,7 @@ import { NotReplicatedError, StoreWriter } from "../src/store/writer.js";
 import { admin, checkSdk, DEFAULT_CACHE_VERSION, type SdkClient, startDirectSdk } from "./helpers/e2e.js";
 import { churn, region } from "./helpers/faults.js";
 import { command, stopProcess } from "./helpers/procs.js";
-import { waitFor } from "./helpers/redis.js";
+import { failSocketTwice, waitFor } from "./helpers/redis.js";
 import {
   assertWaitsForRedis,
   type ReplicatorProcess,
@@ -54,6 +54,23 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
     REDIS_SENTINEL_MASTER: group.masterName,
     REDIS_SENTINEL_PASSWORD: SENTINEL_PASSWORD,
     REDIS_PASSWORD: PASSWORD,
+  });
+  const sentinelConfig = (): RedisConfig => ({
+    topology: {
+      kind: "sentinel",
+      sentinels: group.sentinels.map((s) => ({ host: "127.0.0.1", port: s.port })),
+      masterName: group.masterName,
+      sentinelPassword: SENTINEL_PASSWORD,
+      db: 0,
+    },
+    password: PASSWORD,
+    maxRetries: 1,
+    dialTimeoutMs: 2000,
+    readTimeoutMs: 3000,
+    writeTimeoutMs: 3000,
+    maxRedirects: 3,
+    routeByLatency: false,
+    keyPrefix: "schematic:",
   });
   const sdkOnMaster = async () =>
     await startSdkOn(
@@ -184,27 +201,28 @@ describe("Redis Sentinel: a master, two replicas, three sentinels", () => {
     );
   });
 
+  test("a second error on the master connection's socket (a TLS alert, then a reset) is caught; it connects again", {
+    timeout: 60_000,
+  }, async () => {
+    const cfg = sentinelConfig();
+    const client = createRedis(cfg) as Redis;
+    try {
+      await waitForRedis(client, cfg);
+      const before = client.stream;
+      failSocketTwice(client.stream);
+      await waitFor(async () => client.stream !== before && (await client.ping()) === "PONG", {
+        what: "a new connection to the master",
+      });
+    } finally {
+      client.disconnect();
+    }
+  });
+
   test("a batch counts as written only once a replica has it", { timeout: 60_000 }, async () => {
     // Runs last: it stops, then kills, the replica of the current master.
     await rep.stop();
     await group.waitHealthy(1);
-    const cfg: RedisConfig = {
-      topology: {
-        kind: "sentinel",
-        sentinels: group.sentinels.map((s) => ({ host: "127.0.0.1", port: s.port })),
-        masterName: group.masterName,
-        sentinelPassword: SENTINEL_PASSWORD,
-        db: 0,
-      },
-      password: PASSWORD,
-      maxRetries: 1,
-      dialTimeoutMs: 2000,
-      readTimeoutMs: 3000,
-      writeTimeoutMs: 3000,
-      maxRedirects: 3,
-      routeByLatency: false,
-      keyPrefix: "schematic:",
-    };
+    const cfg = sentinelConfig();
     const client: RedisClient = createRedis(cfg);
     try {
       await waitForRedis(client, cfg);

@@ -21,6 +21,7 @@ import type { RedisConfig, RedisTlsConfig } from "../config/types.js";
 import { backoffDelay, sleep } from "../util/time.js";
 import { errorMessage, type StoreLog } from "./log.js";
 import { type ServerVersion, serverVersions, versionProblem } from "./server-version.js";
+import { GuardedSentinelConnector, GuardedStandaloneConnector } from "./socket-errors.js";
 
 export type RedisClient = Redis | Cluster;
 
@@ -43,6 +44,8 @@ export function createRedis(cfg: RedisConfig, options: CreateRedisOptions = {}):
     maxRetriesPerRequest: cfg.maxRetries,
     connectionName: options.connectionName,
     lazyConnect: true,
+    // Also the Cluster's node connections (redisOptions): a second socket error must not kill the process.
+    Connector: GuardedStandaloneConnector,
   };
   const reconnect = (times: number) => Math.min(100 * times, 2000);
 
@@ -77,6 +80,7 @@ export function createRedis(cfg: RedisConfig, options: CreateRedisOptions = {}):
   } else if (topo.kind === "sentinel") {
     client = new Redis({
       ...common,
+      Connector: GuardedSentinelConnector,
       sentinels: topo.sentinels.map((s) => ({ host: s.host, port: s.port })),
       name: topo.masterName,
       role: "master",
@@ -278,6 +282,7 @@ export async function followSentinelMaster(client: Redis, log?: StoreLog): Promi
         lazyConnect: true,
         maxRetriesPerRequest: 0,
         retryStrategy: () => null,
+        Connector: GuardedStandaloneConnector,
         connectTimeout: 1000,
         commandTimeout: 1000,
         ...(o.enableTLSForSentinelMode && o.sentinelTLS ? { tls: o.sentinelTLS } : {}),
@@ -443,6 +448,7 @@ async function diagnose(cfg: RedisConfig): Promise<unknown> {
       lazyConnect: true,
       maxRetriesPerRequest: 0,
       retryStrategy: () => null,
+      Connector: GuardedStandaloneConnector,
       ...(tls ? { tls } : {}),
     });
     let eventError: unknown;

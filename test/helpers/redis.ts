@@ -180,3 +180,13 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/**
+ * What a Redis refusing our TLS client certificate does to a connection's socket: an alert, a reset, then it is
+ * gone. A second 'error' event nobody listens for throws here (in the service: kills the process).
+ */
+export function failSocketTwice(stream: Redis["stream"]): void {
+  stream.emit("error", Object.assign(new Error("tlsv13 alert unknown ca"), { code: "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA" }));
+  stream.emit("error", Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }));
+  stream.destroy();
+}
