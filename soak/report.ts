@@ -57,6 +57,8 @@ export interface InvariantSummary {
   /** Writes by the last holder after a fault removed its lease key, within its TTL (Cluster only, not violations). */
   lostKeyWrites: number;
   unattributedWrites: number;
+  /** The first few of them: command, node, time and connection. */
+  unattributedSamples: string[];
   roleOverlapSamples: number;
   roleOverlapLongestMs: number;
   exitViolations: number;
@@ -116,6 +118,7 @@ export function formatSummary(r: SoakResult): string {
       `(limit ${(inv.readyLimitMs / 1000).toFixed(1)} s), violations ${inv.readyViolations}`,
     `  one writer: ${inv.writesJudged} writes attributed, ${inv.writerViolations} executed while another process (or nobody) held the lease ` +
       `(${inv.unattributedWrites} writes from unnamed connections not judged)`,
+    ...inv.unattributedSamples.map((w) => `    not judged: ${w}`),
     ...(inv.lostKeyWrites > 0
       ? [
           `  (info) ${inv.lostKeyWrites} writes by the last holder after a fault removed its lease key, within its lease TTL ` +

@@ -99,6 +99,7 @@ export async function runSoak(options: RunOptions): Promise<SoakResult> {
     writerViolations: 0,
     lostKeyWrites: 0,
     unattributedWrites: 0,
+    unattributedSamples: [],
     roleOverlapSamples: 0,
     roleOverlapLongestMs: 0,
     exitViolations: 0,
@@ -211,6 +212,7 @@ export async function runSoak(options: RunOptions): Promise<SoakResult> {
         poller.forgetBefore(Math.min(lastPoll.sent, ...rest.map((w) => w.time)));
       }
       inv.unattributedWrites = recorder.unattributed;
+      inv.unattributedSamples = [...recorder.unattributedSamples];
 
       const exits = slots.flatMap((s) => s.exits);
       const bad = exitViolations(exits, SHUTDOWN_TIMEOUT_MS + 5000);

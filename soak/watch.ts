@@ -150,6 +150,8 @@ export class WriteRecorder {
   readonly writes: WriteEvent[] = [];
   /** Writes from connections that carry no replicator name: not judged. */
   unattributed = 0;
+  /** The first few of them, to say which connections they came from. */
+  readonly unattributedSamples: string[] = [];
   private readonly names = new Map<string, string>();
   private readonly monitors: Redis[] = [];
   private readonly pending: { time: number; port: number; source: string; command: string }[] = [];
@@ -207,8 +209,14 @@ export class WriteRecorder {
       if (name === REPLICATION) continue;
       if (pid !== undefined) {
         this.writes.push({ time: w.time, pid, port: w.port, command: w.command });
-      } else if (name !== undefined || final || w.time < Date.now() - 5000) this.unattributed++;
-      else keep.push(w);
+      } else if (name !== undefined || final || w.time < Date.now() - 5000) {
+        this.unattributed++;
+        if (this.unattributedSamples.length < 5) {
+          this.unattributedSamples.push(
+            `${w.command} on port ${w.port} at ${new Date(w.time).toISOString()} from ${w.source} (name ${name ?? "unknown"})`,
+          );
+        }
+      } else keep.push(w);
     }
     this.pending.splice(0, this.pending.length, ...keep);
   }

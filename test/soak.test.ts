@@ -13,13 +13,14 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { Redis } from "ioredis";
 import { createClient } from "redis";
 import { exitViolations, readyViolations, tokenPid, writerViolations } from "../soak/invariants.js";
 import { FAULT_KINDS, faultWeights, Planner, type SoakOptions, type Topology } from "../soak/plan.js";
 import { Rand } from "../soak/random.js";
 import type { SoakResult } from "../soak/report.js";
 import { checkSdkSample, type RulesEngine, startRulesEngine } from "../soak/sdk-check.js";
-import { judgedWrite, LeasePoller, replicatorPid } from "../soak/watch.js";
+import { judgedWrite, LeasePoller, replicatorPid, WriteRecorder } from "../soak/watch.js";
 import { CHANGE_KINDS } from "../soak/workload.js";
 import { loadFixtureFile, startEmulator } from "../src/emulator/index.js";
 import type { Fixture } from "../src/model/wire.js";
@@ -27,6 +28,7 @@ import { redisConnectionName, writerConnectionName } from "../src/store/connect.
 import { KeyScheme } from "../src/store/keys.js";
 import { scanKeys } from "./helpers/e2e.js";
 import { FIXTURE_PATH, KEYS, type Stack, startStack } from "./helpers/faults.js";
+import { startRedis, waitFor } from "./helpers/redis.js";
 import { buildInto, ROOT, runNode } from "./ops-helpers.js";
 
 const options = (o: Partial<SoakOptions> = {}): SoakOptions => ({
@@ -219,6 +221,44 @@ describe("soak: the invariant checkers", () => {
     assert.equal(replicatorPid("schematic-soak"), undefined);
     assert.equal(replicatorPid(`ioredis-cluster(refresher):${writerConnectionName("host-8")}`), undefined);
     assert.equal(replicatorPid(undefined), undefined);
+  });
+
+  test("one writer: MONITOR ties a write to the replicator whose connection sent it, and names the ones it cannot", async () => {
+    const server = await startRedis();
+    const recorder = new WriteRecorder([server.port], "schematic:datastream:writer_lock");
+    const replicator = new Redis({
+      host: "127.0.0.1",
+      port: server.port,
+      connectionName: redisConnectionName("host-4242"),
+    });
+    const other = new Redis({ host: "127.0.0.1", port: server.port, connectionName: "someone-else" });
+    try {
+      await recorder.start();
+      // MONITOR starts listening a moment after start(): write until both writes are seen.
+      await waitFor(
+        async () => {
+          await replicator.set("schematic:company:a", "1");
+          await other.set("schematic:company:b", "2");
+          recorder.resolve();
+          return recorder.writes.length > 0 && recorder.unattributed > 0;
+        },
+        { what: "both writes recorded" },
+      );
+      assert.deepEqual([recorder.writes[0]!.pid, recorder.writes[0]!.command], [4242, "SET schematic:company:a"]);
+      assert.ok(
+        recorder.writes.every((w) => w.command === "SET schematic:company:a"),
+        "only the replicator's",
+      );
+      assert.match(
+        recorder.unattributedSamples[0]!,
+        /^SET schematic:company:b on port \d+ at .* from 127\.0\.0\.1:\d+ \(name someone-else\)$/,
+      );
+    } finally {
+      await recorder.stop();
+      replicator.disconnect();
+      other.disconnect();
+      await server.stop();
+    }
   });
 
   test("one writer: data and control keys are judged; the lease and a load's private scratch sets are not", () => {
