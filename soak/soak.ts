@@ -172,9 +172,9 @@ export async function runSoak(options: RunOptions): Promise<SoakResult> {
 
     let exitsSeen = 0;
     let readySeen = 0;
-    /** The continuous invariants over what was recorded since the last checkpoint. */
     // Cluster writes have no server-side fence: see writerViolations.
     const lostKeyGraceMs = options.topology === "cluster" ? LEASE_TTL_MS : 0;
+    /** The continuous invariants over what was recorded since the last checkpoint. */
     const judge = (): string[] => {
       const out: string[] = [];
       const ready = readyViolations(sampler.samples, READY_LIMIT_MS);

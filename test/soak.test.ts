@@ -111,6 +111,9 @@ describe("soak: the plan", () => {
 
 describe("soak: the invariant checkers", () => {
   const probe = (status: number, pid = 100) => ({ slot: 0, pid, status, role: "writer" });
+  /** A lease token of process `pid`, and a write Redis executed at `time` from that process. */
+  const token = (pid: number) => `host-${pid}-${"ab".repeat(16)}`;
+  const write = (time: number, pid: number) => ({ time, pid, port: 6379, command: "SET k" });
 
   test("/ready honest: a long stretch of 200 while anchors are missing is a violation, short or broken ones are not", () => {
     const samples = [0, 250, 500, 750, 1000, 1250].map((t) => ({ t, missing: 3, probes: [probe(200)] }));
@@ -128,7 +131,6 @@ describe("soak: the invariant checkers", () => {
   });
 
   test("one writer: a write inside an interval two polls prove another process held the lease is a violation", () => {
-    const token = (pid: number) => `host-${pid}-${"ab".repeat(16)}`;
     assert.equal(tokenPid(token(42)), 42);
     const polls = [
       { sent: 1000, received: 1002, token: token(1) },
@@ -139,7 +141,6 @@ describe("soak: the invariant checkers", () => {
       { sent: 1500, received: 1502, token: null },
       { sent: 5000, received: 5002, token: null },
     ];
-    const write = (time: number, pid: number) => ({ time, pid, port: 6379, command: "SET k" });
     const { violations: found, excused } = writerViolations(
       [1050, 1050, 1150, 1250, 1250, 1450, 3000, 6000].map((time, i) => write(time, [1, 2, 1, 1, 2, 2, 2, 1][i]!)),
       polls,
@@ -159,7 +160,6 @@ describe("soak: the invariant checkers", () => {
   });
 
   test("one writer on Cluster: the last holder writing soon after a fault removed its lease key is excused, nobody else is", () => {
-    const token = (pid: number) => `host-${pid}-${"cd".repeat(16)}`;
     // pid 1 holds the lease; a FLUSHALL removes the key between the polls at 1100 and 1200; pid 2 takes it at 1800.
     const polls = [
       { sent: 1000, received: 1002, token: token(1) },
@@ -168,7 +168,6 @@ describe("soak: the invariant checkers", () => {
       { sent: 1800, received: 1802, token: token(2) },
       { sent: 1900, received: 1902, token: token(2) },
     ];
-    const write = (time: number, pid: number) => ({ time, pid, port: 6379, command: "SET k" });
     const writes = [write(1250, 1), write(1650, 1), write(1350, 2), write(1850, 1)];
     const cluster = writerViolations(writes, polls, 4000);
     assert.deepEqual(
