@@ -136,6 +136,9 @@ test("sync load: changes it held win lookup keys over its rows, whatever the RES
     rig.pipeline.handleFrame(entityFrame("company", "delete", B, company(B, true), "400-1"));
     rig.pipeline.handleFrame(entityFrame("company", "full", A, company(A, true), "400-2"));
     assert.equal((await rig.load(generation)).complete, true);
+    // The load returns once its rows are queued (into an empty Redis it has nothing to evict, so it does not wait
+    // for them to be written); the held changes stay held until endLoad.
+    await rig.pipeline.whenLoadApplied();
     assert.equal(await rig.client.get(K), JSON.stringify(B), "the load wrote the API's answer first");
     await rig.endLoad();
     await expectKWithA(rig);

@@ -32,6 +32,7 @@ describe("the load window", () => {
     await withPipelineRig(companies(3), async (rig) => {
       const generation = rig.pipeline.beginLoad("stream-wins");
       await rig.load(generation);
+      await rig.pipeline.whenLoadApplied();
       // The pass's rows are written but the window is still open (endLoad not called): partials keep arriving.
       for (let i = 0; i < 2000; i++) rig.pipeline.handleFrame(regionPartial("c01", i));
       await rig.pipeline.whenIdle();
