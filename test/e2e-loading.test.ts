@@ -59,11 +59,25 @@ async function countKeys(db: Redis, pattern: string): Promise<number> {
   return (await scanKeys(db, pattern)).length;
 }
 
-/** The replicator is in the middle of its initial load: asserted right after a wave of changes. */
-async function assertMidLoad(rep: ReplicatorProcess, what: string): Promise<void> {
+/**
+ * Pushes a wave of changes in the middle of the initial load and checks that the load is still running. The REST
+ * pages requested meanwhile are held (a long latency), so the load cannot end during the wave however slow the
+ * machine; then they go on at `latencyMs`.
+ */
+async function waveMidLoad(
+  rep: ReplicatorProcess,
+  emuUrl: string,
+  changes: unknown[],
+  latencyMs: number,
+  what: string,
+): Promise<void> {
+  await admin(emuUrl, "POST", "/faults", { rest_latency_ms: 3000 });
+  const pushed = await admin(emuUrl, "POST", "/bulk", { changes });
+  assert.ok((pushed.count as number) > 100);
   const debug = await rep.debug();
   assert.equal(debug.loading, true, `${what}: the load is still running`);
   assert.equal((await rep.ready()).status, 503, `${what}: /ready is still 503`);
+  await admin(emuUrl, "POST", "/faults", { rest_latency_ms: latencyMs });
 }
 
 describe("end to end: both loading modes, with changes pushed while the REST load runs", () => {
@@ -112,7 +126,8 @@ describe("end to end: both loading modes, with changes pushed while the REST loa
       const s = await startStack(fixture);
       stacks.push(s);
       // Slow enough that the waves land mid-load (42 requests, one or two at a time), fast enough for the suite.
-      await admin(s.emu.url, "POST", "/faults", { rest_latency_ms: asyncLoading ? 80 : 50 });
+      const latencyMs = asyncLoading ? 80 : 50;
+      await admin(s.emu.url, "POST", "/faults", { rest_latency_ms: latencyMs });
       s.rep = await startReplicator(
         testEnv({
           SCHEMATIC_API_URL: s.emu.url,
@@ -133,16 +148,13 @@ describe("end to end: both loading modes, with changes pushed while the REST loa
         },
         { what: "the load to be under way", intervalMs: 20, timeoutMs: 90_000 },
       );
-      const first = await admin(s.emu.url, "POST", "/bulk", { changes: wave("w1", 0) });
-      assert.ok((first.count as number) > 100);
-      await assertMidLoad(rep, "first wave");
+      await waveMidLoad(rep, s.emu.url, wave("w1", 0), latencyMs, "first wave");
       await waitFor(async () => (await restRequests()) >= 12, {
         what: "the load to progress",
         intervalMs: 20,
         timeoutMs: 90_000,
       });
-      await admin(s.emu.url, "POST", "/bulk", { changes: wave("w2", 7) });
-      await assertMidLoad(rep, "second wave");
+      await waveMidLoad(rep, s.emu.url, wave("w2", 7), latencyMs, "second wave");
 
       await rep.waitReady(90_000);
       const debug = (await rep.debug()) as { messages: { received: number }; replay: { full_reloads: number } };

@@ -164,14 +164,14 @@ describe("Redis Cluster: one master loses its data (not the marker's, not the le
   }, async () => {
     const victim = await bystander();
     // Slow pages: the reload runs for seconds, /ready 200 meanwhile (a server reload leaves the data in place).
-    await admin(emu.url, "POST", "/faults", { rest_latency_ms: 4000, rest_fail_paths: ["/companies", "/users"] });
+    await admin(emu.url, "POST", "/faults", { rest_latency_ms: 8000, rest_fail_paths: ["/companies", "/users"] });
     const reloads = await fullReloads();
     await admin(emu.url, "POST", "/reload");
     await waitFor(async () => (await fullReloads()) > reloads, { what: "the reload" });
     assert.equal((await rep.ready()).status, 200, "ready during a server reload");
     await command(victim.port, ["FLUSHALL"]);
     await waitFor(async () => (await rep.ready()).status === 503, {
-      timeoutMs: 3000,
+      timeoutMs: 6000, // below the pages' latency: the reload is still running
       intervalMs: 50,
       what: "/ready 503 within a few marker checks of the loss, while the reload still runs",
     });

@@ -17,7 +17,15 @@ import { loadFixtureFile, type RunningEmulator, startEmulator } from "../src/emu
 import { churn } from "./helpers/faults.js";
 import { type RedisServer, startRedis, waitFor } from "./helpers/redis.js";
 import { type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
-import { burst, monitorWrites, type WriteMonitor, waitEqual, writerRuns } from "./helpers/topology.js";
+import {
+  burst,
+  connectionName,
+  monitorWrites,
+  untilWrote,
+  type WriteMonitor,
+  waitEqual,
+  writerRuns,
+} from "./helpers/topology.js";
 
 const FIXTURE_FILE = fileURLToPath(new URL("../examples/fixture.json", import.meta.url));
 const LEASE_KEY = "schematic:datastream:writer_lock";
@@ -36,12 +44,7 @@ describe("three replicators on one Redis: one writes, a standby takes over when 
   let monitor: WriteMonitor;
   const reps: ReplicatorProcess[] = [];
   const logs = () => reps.flatMap((r) => r.logs.slice(-10));
-  /** The connection name of a replicator process (its pid ends it). */
-  const nameOf = (r: ReplicatorProcess) => {
-    const names = [...new Set(monitor.names.values())].filter((n) => n.endsWith(`-${r.process.pid}`));
-    assert.equal(names.length, 1, `one connection name for pid ${r.process.pid}: ${names.join(", ")}`);
-    return names[0]!;
-  };
+  const nameOf = (r: ReplicatorProcess) => connectionName(monitor, r);
   const roleOf = async (r: ReplicatorProcess) => String((await r.health()).body.role);
   const alive = () => reps.filter((r) => r.process.exitCode === null && r.process.signalCode === null);
   const writerNow = async () => {
@@ -98,7 +101,7 @@ describe("three replicators on one Redis: one writes, a standby takes over when 
       const writerName = nameOf(writer);
       const before = monitor.writes.length;
       const sending = burst(emu.url, churn(700, { tag: `kill${round}`, seed: 10 + round, entities: 120 }), 25, 30);
-      await new Promise((r) => setTimeout(r, 400));
+      await untilWrote(monitor, writerName, before);
       writer.process.kill("SIGKILL");
       const killedAt = Date.now();
       await writer.exited;

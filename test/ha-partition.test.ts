@@ -19,9 +19,11 @@ import { type RedisServer, startRedis, waitFor } from "./helpers/redis.js";
 import { type ReplicatorProcess, startReplicator, testEnv } from "./helpers/replicator.js";
 import {
   burst,
+  connectionName,
   type FreezableProxy,
   monitorWrites,
   startFreezableProxy,
+  untilWrote,
   type WriteMonitor,
   waitEqual,
   writerRuns,
@@ -56,11 +58,6 @@ async function stopRig(rig: Rig | undefined): Promise<void> {
   await rig.redis.stop();
 }
 
-const nameOf = (monitor: WriteMonitor, r: ReplicatorProcess) => {
-  const names = [...new Set(monitor.names.values())].filter((n) => n.endsWith(`-${r.process.pid}`));
-  assert.equal(names.length, 1, `one connection name for pid ${r.process.pid}: ${names.join(", ")}`);
-  return names[0]!;
-};
 const roleOf = async (r: ReplicatorProcess) => String((await r.health()).body.role);
 
 describe("the writer frozen (SIGSTOP) for longer than its lease", () => {
@@ -91,7 +88,7 @@ describe("the writer frozen (SIGSTOP) for longer than its lease", () => {
     assert.equal(await roleOf(b), "standby");
     const before = rig.monitor.writes.length;
     const sending = burst(rig.emu.url, churn(600, { tag: "stop", seed: 21, entities: 120 }), 25, 30);
-    await new Promise((r) => setTimeout(r, 300));
+    await untilWrote(rig.monitor, connectionName(rig.monitor, a), before);
     a.process.kill("SIGSTOP");
 
     // Watch the standby's /ready while the lease lapses: whenever the lease key is absent both just before and just
@@ -126,7 +123,7 @@ describe("the writer frozen (SIGSTOP) for longer than its lease", () => {
     }
     assert.deepEqual(
       writerRuns(rig.monitor.writes.slice(before)),
-      [nameOf(rig.monitor, a), nameOf(rig.monitor, b)],
+      [connectionName(rig.monitor, a), connectionName(rig.monitor, b)],
       "the frozen writer, then only its successor",
     );
   });
@@ -162,7 +159,7 @@ describe("the writer's connection to Redis frozen for longer than its lease", ()
     const before = rig.monitor.writes.length;
     const commandsBefore = rig.monitor.commands.length;
     const sending = burst(rig.emu.url, churn(600, { tag: "cut", seed: 31, entities: 120 }), 25, 30);
-    await new Promise((r) => setTimeout(r, 300));
+    await untilWrote(rig.monitor, connectionName(rig.monitor, c), before);
     proxy.freeze();
     const frozenAt = Date.now();
     await waitFor(async () => (await roleOf(d)) === "writer", {
@@ -181,8 +178,8 @@ describe("the writer's connection to Redis frozen for longer than its lease", ()
     await waitFor(async () => (await c.ready()).status === 200, { what: "the old writer's /ready 200 as a standby" });
     assert.equal((await c.ready()).body.role, "standby");
 
-    const cName = nameOf(rig.monitor, c);
-    const dName = nameOf(rig.monitor, d);
+    const cName = connectionName(rig.monitor, c);
+    const dName = connectionName(rig.monitor, d);
     const writes = rig.monitor.writes.slice(before);
     assert.deepEqual(writerRuns(writes), [cName, dName], "the cut-off writer, then only its successor");
     // Did stale batches arrive after the successor's first write (and get refused by the lease token)?

@@ -165,11 +165,11 @@ describe("StoreWriter fencing (WATCH · fence · MULTI · EXEC)", { timeout: 120
 
       // Expired between WATCH and EXEC (the server decides at EXEC time).
       const c = server.client();
-      await c.set("watched", "a", "PX", 30);
-      await c.watch("watched");
+      // SET and WATCH in one round trip: a key already expired when WATCH runs is not watched at all.
+      await c.pipeline().set("watched", "a", "PX", 200).watch("watched").exec();
       await c.call("multi");
       await c.set("x", "1");
-      await new Promise((resolve) => setTimeout(resolve, 80));
+      await new Promise((resolve) => setTimeout(resolve, 400));
       assert.equal(await c.call("exec"), null);
       assert.equal(await r.exists("x"), 0);
       c.disconnect();

@@ -29,6 +29,7 @@ import {
 } from "./e2e.js";
 import type { BulkChange } from "./faults.js";
 import { waitFor } from "./redis.js";
+import type { ReplicatorProcess } from "./replicator.js";
 import { parseCommand } from "./resp.js";
 import { allChecks, CONDITION_TYPES, conditionTypes, RULE_TYPES, rulesById } from "./sdk-table.js";
 
@@ -269,6 +270,23 @@ export function writerRuns(writes: WriteEvent[]): string[] {
   const runs: string[] = [];
   for (const w of writes) if (runs.at(-1) !== w.writer) runs.push(w.writer);
   return runs;
+}
+
+/** The connection name of a replicator process as the monitor saw it (its pid ends the name). */
+export function connectionName(monitor: WriteMonitor, r: ReplicatorProcess): string {
+  const names = [...new Set(monitor.names.values())].filter((n) => n.endsWith(`-${r.process.pid}`));
+  assert.equal(names.length, 1, `one connection name for pid ${r.process.pid}: ${names.join(", ")}`);
+  return names[0]!;
+}
+
+/**
+ * Waits until `writer` has written since `since` (an index into `monitor.writes`): a fault meant to hit a writer in
+ * the middle of a burst must wait for the burst to reach Redis, however slow the machine.
+ */
+export async function untilWrote(monitor: WriteMonitor, writer: string, since: number): Promise<void> {
+  await waitFor(() => monitor.writes.slice(since).some((w) => w.writer === writer), {
+    what: `${writer} to write part of the burst`,
+  });
 }
 
 // ---- a TCP proxy that can freeze one replicator's connections --------------------------------------------------
