@@ -128,9 +128,7 @@ describe("faults: SIGTERM during a burst", () => {
     await rep.waitReady();
     // /ready may say 200 before the datastream session is open (the data set is vouched for): a reload sent then
     // would reach no connection.
-    await waitFor(async () => (((await rep.debug()).replay as Record<string, number>).connections ?? 0) > 0, {
-      what: "the datastream session",
-    });
+    await waitFor(async () => (await s.debugNumber("replay.connections")) > 0, { what: "the datastream session" });
     // Every REST page now takes a second: the reload the server asks for runs for many seconds, holding the stream's
     // changes until it completes.
     await s.admin("POST", "/faults", { rest_latency_ms: 1000 });

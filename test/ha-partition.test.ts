@@ -88,7 +88,8 @@ describe("the writer frozen (SIGSTOP) for longer than its lease", () => {
     assert.equal(await roleOf(b), "standby");
     const before = rig.monitor.writes.length;
     const sending = burst(rig.emu.url, churn(600, { tag: "stop", seed: 21, entities: 120 }), 25, 30);
-    await untilWrote(rig.monitor, connectionName(rig.monitor, a), before);
+    const aName = connectionName(rig.monitor, a);
+    await untilWrote(rig.monitor, aName, before);
     a.process.kill("SIGSTOP");
 
     // Watch the standby's /ready while the lease lapses: whenever the lease key is absent both just before and just
@@ -123,7 +124,7 @@ describe("the writer frozen (SIGSTOP) for longer than its lease", () => {
     }
     assert.deepEqual(
       writerRuns(rig.monitor.writes.slice(before)),
-      [connectionName(rig.monitor, a), connectionName(rig.monitor, b)],
+      [aName, connectionName(rig.monitor, b)],
       "the frozen writer, then only its successor",
     );
   });
@@ -159,7 +160,8 @@ describe("the writer's connection to Redis frozen for longer than its lease", ()
     const before = rig.monitor.writes.length;
     const commandsBefore = rig.monitor.commands.length;
     const sending = burst(rig.emu.url, churn(600, { tag: "cut", seed: 31, entities: 120 }), 25, 30);
-    await untilWrote(rig.monitor, connectionName(rig.monitor, c), before);
+    const cName = connectionName(rig.monitor, c);
+    await untilWrote(rig.monitor, cName, before);
     proxy.freeze();
     const frozenAt = Date.now();
     await waitFor(async () => (await roleOf(d)) === "writer", {
@@ -178,7 +180,6 @@ describe("the writer's connection to Redis frozen for longer than its lease", ()
     await waitFor(async () => (await c.ready()).status === 200, { what: "the old writer's /ready 200 as a standby" });
     assert.equal((await c.ready()).body.role, "standby");
 
-    const cName = connectionName(rig.monitor, c);
     const dName = connectionName(rig.monitor, d);
     const writes = rig.monitor.writes.slice(before);
     assert.deepEqual(writerRuns(writes), [cName, dName], "the cut-off writer, then only its successor");
